@@ -1,0 +1,196 @@
+//! `libpoolmalloc.so`: the C allocator interface.
+//!
+//! Every function forwards to the `poolmalloc` core and adds only the C
+//! conventions: `errno` set to `ENOMEM` or `EINVAL` where glibc sets it,
+//! overflow checks on multiplications, and glibc's edge cases (`malloc(0)`
+//! returns a unique pointer, `realloc(p, 0)` frees and returns NULL, `free`
+//! leaves `errno` alone). Built with `panic = "abort"`; nothing here can
+//! unwind.
+//!
+//! Load it into any dynamically linked program with
+//! `LD_PRELOAD=target/release/libpoolmalloc.so`.
+
+#![allow(clippy::missing_safety_doc)] // the C standard documents these functions
+
+use core::ffi::{c_char, c_int, c_void};
+use core::ptr;
+use pm::alloc as core_alloc;
+use pm::os::set_errno;
+
+const ENOMEM: c_int = libc::ENOMEM;
+const EINVAL: c_int = libc::EINVAL;
+
+#[inline(always)]
+fn nomem(p: *mut u8) -> *mut c_void {
+    if p.is_null() {
+        set_errno(ENOMEM);
+    }
+    p.cast()
+}
+
+/// `malloc(3)`.
+#[no_mangle]
+pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    nomem(core_alloc::malloc(size))
+}
+
+/// `free(3)`; preserves `errno`.
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    // SAFETY: the C contract: `p` is null or a live block.
+    unsafe { core_alloc::free(p.cast()) }
+}
+
+/// `cfree(3)`, an old alias of `free`.
+#[no_mangle]
+pub unsafe extern "C" fn cfree(p: *mut c_void) {
+    // SAFETY: as for free.
+    unsafe { core_alloc::free(p.cast()) }
+}
+
+/// `calloc(3)`: ENOMEM on multiplication overflow.
+#[no_mangle]
+pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    let Some(total) = n.checked_mul(size) else {
+        set_errno(ENOMEM);
+        return ptr::null_mut();
+    };
+    nomem(core_alloc::calloc(total))
+}
+
+/// `realloc(3)`: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees
+/// `p` and returns NULL; on failure the old block is left intact.
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    if p.is_null() {
+        return malloc(size);
+    }
+    if size == 0 {
+        // SAFETY: the C contract: `p` is a live block.
+        unsafe { core_alloc::free(p.cast()) };
+        return ptr::null_mut();
+    }
+    // SAFETY: the C contract: `p` is a live block.
+    nomem(unsafe { core_alloc::realloc(p.cast(), size) })
+}
+
+/// `reallocarray(3)`: ENOMEM on multiplication overflow.
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    let Some(total) = n.checked_mul(size) else {
+        set_errno(ENOMEM);
+        return ptr::null_mut();
+    };
+    // SAFETY: forwarded.
+    unsafe { realloc(p, total) }
+}
+
+/// `posix_memalign(3)`: EINVAL unless `align` is a power of two multiple of
+/// `sizeof(void *)`; ENOMEM if it cannot allocate. `*memptr` is untouched on
+/// failure, and `errno` is not changed.
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(memptr: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
+        return EINVAL;
+    }
+    let e = pm::os::Errno::save();
+    let p = core_alloc::malloc_aligned(size, align);
+    e.restore();
+    if p.is_null() {
+        return ENOMEM;
+    }
+    // SAFETY: the caller gives a writable pointer slot.
+    unsafe { *memptr = p.cast() };
+    0
+}
+
+/// `aligned_alloc(3)`: EINVAL unless `align` is a power of two.
+#[no_mangle]
+pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        set_errno(EINVAL);
+        return ptr::null_mut();
+    }
+    nomem(core_alloc::malloc_aligned(size, align))
+}
+
+/// `memalign(3)`: like glibc, an alignment that is not a power of two is
+/// rounded up to one; an impossible one gives EINVAL.
+#[no_mangle]
+pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    let Some(a) = align.max(1).checked_next_power_of_two() else {
+        set_errno(EINVAL);
+        return ptr::null_mut();
+    };
+    nomem(core_alloc::malloc_aligned(size, a))
+}
+
+/// `valloc(3)`: page-aligned.
+#[no_mangle]
+pub extern "C" fn valloc(size: usize) -> *mut c_void {
+    nomem(core_alloc::malloc_aligned(size, pm::os::page_size()))
+}
+
+/// `pvalloc(3)`: page-aligned, size rounded up to whole pages.
+#[no_mangle]
+pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    let page = pm::os::page_size();
+    let Some(rounded) = pm::os::align_up(size.max(1), page) else {
+        set_errno(ENOMEM);
+        return ptr::null_mut();
+    };
+    nomem(core_alloc::malloc_aligned(rounded, page))
+}
+
+/// `malloc_usable_size(3)`: 0 for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    core_alloc::usable_size(p.cast(), "malloc_usable_size")
+}
+
+/// C23 `free_sized`.
+#[no_mangle]
+pub unsafe extern "C" fn free_sized(p: *mut c_void, _size: usize) {
+    // SAFETY: the C contract: `p` is null or a live block.
+    unsafe { core_alloc::free(p.cast()) }
+}
+
+/// C23 `free_aligned_sized`.
+#[no_mangle]
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
+    // SAFETY: the C contract: `p` is null or a live block.
+    unsafe { core_alloc::free(p.cast()) }
+}
+
+/// glibc's `malloc_trim(3)`: returns 1 (memory may have been released).
+#[no_mangle]
+pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
+    pm::trim();
+    1
+}
+
+/// glibc's `malloc_stats(3)`: prints poolmalloc's report to stderr.
+#[no_mangle]
+pub extern "C" fn malloc_stats() {
+    pm::stats::print_to_stderr();
+}
+
+/// Prints the statistics report to stderr.
+#[no_mangle]
+pub extern "C" fn pm_stats_print() {
+    pm::stats::print_to_stderr();
+}
+
+/// Returns free memory to the OS now.
+#[no_mangle]
+pub extern "C" fn pm_trim() {
+    pm::trim();
+}
+
+static VERSION_C: &[u8] = concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes();
+
+/// The library version as a NUL-terminated string.
+#[no_mangle]
+pub extern "C" fn pm_version() -> *const c_char {
+    VERSION_C.as_ptr().cast()
+}

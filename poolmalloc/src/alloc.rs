@@ -1,0 +1,241 @@
+//! The allocation entry points shared by every front (layer 8's engine).
+//!
+//! These route a request to the right layer: pools through the thread layer
+//! for sizes up to [`MAX_CLASS_SIZE`], large spans above. The fronts
+//! (`PoolMalloc`, `LockedPoolMalloc`, the C library) are thin wrappers over
+//! these functions. Nothing here allocates, panics or reads `std::env`.
+
+use crate::large;
+use crate::options::{self, InvalidFree};
+use crate::os;
+use crate::ownership::{self, TAG_ARENA, TAG_LARGE_HEAD, TAG_LARGE_TAIL};
+use crate::pool::state;
+use crate::report::Line;
+use crate::size_class::{self, ALIGNMENT, MAX_CLASS_SIZE};
+use crate::{arena, thread};
+use core::ptr;
+use core::sync::atomic::Ordering::Relaxed;
+
+/// Largest size any allocation may have (`PTRDIFF_MAX`, like glibc).
+pub const MAX_ALLOC: usize = isize::MAX as usize;
+
+/// Allocates `size` bytes aligned to 16. Null when out of memory or when
+/// `size` is impossibly large.
+#[inline(always)]
+pub fn malloc(size: usize) -> *mut u8 {
+    if size <= MAX_CLASS_SIZE {
+        return thread::alloc(size_class::class_of(size));
+    }
+    large::alloc(size, ALIGNMENT)
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two).
+pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
+    debug_assert!(align.is_power_of_two());
+    if align <= ALIGNMENT {
+        return malloc(size);
+    }
+    match size_class::class_of_aligned(size, align) {
+        Some(c) => thread::alloc(c),
+        None => large::alloc(size, align),
+    }
+}
+
+/// Allocates `size` zeroed bytes aligned to `align`.
+pub fn calloc_aligned(size: usize, align: usize) -> *mut u8 {
+    let p = malloc_aligned(size, align);
+    if !p.is_null() {
+        // SAFETY: `p` is a fresh block of at least `size` bytes.
+        unsafe { ptr::write_bytes(p, 0, size) };
+    }
+    p
+}
+
+/// Frees `p` (null is ignored). A pointer poolmalloc does not own is
+/// reported (see `POOLMALLOC_INVALID_FREE`).
+///
+/// # Safety
+/// `p` must be null, or a block from poolmalloc not freed since. Foreign
+/// pointers are detected and never dereferenced; pointers into poolmalloc's
+/// own memory that are not live blocks are detected only in part.
+#[inline(always)]
+pub unsafe fn free(p: *mut u8) {
+    if ownership::tag_of(p as usize) == TAG_ARENA {
+        // SAFETY: forwarded from the caller; `p` is inside an arena.
+        unsafe { thread::free(p) };
+    } else {
+        free_not_in_arena(p);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn free_not_in_arena(p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
+    match ownership::tag_of(p as usize) {
+        TAG_LARGE_HEAD | TAG_LARGE_TAIL => {
+            if !large::free(p) {
+                invalid_pointer("free", p, "not the start of a live block");
+            }
+        }
+        _ => invalid_pointer("free", p, "not allocated by poolmalloc"),
+    }
+}
+
+/// Frees a large block; reports `p` if it is not one.
+pub fn free_large(p: *mut u8) {
+    if !large::free(p) {
+        invalid_pointer("free", p, "not the start of a live block");
+    }
+}
+
+/// Reports an invalid pointer passed to `free` from the pool layer.
+pub fn invalid_free(p: *mut u8, why: &str) {
+    invalid_pointer("free", p, why);
+}
+
+/// Reports an invalid pointer passed to `what`, then aborts unless
+/// `POOLMALLOC_INVALID_FREE` says otherwise.
+#[cold]
+pub fn invalid_pointer(what: &str, p: *mut u8, why: &str) {
+    let mode = options::invalid_free();
+    if mode == InvalidFree::Ignore {
+        return;
+    }
+    let mut m = Line::new();
+    m.push("poolmalloc: invalid ").push(what).push(" of ").push_hex(p as usize);
+    m.push(" (").push(why).push(")\n");
+    os::write_stderr(m.as_bytes());
+    if mode == InvalidFree::Abort {
+        os::abort();
+    }
+}
+
+/// What poolmalloc knows about a pointer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owned {
+    /// A live pool block: its usable size.
+    Pool(usize),
+    /// A live large block: its usable size.
+    Large(usize),
+    /// Not a live block of poolmalloc's.
+    No,
+}
+
+/// Classifies `p` without dereferencing anything that is not ours.
+pub fn classify(p: *mut u8) -> Owned {
+    match ownership::tag_of(p as usize) {
+        TAG_ARENA => {
+            // SAFETY: `p` is in an arena, whose header is mapped.
+            let pool = unsafe { &*arena::pool_of(p as usize) };
+            let st = pool.state.load(Relaxed);
+            let start = pool.start.get() as usize;
+            if (st == state::USED || st == state::ABANDONED) && p as usize >= start {
+                Owned::Pool(pool.block_size.get() as usize)
+            } else {
+                Owned::No
+            }
+        }
+        TAG_LARGE_HEAD | TAG_LARGE_TAIL => match large::usable_size(p) {
+            Some(n) => Owned::Large(n),
+            None => Owned::No,
+        },
+        _ => Owned::No,
+    }
+}
+
+/// Usable size of the block at `p` (0 for null). Reports invalid pointers
+/// as `what` and returns 0 for them.
+pub fn usable_size(p: *mut u8, what: &str) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    match classify(p) {
+        Owned::Pool(n) | Owned::Large(n) => n,
+        Owned::No => {
+            invalid_pointer(what, p, "not allocated by poolmalloc");
+            0
+        }
+    }
+}
+
+/// Resizes the block at `p` (not null) to `new_size` bytes (not zero),
+/// keeping its contents. The result is aligned to 16 only. Returns null and
+/// leaves `p` intact when memory is exhausted.
+///
+/// # Safety
+/// `p` must be a live block from poolmalloc.
+pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
+    if new_size > MAX_ALLOC {
+        return ptr::null_mut();
+    }
+    match classify(p) {
+        Owned::Pool(bs) => {
+            // Stay in place while the class does not change.
+            if new_size <= bs && (new_size > MAX_CLASS_SIZE || size_class::class_of(new_size) == size_class::class_of(bs)) {
+                return p;
+            }
+            // SAFETY: `p` holds `bs` readable bytes.
+            unsafe { move_block(p, bs, new_size) }
+        }
+        Owned::Large(_) => {
+            if new_size <= MAX_CLASS_SIZE {
+                let usable = large::usable_size(p).unwrap_or(0);
+                // SAFETY: `p` holds `usable` readable bytes.
+                return unsafe { move_block(p, usable, new_size) };
+            }
+            large::realloc(p, new_size)
+        }
+        Owned::No => {
+            invalid_pointer("realloc", p, "not allocated by poolmalloc");
+            ptr::null_mut()
+        }
+    }
+}
+
+/// Allocates `new_size` bytes, copies, frees `p`.
+///
+/// # Safety
+/// `p` must be a live block with `old_usable` readable bytes.
+unsafe fn move_block(p: *mut u8, old_usable: usize, new_size: usize) -> *mut u8 {
+    let q = malloc(new_size);
+    if q.is_null() {
+        return q;
+    }
+    // SAFETY: both blocks are live and distinct; the copy fits both.
+    unsafe {
+        ptr::copy_nonoverlapping(p, q, old_usable.min(new_size));
+        free(p);
+    }
+    q
+}
+
+/// Called once after the process-wide set-up: registers the exit-time
+/// statistics report if asked for.
+pub(crate) fn after_init() {
+    if options::show_stats() {
+        // SAFETY: `print_stats_at_exit` is an `extern "C"` function that never
+        // unwinds.
+        unsafe { libc::atexit(print_stats_at_exit) };
+    }
+}
+
+extern "C" fn print_stats_at_exit() {
+    crate::stats::print_to_stderr();
+}
+
+/// Allocates `size` zeroed bytes aligned to 16, skipping the zeroing for
+/// fresh large mappings.
+pub fn calloc(size: usize) -> *mut u8 {
+    if size > MAX_CLASS_SIZE {
+        return large::alloc_zeroed(size, ALIGNMENT);
+    }
+    let p = malloc(size);
+    if !p.is_null() {
+        // SAFETY: a fresh block of at least `size` bytes.
+        unsafe { ptr::write_bytes(p, 0, size) };
+    }
+    p
+}

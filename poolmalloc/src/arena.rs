@@ -1,0 +1,497 @@
+//! Layer 2: arenas.
+//!
+//! An arena is a 4 MiB mapping aligned to 4 MiB, so the arena and pool of any
+//! block are found by masking its address: no pool is lost to alignment, and
+//! the ownership map needs one entry per arena. The arena header sits at the
+//! start and holds the [`Pool`] metadata of all 64 pools; pool 0's blocks
+//! begin after the header (on the next page), pools 1 to 63 each own a whole
+//! 64 KiB slice.
+//!
+//! Arenas are shared by all heaps and guarded by one lock ([`ARENAS`]).
+//! Heaps take pools from arenas and give them back; this happens once per
+//! 64 KiB of blocks, never per block.
+//!
+//! # Policy
+//!
+//! * **Fullest first.** Arenas with free pools sit in buckets by their number
+//!   of free pools; a pool is always taken from the arena with the fewest free
+//!   pools, so the emptier arenas can drain and be released (pymalloc keeps
+//!   its `usable_arenas` list sorted for the same reason).
+//! * **Release.** An arena whose pools are all free is unmapped, except that
+//!   one such arena is kept as a spare (its pages decommitted) to stop a
+//!   program that hovers at an arena boundary from mapping and unmapping
+//!   over and over.
+//! * **Decommit.** A free pool in a live arena keeps its pages for the purge
+//!   delay (`POOLMALLOC_PURGE_DELAY`, default 10 ms) and is then decommitted
+//!   with `madvise(MADV_DONTNEED)` on the next arena operation after that
+//!   time. A delay of 0 decommits at once; a negative delay never does.
+//!   [`purge_all`] (from `trim()`) decommits every free pool immediately.
+//!
+//! # Arena states
+//!
+//! ```text
+//!  mapped ──▶ in a bucket (1..=63 free pools) ◀──▶ full (0 free, no bucket)
+//!                  │ all pools free
+//!                  ▼
+//!          spare (if none) ──reuse──▶ in a bucket
+//!          or unmapped
+//! ```
+
+use crate::lock::RawLock;
+use crate::options;
+use crate::os;
+use crate::ownership::{self, GRANULE, GRANULE_SHIFT, TAG_ARENA};
+use crate::pool::{state, Pool, POOL_SHIFT, POOL_SIZE};
+use crate::sync::Local;
+use core::ptr;
+use core::sync::atomic::Ordering::Relaxed;
+
+/// log2 of the arena size.
+pub const ARENA_SHIFT: usize = GRANULE_SHIFT;
+/// Bytes per arena.
+pub const ARENA_SIZE: usize = 1 << ARENA_SHIFT;
+/// Pools per arena.
+pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
+
+const _: () = assert!(ARENA_SIZE == GRANULE, "one ownership-map entry per arena");
+const _: () = assert!(POOLS_PER_ARENA == 64, "free masks are u64");
+const _: () = assert!(core::mem::size_of::<Arena>() < POOL_SIZE / 2, "header leaves room in pool 0");
+
+/// An arena header, at the start of its arena.
+#[repr(C)]
+pub struct Arena {
+    /// Metadata of each pool, indexed by `(addr >> POOL_SHIFT) % 64`.
+    pub pools: [Pool; POOLS_PER_ARENA],
+    /// Bit i set: pool i is FREE (owned by the arena). Arena lock.
+    free_mask: Local<u64>,
+    /// Bit i set: pool i is FREE and may still hold resident pages. Arena lock.
+    dirty_mask: Local<u64>,
+    /// Links in a bucket list. Arena lock.
+    next: Local<*mut Arena>,
+    prev: Local<*mut Arena>,
+    /// Links in the list of all arenas. Arena lock.
+    all_next: Local<*mut Arena>,
+    all_prev: Local<*mut Arena>,
+}
+
+impl Arena {
+    /// The arena containing `addr`, which must be in an arena.
+    #[inline(always)]
+    pub fn of(addr: usize) -> *mut Arena {
+        (addr & !(ARENA_SIZE - 1)) as *mut Arena
+    }
+
+    fn base(&self) -> usize {
+        self as *const Arena as usize
+    }
+
+    fn nfree(&self) -> usize {
+        self.free_mask.get().count_ones() as usize
+    }
+
+    /// End of pool `i`'s slice of the arena.
+    pub fn pool_end(&self, i: usize) -> usize {
+        self.base() + (i + 1) * POOL_SIZE
+    }
+
+    /// Index of a pool given its metadata.
+    pub fn index_of(&self, p: *const Pool) -> usize {
+        (p as usize - self.pools.as_ptr() as usize) / core::mem::size_of::<Pool>()
+    }
+}
+
+/// Pool metadata for any address inside an arena's pool area.
+#[inline(always)]
+pub fn pool_of(addr: usize) -> *mut Pool {
+    let arena = addr & !(ARENA_SIZE - 1);
+    let index = (addr >> POOL_SHIFT) & (POOLS_PER_ARENA - 1);
+    (arena + index * core::mem::size_of::<Pool>()) as *mut Pool
+}
+
+/// Bytes of the header area: the header rounded up to a page. Pool 0's
+/// blocks start here.
+pub fn header_bytes() -> usize {
+    core::mem::size_of::<Arena>().next_multiple_of(os::page_size())
+}
+
+/// Bitmask of the pools that can ever hold blocks (pool 0 cannot when the
+/// page size makes the header fill it).
+fn usable_mask() -> u64 {
+    if header_bytes() >= POOL_SIZE {
+        !1
+    } else {
+        !0
+    }
+}
+
+/// Global arena state.
+pub struct Arenas {
+    /// Guards everything below and the arena-level fields of every arena.
+    pub lock: RawLock,
+    /// `buckets[n]`: arenas with exactly n free pools, n in 1..=63.
+    buckets: [Local<*mut Arena>; POOLS_PER_ARENA + 1],
+    /// Bit n set iff `buckets[n]` is non-empty.
+    nonempty: Local<u128>,
+    /// All arenas, including full ones and the spare.
+    all: Local<*mut Arena>,
+    /// The one arena kept with all its pools free, or null.
+    spare: Local<*mut Arena>,
+    /// Arenas currently mapped.
+    pub count: Local<usize>,
+    /// Arenas ever mapped.
+    pub allocated: Local<usize>,
+    /// Arenas ever unmapped.
+    pub reclaimed: Local<usize>,
+    /// Most arenas mapped at once.
+    pub high_water: Local<usize>,
+    /// When the next delayed decommit is due (ms), or 0 if none pending.
+    purge_due: Local<u64>,
+}
+
+/// The arenas of the process.
+pub static ARENAS: Arenas = Arenas {
+    lock: RawLock::new(),
+    buckets: [const { Local::new(ptr::null_mut()) }; POOLS_PER_ARENA + 1],
+    nonempty: Local::new(0),
+    all: Local::new(ptr::null_mut()),
+    spare: Local::new(ptr::null_mut()),
+    count: Local::new(0),
+    allocated: Local::new(0),
+    reclaimed: Local::new(0),
+    high_water: Local::new(0),
+    purge_due: Local::new(0),
+};
+
+impl Arenas {
+    fn bucket_insert(&self, a: *mut Arena) {
+        // SAFETY: `a` is a live arena; the arena lock is held.
+        let a_ref = unsafe { &*a };
+        let n = a_ref.nfree();
+        debug_assert!(n > 0 && n < POOLS_PER_ARENA + 1);
+        let head = self.buckets[n].get();
+        a_ref.prev.set(ptr::null_mut());
+        a_ref.next.set(head);
+        if !head.is_null() {
+            // SAFETY: list members are live arenas.
+            unsafe { (*head).prev.set(a) };
+        }
+        self.buckets[n].set(a);
+        self.nonempty.set(self.nonempty.get() | 1 << n);
+    }
+
+    fn bucket_remove(&self, a: *mut Arena, n: usize) {
+        // SAFETY: `a` is on bucket `n`; the arena lock is held.
+        let a_ref = unsafe { &*a };
+        let (next, prev) = (a_ref.next.get(), a_ref.prev.get());
+        if prev.is_null() {
+            self.buckets[n].set(next);
+        } else {
+            // SAFETY: list members are live arenas.
+            unsafe { (*prev).next.set(next) };
+        }
+        if !next.is_null() {
+            // SAFETY: list members are live arenas.
+            unsafe { (*next).prev.set(prev) };
+        }
+        if self.buckets[n].get().is_null() {
+            self.nonempty.set(self.nonempty.get() & !(1 << n));
+        }
+    }
+
+    fn all_insert(&self, a: *mut Arena) {
+        // SAFETY: `a` is live; lock held.
+        let a_ref = unsafe { &*a };
+        let head = self.all.get();
+        a_ref.all_prev.set(ptr::null_mut());
+        a_ref.all_next.set(head);
+        if !head.is_null() {
+            // SAFETY: list members are live arenas.
+            unsafe { (*head).all_prev.set(a) };
+        }
+        self.all.set(a);
+    }
+
+    fn all_remove(&self, a: *mut Arena) {
+        // SAFETY: `a` is on the all-list; lock held.
+        let a_ref = unsafe { &*a };
+        let (next, prev) = (a_ref.all_next.get(), a_ref.all_prev.get());
+        if prev.is_null() {
+            self.all.set(next);
+        } else {
+            // SAFETY: list members are live arenas.
+            unsafe { (*prev).all_next.set(next) };
+        }
+        if !next.is_null() {
+            // SAFETY: list members are live arenas.
+            unsafe { (*next).all_prev.set(prev) };
+        }
+    }
+
+    /// Maps and initialises a new arena. Lock held. Null on failure.
+    fn map_arena(&self) -> *mut Arena {
+        let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE);
+        if base.is_null() {
+            return ptr::null_mut();
+        }
+        if !ownership::mark(base as usize, ARENA_SIZE, TAG_ARENA, TAG_ARENA) {
+            os::unmap(base, ARENA_SIZE);
+            return ptr::null_mut();
+        }
+        let a = base.cast::<Arena>();
+        let hdr = header_bytes();
+        for i in 0..POOLS_PER_ARENA {
+            let start = if i == 0 { hdr.min(POOL_SIZE) } else { i * POOL_SIZE };
+            // SAFETY: the header lies inside the fresh mapping we own; nothing
+            // else can see this arena yet.
+            unsafe { ptr::addr_of_mut!((*a).pools[i]).write(Pool::new(base.wrapping_add(start))) };
+        }
+        // SAFETY: as above.
+        let a_ref = unsafe { &*a };
+        a_ref.free_mask.set(usable_mask());
+        a_ref.dirty_mask.set(0);
+        a_ref.next.set(ptr::null_mut());
+        a_ref.prev.set(ptr::null_mut());
+        self.all_insert(a);
+        self.count.set(self.count.get() + 1);
+        self.allocated.set(self.allocated.get() + 1);
+        self.high_water.set(self.high_water.get().max(self.count.get()));
+        a
+    }
+
+    fn unmap_arena(&self, a: *mut Arena) {
+        self.all_remove(a);
+        ownership::unmark(a as usize, ARENA_SIZE);
+        os::unmap(a.cast(), ARENA_SIZE);
+        self.count.set(self.count.get() - 1);
+        self.reclaimed.set(self.reclaimed.get() + 1);
+    }
+
+    /// Decommits the pools of `a` in `mask`, coalescing neighbours into one
+    /// call. Lock held.
+    fn decommit_mask(&self, a: &Arena, mask: u64) {
+        a.dirty_mask.set(a.dirty_mask.get() & !mask);
+        let mut mask = mask;
+        while mask != 0 {
+            let first = mask.trailing_zeros() as usize;
+            let run = (mask >> first).trailing_ones() as usize;
+            let start = a.pools[first].start.get();
+            let end = a.pool_end(first + run - 1);
+            os::decommit(start, end - start as usize);
+            mask &= !((((1u128 << run) - 1) as u64) << first);
+        }
+    }
+
+    /// Takes a free pool out of the fullest arena that has one. Lock held.
+    /// Returns the pool (state still FREE) or null if memory is exhausted.
+    fn take_pool(&self) -> *mut Pool {
+        let ne = self.nonempty.get();
+        let a = if ne != 0 {
+            let n = ne.trailing_zeros() as usize;
+            let a = self.buckets[n].get();
+            self.bucket_remove(a, n);
+            a
+        } else if !self.spare.get().is_null() {
+            let a = self.spare.get();
+            self.spare.set(ptr::null_mut());
+            a
+        } else {
+            let a = self.map_arena();
+            if a.is_null() {
+                return ptr::null_mut();
+            }
+            a
+        };
+        // SAFETY: `a` is a live arena; the lock is held.
+        let a_ref = unsafe { &*a };
+        let free = a_ref.free_mask.get();
+        debug_assert!(free != 0);
+        // Prefer a pool whose pages are still resident.
+        let dirty = a_ref.dirty_mask.get() & free;
+        let i = if dirty != 0 { dirty.trailing_zeros() } else { free.trailing_zeros() } as usize;
+        a_ref.free_mask.set(free & !(1 << i));
+        a_ref.dirty_mask.set(a_ref.dirty_mask.get() & !(1 << i));
+        if a_ref.nfree() > 0 {
+            self.bucket_insert(a);
+        }
+        &a_ref.pools[i] as *const Pool as *mut Pool
+    }
+
+    /// Gives a pool back. Lock held.
+    fn give_pool(&self, p: *mut Pool, now: u64) {
+        // SAFETY: `p` is pool metadata inside a live arena.
+        let a = Arena::of(p as usize);
+        // SAFETY: as above; the lock is held.
+        let a_ref = unsafe { &*a };
+        let i = a_ref.index_of(p);
+        let before = a_ref.nfree();
+        if before > 0 {
+            self.bucket_remove(a, before);
+        }
+        a_ref.pools[i].state.store(state::FREE, Relaxed);
+        a_ref.pools[i].owner.store(0, Relaxed);
+        a_ref.pools[i].freed_at.set(now);
+        a_ref.free_mask.set(a_ref.free_mask.get() | 1 << i);
+        a_ref.dirty_mask.set(a_ref.dirty_mask.get() | 1 << i);
+        if a_ref.free_mask.get() == usable_mask() {
+            self.release_arena(a);
+        } else {
+            self.bucket_insert(a);
+            let delay = options::purge_delay_ms();
+            if delay == 0 {
+                self.decommit_mask(a_ref, 1 << i);
+            } else if delay > 0 && self.purge_due.get() == 0 {
+                self.purge_due.set(now + delay as u64);
+            }
+        }
+    }
+
+    /// An arena whose pools are all free: keep as spare or unmap. Lock held.
+    fn release_arena(&self, a: *mut Arena) {
+        if self.spare.get().is_null() {
+            // SAFETY: `a` is live; lock held.
+            let a_ref = unsafe { &*a };
+            self.decommit_mask(a_ref, a_ref.dirty_mask.get());
+            self.spare.set(a);
+        } else {
+            self.unmap_arena(a);
+        }
+    }
+
+    /// Decommits free pools whose delay has passed (all of them if `force`).
+    /// Lock held.
+    fn purge(&self, now: u64, force: bool) {
+        let delay = options::purge_delay_ms();
+        if !force && (delay < 0 || self.purge_due.get() == 0 || now < self.purge_due.get()) {
+            return;
+        }
+        let delay = delay.max(0) as u64;
+        let mut next_due = 0u64;
+        let mut a = self.all.get();
+        while !a.is_null() {
+            // SAFETY: all-list members are live arenas; lock held.
+            let a_ref = unsafe { &*a };
+            let mut dirty = a_ref.dirty_mask.get();
+            let mut expired = 0u64;
+            while dirty != 0 {
+                let i = dirty.trailing_zeros() as usize;
+                dirty &= dirty - 1;
+                let at = a_ref.pools[i].freed_at.get();
+                if force || at + delay <= now {
+                    expired |= 1 << i;
+                } else if next_due == 0 || at + delay < next_due {
+                    next_due = at + delay;
+                }
+            }
+            if expired != 0 {
+                self.decommit_mask(a_ref, expired);
+            }
+            a = a_ref.all_next.get();
+        }
+        self.purge_due.set(next_due);
+    }
+
+    /// Calls `f` on every arena. Lock held.
+    pub fn for_each(&self, mut f: impl FnMut(&Arena, u64, u64)) {
+        let mut a = self.all.get();
+        while !a.is_null() {
+            // SAFETY: all-list members are live arenas; lock held.
+            let a_ref = unsafe { &*a };
+            f(a_ref, a_ref.free_mask.get(), a_ref.dirty_mask.get());
+            a = a_ref.all_next.get();
+        }
+    }
+}
+
+/// Takes a pool from the arenas (mapping a new arena if needed). The pool is
+/// returned in state FREE for the caller to initialise; null when out of
+/// memory.
+pub fn acquire_pool() -> *mut Pool {
+    let _g = ARENAS.lock.guard();
+    let p = ARENAS.take_pool();
+    ARENAS.purge(os::now_ms(), false);
+    p
+}
+
+/// Gives pools back to their arenas.
+///
+/// # Safety
+/// Each pool must be held by the caller (on no list, no block handed out).
+pub unsafe fn release_pools(pools: &[*mut Pool]) {
+    let now = os::now_ms();
+    let _g = ARENAS.lock.guard();
+    for &p in pools {
+        ARENAS.give_pool(p, now);
+    }
+    ARENAS.purge(now, false);
+}
+
+/// Decommits every free pool and unmaps the spare arena.
+pub fn purge_all() {
+    let _g = ARENAS.lock.guard();
+    ARENAS.purge(os::now_ms(), true);
+    let s = ARENAS.spare.get();
+    if !s.is_null() {
+        ARENAS.spare.set(ptr::null_mut());
+        ARENAS.unmap_arena(s);
+    }
+}
+
+/// Bytes of one pool's block area (pool 0 is smaller).
+pub fn pool_area(p: &Pool) -> usize {
+    let a = Arena::of(p as *const Pool as usize);
+    // SAFETY: `p` is inside a live arena's header.
+    let i = unsafe { (*a).index_of(p) };
+    // SAFETY: as above.
+    unsafe { (*a).pool_end(i) - p.start.get() as usize }
+}
+
+/// The end address of `p`'s slice of its arena.
+pub fn pool_end(p: &Pool) -> usize {
+    let a = Arena::of(p as *const Pool as usize);
+    // SAFETY: `p` is inside a live arena's header.
+    unsafe { (*a).pool_end((*a).index_of(p)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_of_masks_to_the_header() {
+        let base = 0x7000_0000_0000usize;
+        assert_eq!(pool_of(base + 5) as usize, base);
+        assert_eq!(pool_of(base + POOL_SIZE + 17) as usize, base + 128);
+        assert_eq!(pool_of(base + ARENA_SIZE - 1) as usize, base + 63 * 128);
+        assert!(header_bytes() >= core::mem::size_of::<Arena>());
+    }
+}
+
+/// Fork child only (single-threaded, locks reset): calls `release` on every
+/// pool that is not FREE and gives back to its arena each pool for which it
+/// returns true.
+pub fn reclaim_in_child(mut release: impl FnMut(&Pool) -> bool) {
+    let now = os::now_ms();
+    let mut a = ARENAS.all.get();
+    while !a.is_null() {
+        // SAFETY: all-list members are live; the child is single-threaded.
+        let a_ref = unsafe { &*a };
+        let next = a_ref.all_next.get();
+        let mut give = 0u64;
+        let in_use = usable_mask() & !a_ref.free_mask.get();
+        let mut m = in_use;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if release(&a_ref.pools[i]) {
+                give |= 1 << i;
+            }
+        }
+        // Giving back the last pools may unmap this arena; `next` was read.
+        while give != 0 {
+            let i = give.trailing_zeros() as usize;
+            give &= give - 1;
+            ARENAS.give_pool(&a_ref.pools[i] as *const Pool as *mut Pool, now);
+        }
+        a = next;
+    }
+}

@@ -1,0 +1,579 @@
+//! Layer 5: the heap, pymalloc's core.
+//!
+//! A [`Heap`] owns pools and, for each size class, knows the pool it
+//! allocates from (`current`, pymalloc's `usedpools[class]`), the other pools
+//! that have free blocks (`avail`), and the pools with no free block (`full`).
+//! It takes pools from arenas (or adopts abandoned ones) and gives empty ones
+//! back, keeping a small stash of empty pools to avoid the arena lock on
+//! every turnover.
+//!
+//! A heap is a single-threaded object: every method here must be called by
+//! its one user at a time, either the thread that owns it or the holder of
+//! the locked-mode lock. Other threads touch a heap only through its
+//! [`RemoteHints`] (atomic). Nothing here takes a lock except the arena and
+//! abandoned-list locks, once per pool, never per block.
+//!
+//! Heaps are never unmapped, so a stale pointer to a heap's hints is always
+//! safe to write through (layer 6 recycles heap structures between threads).
+
+use crate::arena;
+use crate::lock::RawLock;
+use crate::pool::{state, Block, Pool, PoolList, RemoteHints, OWNER_FULL};
+use crate::size_class::NUM_CLASSES;
+use crate::sync::Local;
+use core::ptr;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// Empty pools a heap keeps for reuse before returning them to arenas.
+pub const STASH_MAX: usize = 4;
+/// At most this many abandoned pools are adopted at once.
+const ADOPT_BATCH: usize = 8;
+
+/// The pool every class points at when it has no pool: its free list is
+/// always empty, so the fast path falls through to the slow path. Never
+/// written.
+pub static EMPTY_POOL: Pool = Pool::new(ptr::null_mut());
+
+/// Address of [`EMPTY_POOL`].
+#[inline(always)]
+pub fn empty_pool() -> *mut Pool {
+    &EMPTY_POOL as *const Pool as *mut Pool
+}
+
+/// What a heap is for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Kind {
+    /// A thread's heap, or the locked-mode heap.
+    Real = 0,
+    /// Initial value of every thread's heap slot: sets up a heap on first use.
+    Uninit = 1,
+    /// A thread whose heap was abandoned at exit: uses the locked heap.
+    Dead = 2,
+    /// Locked mode is on: every thread uses the locked heap.
+    LockedProxy = 3,
+}
+
+/// Counters kept per heap. Written by the heap's user, read by statistics.
+pub struct HeapCounters {
+    /// Blocks this heap's thread freed into pools owned by another heap.
+    pub remote_frees: AtomicU64,
+    /// Pools this heap adopted from the abandoned lists.
+    pub adopted: AtomicU64,
+}
+
+impl HeapCounters {
+    const fn new() -> Self {
+        HeapCounters { remote_frees: AtomicU64::new(0), adopted: AtomicU64::new(0) }
+    }
+}
+
+/// Bumps a counter that only one thread writes.
+#[inline]
+pub fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed) + n, Relaxed);
+}
+
+/// A heap: per-class pool lists. See the module docs.
+#[repr(C)]
+pub struct Heap {
+    /// Pool each class allocates from, or [`EMPTY_POOL`]. Heap user only.
+    pub current: [Local<*mut Pool>; NUM_CLASSES],
+    /// Pools other than `current` with at least one free block. Heap user.
+    avail: [PoolList; NUM_CLASSES],
+    /// Pools with no free block; their owner word carries `OWNER_FULL`.
+    /// Heap user.
+    full: [PoolList; NUM_CLASSES],
+    /// Empty pools kept for reuse by any class. Heap user.
+    stash: PoolList,
+    /// Classes whose full pools received remote frees. Any thread.
+    pub hints: RemoteHints,
+    /// Owner value stamped on this heap's pools. Heap user / registry lock.
+    pub owner: Local<usize>,
+    /// See [`Kind`]. Fixed for the heap's lifetime.
+    pub kind: Kind,
+    /// Statistics.
+    pub counters: HeapCounters,
+    /// Next heap in the registry. Registry lock.
+    pub reg_next: Local<*mut Heap>,
+    /// Next heap on the free-heap list. Registry lock.
+    pub free_next: Local<*mut Heap>,
+}
+
+impl Heap {
+    /// A heap with no pools, of the given kind, owned by `owner`.
+    pub const fn new(kind: Kind, owner: usize) -> Heap {
+        let current = [const { Local::new(&EMPTY_POOL as *const Pool as *mut Pool) }; NUM_CLASSES];
+        Heap {
+            current,
+            avail: [const { PoolList::new() }; NUM_CLASSES],
+            full: [const { PoolList::new() }; NUM_CLASSES],
+            stash: PoolList::new(),
+            hints: RemoteHints::new(),
+            owner: Local::new(owner),
+            kind,
+            counters: HeapCounters::new(),
+            reg_next: Local::new(ptr::null_mut()),
+            free_next: Local::new(ptr::null_mut()),
+        }
+    }
+
+    /// Fast path: pops a block of `class` from the current pool, or null.
+    #[inline(always)]
+    pub fn alloc_fast(&self, class: usize) -> *mut Block {
+        // SAFETY: `current` always points at a live pool owned by this heap,
+        // or at EMPTY_POOL, whose list is empty so `pop` does not write.
+        unsafe { (*self.current[class].get()).pop() }
+    }
+
+    /// Allocates a block of `class`: the fast path, then the slow path.
+    #[inline(always)]
+    pub fn alloc(&self, class: usize) -> *mut u8 {
+        let b = self.alloc_fast(class);
+        if !b.is_null() {
+            return b.cast();
+        }
+        self.alloc_slow(class)
+    }
+
+    /// Slow path: refill the current pool, or switch to another pool.
+    /// Null when memory is exhausted (state stays consistent).
+    #[cold]
+    pub fn alloc_slow(&self, class: usize) -> *mut u8 {
+        debug_assert!(self.kind == Kind::Real);
+        let owner = self.owner.get();
+        loop {
+            let p = self.current[class].get();
+            if p != empty_pool() {
+                // SAFETY: the current pool is live and owned by this heap.
+                let pr = unsafe { &*p };
+                if pr.collect_remote() > 0 || pr.carve() {
+                    let b = pr.pop();
+                    debug_assert!(!b.is_null());
+                    self.check();
+                    return b.cast();
+                }
+                if !pr.try_set_remote_full() {
+                    continue; // remote frees arrived meanwhile; collect them
+                }
+                pr.owner.store(owner | OWNER_FULL, Relaxed);
+                // SAFETY: `p` is on no list while current.
+                unsafe { self.full[class].push(p) };
+                self.current[class].set(empty_pool());
+            }
+            let mut next = self.avail[class].pop();
+            if next.is_null() && self.hints.take(class) {
+                self.rescan_full(class);
+                next = self.avail[class].pop();
+            }
+            if next.is_null() {
+                next = self.new_pool(class);
+                if next.is_null() {
+                    return ptr::null_mut();
+                }
+            }
+            self.current[class].set(next);
+        }
+    }
+
+    /// Moves full pools of `class` that received remote frees back to
+    /// `avail` (or releases them if now empty).
+    fn rescan_full(&self, class: usize) {
+        let owner = self.owner.get();
+        let mut p = self.full[class].head();
+        while !p.is_null() {
+            // SAFETY: pools on our lists are live and ours.
+            let pr = unsafe { &*p };
+            let next = pr.next.get();
+            if pr.has_remote() {
+                // SAFETY: `p` is on this list.
+                unsafe { self.full[class].remove(p) };
+                pr.owner.store(owner, Relaxed);
+                pr.collect_remote();
+                if pr.is_empty() {
+                    self.release_empty(p, false);
+                } else {
+                    // SAFETY: `p` is now on no list.
+                    unsafe { self.avail[class].push(p) };
+                }
+            }
+            p = next;
+        }
+    }
+
+    /// A pool for `class`: from the stash, from the abandoned lists, or from
+    /// the arenas. Initialised, USED, on no list. Null if out of memory.
+    fn new_pool(&self, class: usize) -> *mut Pool {
+        let owner = self.owner.get();
+        let p = self.stash.pop();
+        if !p.is_null() {
+            // SAFETY: stashed pools are live, empty and ours.
+            let pr = unsafe { &*p };
+            pr.init(class, owner, &self.hints, arena::pool_end(pr));
+            pr.state.store(state::USED, Relaxed);
+            return p;
+        }
+        let p = self.adopt(class);
+        if !p.is_null() {
+            return p;
+        }
+        let p = arena::acquire_pool();
+        if p.is_null() {
+            return p;
+        }
+        // SAFETY: a pool just taken from an arena is ours alone.
+        let pr = unsafe { &*p };
+        pr.init(class, owner, &self.hints, arena::pool_end(pr));
+        pr.state.store(state::USED, Relaxed);
+        p
+    }
+
+    /// Adopts abandoned pools of `class`; returns one with a free block (or
+    /// null). Other adopted pools join `avail` or `full`.
+    fn adopt(&self, class: usize) -> *mut Pool {
+        let mut batch = [ptr::null_mut::<Pool>(); ADOPT_BATCH];
+        let n = ABANDONED.take(class, &mut batch);
+        if n == 0 {
+            return ptr::null_mut();
+        }
+        bump(&self.counters.adopted, n as u64);
+        let owner = self.owner.get();
+        let mut result: *mut Pool = ptr::null_mut();
+        for &p in &batch[..n] {
+            // SAFETY: taken off the abandoned list, the pool is ours now.
+            let pr = unsafe { &*p };
+            pr.set_owner(owner, &self.hints);
+            pr.state.store(state::USED, Relaxed);
+            pr.collect_remote();
+            let has_free = !pr.free.get().is_null() || pr.can_carve();
+            if has_free && result.is_null() {
+                result = p;
+            } else if has_free {
+                // SAFETY: `p` is on no list.
+                unsafe { self.avail[class].push(p) };
+            } else {
+                self.file_full(p, class);
+            }
+        }
+        result
+    }
+
+    /// Files a pool with no free block as full.
+    fn file_full(&self, p: *mut Pool, class: usize) {
+        // SAFETY: `p` is ours and on no list.
+        let pr = unsafe { &*p };
+        if pr.try_set_remote_full() {
+            pr.owner.store(self.owner.get() | OWNER_FULL, Relaxed);
+            // SAFETY: `p` is on no list.
+            unsafe { self.full[class].push(p) };
+        } else {
+            pr.collect_remote();
+            // SAFETY: `p` is on no list.
+            unsafe { self.avail[class].push(p) };
+        }
+    }
+
+    /// A local free into a pool filed as full (its owner word has
+    /// `OWNER_FULL`): the pool goes back to `avail`.
+    ///
+    /// # Safety
+    /// `p` must be a full pool of this heap and `b` a handed-out block of it.
+    pub unsafe fn free_to_full(&self, p: *mut Pool, b: *mut Block) {
+        // SAFETY: by the caller, `p` is ours and on our full list.
+        let pr = unsafe { &*p };
+        let class = pr.class.get() as usize;
+        // SAFETY: as above.
+        unsafe { self.full[class].remove(p) };
+        pr.clear_remote_full();
+        pr.owner.store(self.owner.get(), Relaxed);
+        // SAFETY: `b` is a handed-out block of `p`.
+        let used = unsafe { pr.push(b) };
+        if used == 0 {
+            self.release_empty(p, false);
+        } else {
+            // SAFETY: `p` is on no list.
+            unsafe { self.avail[class].push(p) };
+        }
+        self.check();
+    }
+
+    /// A local free left `p` with no block in use.
+    ///
+    /// # Safety
+    /// `p` must be a USED pool of this heap, not filed as full.
+    #[cold]
+    pub unsafe fn pool_emptied(&self, p: *mut Pool) {
+        // SAFETY: by the caller.
+        let pr = unsafe { &*p };
+        let class = pr.class.get() as usize;
+        if self.current[class].get() == p {
+            return; // keep the pool we allocate from
+        }
+        // SAFETY: a USED, non-current, non-full pool of ours is on `avail`.
+        unsafe { self.avail[class].remove(p) };
+        self.release_empty(p, false);
+        self.check();
+    }
+
+    /// An empty pool on no list: into the stash, or back to its arena.
+    fn release_empty(&self, p: *mut Pool, to_arena: bool) {
+        // SAFETY: `p` is ours, empty and on no list.
+        let pr = unsafe { &*p };
+        pr.owner.store(0, Relaxed);
+        if !to_arena && self.stash.len() < STASH_MAX {
+            pr.state.store(state::EMPTY, Relaxed);
+            // SAFETY: `p` is on no list.
+            unsafe { self.stash.push(p) };
+        } else {
+            // SAFETY: `p` is ours and empty.
+            unsafe { arena::release_pools(&[p]) };
+        }
+    }
+
+    /// Collects remote frees everywhere and gives every empty pool (and the
+    /// stash) back to the arenas.
+    pub fn trim(&self) {
+        for class in 0..NUM_CLASSES {
+            let cur = self.current[class].get();
+            if cur != empty_pool() {
+                // SAFETY: the current pool is ours.
+                let pr = unsafe { &*cur };
+                pr.collect_remote();
+                if pr.is_empty() {
+                    self.current[class].set(empty_pool());
+                    self.release_empty(cur, true);
+                }
+            }
+            let mut p = self.avail[class].head();
+            while !p.is_null() {
+                // SAFETY: pools on our lists are ours.
+                let pr = unsafe { &*p };
+                let next = pr.next.get();
+                pr.collect_remote();
+                if pr.is_empty() {
+                    // SAFETY: `p` is on this list.
+                    unsafe { self.avail[class].remove(p) };
+                    self.release_empty(p, true);
+                }
+                p = next;
+            }
+            self.rescan_full(class);
+        }
+        self.flush_stash();
+        self.check();
+    }
+
+    fn flush_stash(&self) {
+        loop {
+            let p = self.stash.pop();
+            if p.is_null() {
+                break;
+            }
+            // SAFETY: stashed pools are ours and empty.
+            unsafe { arena::release_pools(&[p]) };
+        }
+    }
+
+    /// Hands every pool over: empty ones to the arenas, the rest to the
+    /// abandoned lists for other heaps to adopt. Afterwards the heap holds
+    /// nothing and can be reused.
+    pub fn abandon(&self) {
+        for class in 0..NUM_CLASSES {
+            let cur = self.current[class].get();
+            self.current[class].set(empty_pool());
+            if cur != empty_pool() {
+                self.abandon_pool(cur);
+            }
+            loop {
+                let p = self.avail[class].pop();
+                if p.is_null() {
+                    break;
+                }
+                self.abandon_pool(p);
+            }
+            loop {
+                let p = self.full[class].pop();
+                if p.is_null() {
+                    break;
+                }
+                self.abandon_pool(p);
+            }
+        }
+        self.flush_stash();
+        self.hints.clear();
+    }
+
+    fn abandon_pool(&self, p: *mut Pool) {
+        // SAFETY: `p` is ours and on no list.
+        let pr = unsafe { &*p };
+        pr.collect_remote();
+        if pr.is_empty() {
+            self.release_empty(p, true);
+            return;
+        }
+        pr.clear_remote_full();
+        pr.set_owner(0, ptr::null());
+        pr.state.store(state::ABANDONED, Relaxed);
+        // SAFETY: `p` is a live pool with blocks in use, on no list.
+        unsafe { ABANDONED.put(p) };
+    }
+
+    /// Forgets every pool without touching them (fork child: the pools are
+    /// reclaimed by walking the arenas instead).
+    pub fn forget_all(&self) {
+        for class in 0..NUM_CLASSES {
+            self.current[class].set(empty_pool());
+            self.avail[class].clear();
+            self.full[class].clear();
+        }
+        self.stash.clear();
+        self.hints.clear();
+    }
+
+    /// Checks the heap's structural invariants (with the `debug-invariants`
+    /// feature; otherwise does nothing).
+    #[inline]
+    pub fn check(&self) {
+        #[cfg(feature = "debug-invariants")]
+        self.check_invariants();
+    }
+
+    /// Full scan of the heap's structural invariants. Panics on violation.
+    pub fn check_invariants(&self) {
+        let owner = self.owner.get();
+        for class in 0..NUM_CLASSES {
+            let cur = self.current[class].get();
+            if cur != empty_pool() {
+                // SAFETY: the current pool is ours.
+                let pr = unsafe { &*cur };
+                assert_eq!(pr.owner.load(Relaxed), owner, "current pool owned by its heap");
+                check_pool(pr, class);
+            }
+            for (list, full) in [(&self.avail[class], false), (&self.full[class], true)] {
+                let mut p = list.head();
+                let mut n = 0;
+                while !p.is_null() {
+                    // SAFETY: pools on our lists are ours.
+                    let pr = unsafe { &*p };
+                    let want = if full { owner | OWNER_FULL } else { owner };
+                    assert_eq!(pr.owner.load(Relaxed), want, "list pool owner word");
+                    assert!(p != cur, "current pool is on no list");
+                    check_pool(pr, class);
+                    n += 1;
+                    p = pr.next.get();
+                }
+                assert_eq!(n, list.len());
+            }
+        }
+    }
+}
+
+/// Invariants of one USED pool of `class`.
+fn check_pool(p: &Pool, class: usize) {
+    assert_eq!(p.state.load(Relaxed), state::USED);
+    assert_eq!(p.class.get() as usize, class);
+    let bs = p.block_size.get() as usize;
+    let mut free = 0usize;
+    let mut b = p.free.get();
+    while !b.is_null() {
+        let a = b as usize;
+        assert!(a >= p.start.get() as usize && a < p.bump.get() as usize, "free block inside carved area");
+        assert_eq!((a - p.start.get() as usize) % bs, 0, "free block on a block boundary");
+        free += 1;
+        // SAFETY: free-list blocks are ours.
+        b = unsafe { (*b).next };
+    }
+    let uncarved = (p.end.get() as usize - p.bump.get() as usize) / bs;
+    assert_eq!(free + p.used() as usize + uncarved, p.capacity.get() as usize, "blocks add up to capacity");
+}
+
+/// Pools whose heaps' threads exited with blocks in use, by class.
+pub struct Abandoned {
+    /// Guards the lists.
+    pub lock: RawLock,
+    lists: [PoolList; NUM_CLASSES],
+    /// Pools on the lists (read without the lock as a hint).
+    count: AtomicUsize,
+    /// Pools ever abandoned. Lock.
+    pub abandoned_total: Local<u64>,
+}
+
+/// The abandoned pools of the process.
+pub static ABANDONED: Abandoned = Abandoned {
+    lock: RawLock::new(),
+    lists: [const { PoolList::new() }; NUM_CLASSES],
+    count: AtomicUsize::new(0),
+    abandoned_total: Local::new(0),
+};
+
+impl Abandoned {
+    /// Adds a pool.
+    ///
+    /// # Safety
+    /// `p` must be an ABANDONED pool on no list.
+    pub unsafe fn put(&self, p: *mut Pool) {
+        // SAFETY: by the caller.
+        let class = unsafe { (*p).class.get() } as usize;
+        let _g = self.lock.guard();
+        // SAFETY: by the caller; lock held.
+        unsafe { self.lists[class].push(p) };
+        self.count.fetch_add(1, Relaxed);
+        self.abandoned_total.set(self.abandoned_total.get() + 1);
+    }
+
+    /// Takes up to `out.len()` pools of `class`; returns how many.
+    fn take(&self, class: usize, out: &mut [*mut Pool]) -> usize {
+        if self.count.load(Relaxed) == 0 {
+            return 0;
+        }
+        let _g = self.lock.guard();
+        let mut n = 0;
+        while n < out.len() {
+            let p = self.lists[class].pop();
+            if p.is_null() {
+                break;
+            }
+            out[n] = p;
+            n += 1;
+        }
+        self.count.fetch_sub(n, Relaxed);
+        n
+    }
+
+    /// Pools on the lists now.
+    pub fn count(&self) -> usize {
+        self.count.load(Relaxed)
+    }
+
+    /// Collects remote frees on every abandoned pool and gives the empty ones
+    /// back to the arenas.
+    pub fn sweep(&self) {
+        let _g = self.lock.guard();
+        for list in &self.lists {
+            let mut p = list.head();
+            while !p.is_null() {
+                // SAFETY: pools on the lists are live; the lock makes us their
+                // holder.
+                let pr = unsafe { &*p };
+                let next = pr.next.get();
+                pr.collect_remote();
+                if pr.is_empty() {
+                    // SAFETY: `p` is on this list.
+                    unsafe { list.remove(p) };
+                    self.count.fetch_sub(1, Relaxed);
+                    // SAFETY: the pool is empty and ours.
+                    unsafe { arena::release_pools(&[p]) };
+                }
+                p = next;
+            }
+        }
+    }
+
+    /// Rebuilds the lists from scratch (fork child).
+    pub fn clear(&self) {
+        for l in &self.lists {
+            l.clear();
+        }
+        self.count.store(0, Relaxed);
+    }
+}

@@ -1,0 +1,373 @@
+//! Layer 7: large allocations.
+//!
+//! Requests above the largest size class (or with an alignment above what
+//! pools serve) get a mapping of their own. Each mapping ("span") starts on a
+//! 4 MiB granule so the ownership map can tag it; a 64-byte header at the
+//! span's start records its geometry, and the block follows at an offset of
+//! `max(64, align)`. A header is validated (magic number bound to its
+//! address) before it is trusted.
+//!
+//! Freed spans go to a small cache ([`CACHE_SLOTS`] entries, at most
+//! [`CACHE_MAX_BYTES`]) so a `malloc`/`free` loop of a few MiB does not make a
+//! system call each time. Cached spans are unmapped once older than the purge
+//! delay (checked on later large operations) and at `trim()`.
+//!
+//! `realloc` grows a span in place when the pages after it are free
+//! (`mremap` without moving), and otherwise moves its pages into a new
+//! aligned reservation with `mremap(MREMAP_FIXED)`, which copies nothing.
+//!
+//! Thread safety: a live span is touched only by the thread freeing or
+//! resizing it; the cache is guarded by [`LOCK`].
+
+use crate::lock::RawLock;
+use crate::options;
+use crate::os;
+use crate::ownership::{self, GRANULE, TAG_LARGE_HEAD, TAG_LARGE_TAIL};
+use crate::sync::Local;
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+/// Bytes before the block when the alignment allows.
+pub const HEADER: usize = 64;
+/// Cached spans kept at most.
+pub const CACHE_SLOTS: usize = 8;
+/// Total bytes of cached spans kept at most.
+pub const CACHE_MAX_BYTES: usize = 64 << 20;
+/// A span larger than this is never cached.
+const CACHE_MAX_SPAN: usize = 32 << 20;
+
+const MAGIC: usize = 0x706f_6f6c_6c61_7267; // "poollarg"
+
+/// Header at the start of every span.
+#[repr(C)]
+struct Span {
+    /// `MAGIC ^ base`.
+    magic: usize,
+    /// Mapped bytes, from the span's base.
+    map_len: usize,
+    /// Offset of the block from the base.
+    offset: usize,
+    /// Bytes the caller asked for.
+    size: usize,
+}
+
+/// Guards the cache.
+pub static LOCK: RawLock = RawLock::new();
+
+struct Cache {
+    base: [Local<usize>; CACHE_SLOTS],
+    len: [Local<usize>; CACHE_SLOTS],
+    at: [Local<u64>; CACHE_SLOTS],
+    bytes: Local<usize>,
+}
+
+static CACHE: Cache = Cache {
+    base: [const { Local::new(0) }; CACHE_SLOTS],
+    len: [const { Local::new(0) }; CACHE_SLOTS],
+    at: [const { Local::new(0) }; CACHE_SLOTS],
+    bytes: Local::new(0),
+};
+
+/// Large-span counters for statistics.
+pub struct LargeCounters {
+    /// Spans live now.
+    pub live: AtomicUsize,
+    /// Mapped bytes of live spans.
+    pub live_bytes: AtomicUsize,
+    /// Bytes requested by live spans.
+    pub requested_bytes: AtomicUsize,
+    /// Spans ever allocated.
+    pub allocated: AtomicUsize,
+    /// Allocations served from the cache.
+    pub cache_hits: AtomicUsize,
+}
+
+/// Large-span counters.
+pub static COUNTERS: LargeCounters = LargeCounters {
+    live: AtomicUsize::new(0),
+    live_bytes: AtomicUsize::new(0),
+    requested_bytes: AtomicUsize::new(0),
+    allocated: AtomicUsize::new(0),
+    cache_hits: AtomicUsize::new(0),
+};
+
+/// Bytes of cached spans now.
+pub fn cached_bytes() -> usize {
+    let _g = LOCK.guard();
+    CACHE.bytes.get()
+}
+
+fn offset_for(align: usize) -> usize {
+    align.max(HEADER)
+}
+
+fn map_len_for(size: usize, offset: usize) -> Option<usize> {
+    os::align_up(size.checked_add(offset)?, os::page_size())
+}
+
+/// Allocates `size` bytes aligned to `align` in a span of their own. Null
+/// when the size is impossible or memory is exhausted.
+pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    if size > isize::MAX as usize - 2 * GRANULE || align > isize::MAX as usize / 4 {
+        return ptr::null_mut();
+    }
+    let offset = offset_for(align);
+    let Some(map_len) = map_len_for(size, offset) else { return ptr::null_mut() };
+    let base = take_cached(map_len, align).unwrap_or_else(|| map_span(map_len, align));
+    if base.is_null() {
+        return base;
+    }
+    COUNTERS.allocated.fetch_add(1, Relaxed);
+    // SAFETY: `base` is a span of `map_len` bytes we own.
+    unsafe { finish(base, map_len, offset, size) }
+}
+
+/// Writes the header and accounts for a span about to be handed out.
+///
+/// # Safety
+/// `base` must be an owned span of `map_len` bytes, tagged in the map.
+unsafe fn finish(base: *mut u8, map_len: usize, offset: usize, size: usize) -> *mut u8 {
+    let span = base.cast::<Span>();
+    // SAFETY: the header lies in the span's first page, which we own.
+    unsafe { span.write(Span { magic: MAGIC ^ base as usize, map_len, offset, size }) };
+    COUNTERS.live.fetch_add(1, Relaxed);
+    COUNTERS.live_bytes.fetch_add(map_len, Relaxed);
+    COUNTERS.requested_bytes.fetch_add(size, Relaxed);
+    base.wrapping_add(offset)
+}
+
+fn map_span(map_len: usize, align: usize) -> *mut u8 {
+    let base = os::map_aligned(map_len, align.max(GRANULE));
+    if base.is_null() {
+        return base;
+    }
+    if !ownership::mark(base as usize, map_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL) {
+        os::unmap(base, map_len);
+        return ptr::null_mut();
+    }
+    base
+}
+
+fn unmap_span(base: *mut u8, map_len: usize) {
+    ownership::unmark(base as usize, map_len);
+    os::unmap(base, map_len);
+}
+
+/// A cached span of at least `map_len` bytes (and at most 25 % more) whose
+/// base suits `align`.
+fn take_cached(map_len: usize, align: usize) -> Option<*mut u8> {
+    let _g = LOCK.guard();
+    let mut best: Option<usize> = None;
+    for i in 0..CACHE_SLOTS {
+        let (b, l) = (CACHE.base[i].get(), CACHE.len[i].get());
+        if b != 0 && l >= map_len && l - map_len <= map_len / 4 && b % align.max(GRANULE) == 0 {
+            if best.is_none_or(|j| CACHE.len[j].get() > l) {
+                best = Some(i);
+            }
+        }
+    }
+    let i = best?;
+    let (b, l) = (CACHE.base[i].get(), CACHE.len[i].get());
+    CACHE.base[i].set(0);
+    CACHE.bytes.set(CACHE.bytes.get() - l);
+    COUNTERS.cache_hits.fetch_add(1, Relaxed);
+    drop(_g);
+    let base = b as *mut u8;
+    if l > map_len {
+        // Give the excess back so the span is exactly as long as recorded.
+        if !os::remap_in_place(base, l, map_len) {
+            unmap_span(base, l);
+            return None;
+        }
+        ownership::unmark(base as usize, l);
+        ownership::mark(base as usize, map_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
+    }
+    Some(base)
+}
+
+/// The span header for a block pointer, validated. `None` if `p` is not the
+/// block of a live span.
+fn span_of(p: *mut u8) -> Option<*mut Span> {
+    let base = ownership::large_span_base(p as usize)?;
+    let span = base as *mut Span;
+    // SAFETY: the map says a span of ours starts at `base`, so its first page
+    // is mapped and holds a header.
+    let s = unsafe { &*span };
+    if s.magic != MAGIC ^ base || base + s.offset != p as usize {
+        return None;
+    }
+    Some(span)
+}
+
+/// Whether `p` is the block of a live large span.
+pub fn is_block(p: *mut u8) -> bool {
+    span_of(p).is_some()
+}
+
+/// Usable bytes of the block at `p`, or `None` if `p` is not a live span's
+/// block.
+pub fn usable_size(p: *mut u8) -> Option<usize> {
+    let span = span_of(p)?;
+    // SAFETY: validated header.
+    let s = unsafe { &*span };
+    Some(s.map_len - s.offset)
+}
+
+/// Bytes the caller asked for when allocating `p` (for debug checks).
+pub fn requested_size(p: *mut u8) -> Option<usize> {
+    // SAFETY: validated header.
+    span_of(p).map(|s| unsafe { (*s).size })
+}
+
+/// Frees the block at `p`. Returns false (doing nothing) if `p` is not the
+/// block of a live span.
+pub fn free(p: *mut u8) -> bool {
+    let Some(span) = span_of(p) else { return false };
+    // SAFETY: validated header of a span the caller gives up.
+    let s = unsafe { &mut *span };
+    let (base, map_len) = (span as *mut u8, s.map_len);
+    COUNTERS.live.fetch_sub(1, Relaxed);
+    COUNTERS.live_bytes.fetch_sub(map_len, Relaxed);
+    COUNTERS.requested_bytes.fetch_sub(s.size, Relaxed);
+    s.magic = 0; // a second free of `p` no longer validates
+    if options::purge_delay_ms() != 0 && map_len <= CACHE_MAX_SPAN {
+        let now = os::now_ms();
+        let _g = LOCK.guard();
+        expire(now);
+        if CACHE.bytes.get() + map_len <= CACHE_MAX_BYTES {
+            for i in 0..CACHE_SLOTS {
+                if CACHE.base[i].get() == 0 {
+                    CACHE.base[i].set(base as usize);
+                    CACHE.len[i].set(map_len);
+                    CACHE.at[i].set(now);
+                    CACHE.bytes.set(CACHE.bytes.get() + map_len);
+                    return true;
+                }
+            }
+        }
+    }
+    unmap_span(base, map_len);
+    true
+}
+
+/// Unmaps cached spans older than the purge delay. Lock held.
+fn expire(now: u64) {
+    let delay = options::purge_delay_ms();
+    if delay < 0 {
+        return;
+    }
+    for i in 0..CACHE_SLOTS {
+        let b = CACHE.base[i].get();
+        if b != 0 && CACHE.at[i].get() + delay as u64 <= now {
+            CACHE.base[i].set(0);
+            CACHE.bytes.set(CACHE.bytes.get() - CACHE.len[i].get());
+            unmap_span(b as *mut u8, CACHE.len[i].get());
+        }
+    }
+}
+
+/// Unmaps every cached span.
+pub fn purge_cache() {
+    let _g = LOCK.guard();
+    for i in 0..CACHE_SLOTS {
+        let b = CACHE.base[i].get();
+        if b != 0 {
+            CACHE.base[i].set(0);
+            CACHE.bytes.set(CACHE.bytes.get() - CACHE.len[i].get());
+            unmap_span(b as *mut u8, CACHE.len[i].get());
+        }
+    }
+}
+
+/// Resizes the block at `p` to `new_size` bytes, in place or by moving its
+/// pages. Returns the (possibly moved) block, or null if it could not be
+/// resized, in which case the block is untouched. `p` must be a live span's
+/// block (checked: returns null otherwise).
+pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
+    let Some(span) = span_of(p) else { return ptr::null_mut() };
+    // SAFETY: validated header of a span the caller owns.
+    let s = unsafe { &mut *span };
+    let base = span as *mut u8;
+    let Some(new_len) = map_len_for(new_size, s.offset) else { return ptr::null_mut() };
+    if new_size > isize::MAX as usize - 2 * GRANULE {
+        return ptr::null_mut();
+    }
+    let old_len = s.map_len;
+    COUNTERS.requested_bytes.fetch_sub(s.size, Relaxed);
+    if new_len <= old_len {
+        // Shrink: give back whole pages only when at least half goes.
+        if new_len <= old_len / 2 && os::remap_in_place(base, old_len, new_len) {
+            ownership::unmark(base as usize, old_len);
+            ownership::mark(base as usize, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
+            s.map_len = new_len;
+            COUNTERS.live_bytes.fetch_sub(old_len - new_len, Relaxed);
+        }
+        s.size = new_size;
+        COUNTERS.requested_bytes.fetch_add(new_size, Relaxed);
+        return p;
+    }
+    if os::remap_in_place(base, old_len, new_len) {
+        ownership::mark(base as usize, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
+        s.map_len = new_len;
+        s.size = new_size;
+        COUNTERS.live_bytes.fetch_add(new_len - old_len, Relaxed);
+        COUNTERS.requested_bytes.fetch_add(new_size, Relaxed);
+        return p;
+    }
+    let align = if s.offset > HEADER { s.offset } else { 1 };
+    let dest = os::map_aligned(new_len, align.max(GRANULE));
+    if dest.is_null() || !ownership::mark(dest as usize, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL) {
+        if !dest.is_null() {
+            os::unmap(dest, new_len);
+        }
+        COUNTERS.requested_bytes.fetch_add(s.size, Relaxed);
+        return ptr::null_mut();
+    }
+    let offset = s.offset;
+    s.magic = 0;
+    if !os::remap_to(base, old_len, dest, new_len) {
+        s.magic = MAGIC ^ base as usize;
+        ownership::unmark(dest as usize, new_len);
+        os::unmap(dest, new_len);
+        COUNTERS.requested_bytes.fetch_add(s.size, Relaxed);
+        return ptr::null_mut();
+    }
+    ownership::unmark(base as usize, old_len);
+    // Restore the destination's map tags in case the old range overlapped
+    // a granule the destination also touches (it cannot share a head).
+    ownership::mark(dest as usize, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
+    let ns = dest.cast::<Span>();
+    // SAFETY: the header moved with the pages to `dest`, which we own.
+    unsafe {
+        (*ns).magic = MAGIC ^ dest as usize;
+        (*ns).map_len = new_len;
+        (*ns).size = new_size;
+    }
+    COUNTERS.live_bytes.fetch_add(new_len - old_len, Relaxed);
+    COUNTERS.requested_bytes.fetch_add(new_size, Relaxed);
+    dest.wrapping_add(offset)
+}
+
+/// Like [`alloc`], but the block reads as zero.
+pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    if size > isize::MAX as usize - 2 * GRANULE || align > isize::MAX as usize / 4 {
+        return ptr::null_mut();
+    }
+    let offset = offset_for(align);
+    let Some(map_len) = map_len_for(size, offset) else { return ptr::null_mut() };
+    let (base, cached) = match take_cached(map_len, align) {
+        Some(b) => (b, true),
+        None => (map_span(map_len, align), false),
+    };
+    if base.is_null() {
+        return base;
+    }
+    COUNTERS.allocated.fetch_add(1, Relaxed);
+    // SAFETY: `base` is a span of `map_len` bytes we own.
+    let p = unsafe { finish(base, map_len, offset, size) };
+    if cached {
+        // SAFETY: the block has `size` writable bytes.
+        unsafe { ptr::write_bytes(p, 0, size) };
+    }
+    p
+}

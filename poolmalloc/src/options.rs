@@ -1,0 +1,218 @@
+//! Options, read once from the environment.
+//!
+//! Options are read with libc's `getenv` (never `std::env`, which allocates)
+//! the first time any thread allocates, and kept in atomics. A value that does
+//! not parse gets a one-line warning on stderr and the default. Every option
+//! is in [`TABLE`]; the README's options table is generated from the same
+//! text.
+
+use crate::os;
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering::Relaxed};
+
+/// One documented option.
+pub struct OptionDoc {
+    /// Environment variable.
+    pub name: &'static str,
+    /// Default value, as text.
+    pub default: &'static str,
+    /// What it does.
+    pub help: &'static str,
+}
+
+/// Every option poolmalloc reads.
+pub const TABLE: &[OptionDoc] = &[
+    OptionDoc {
+        name: "POOLMALLOC_THREADS",
+        default: "perthread",
+        help: "`perthread`: each thread allocates from its own heap. `locked`: one heap behind one lock (the pymalloc-under-the-GIL model), for comparison.",
+    },
+    OptionDoc {
+        name: "POOLMALLOC_PURGE_DELAY",
+        default: "10",
+        help: "Milliseconds a free pool keeps its pages before they are decommitted (MADV_DONTNEED); also how long freed large spans stay cached. 0: at once. -1: never.",
+    },
+    OptionDoc {
+        name: "POOLMALLOC_SHOW_STATS",
+        default: "0",
+        help: "1: print the statistics report to stderr when the process exits.",
+    },
+    OptionDoc {
+        name: "POOLMALLOC_VERBOSE",
+        default: "0",
+        help: "1: print a line on stderr when poolmalloc starts, with the options in effect.",
+    },
+    OptionDoc {
+        name: "POOLMALLOC_INVALID_FREE",
+        default: "abort",
+        help: "What to do with a pointer poolmalloc does not own passed to free, realloc or malloc_usable_size: `abort` (report and raise SIGABRT), `warn` (report and ignore), `ignore`.",
+    },
+];
+
+/// Reaction to an invalid pointer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum InvalidFree {
+    /// Report and abort.
+    Abort = 0,
+    /// Report and carry on.
+    Warn = 1,
+    /// Carry on silently.
+    Ignore = 2,
+}
+
+static LOCKED: AtomicBool = AtomicBool::new(false);
+static PURGE_DELAY: AtomicI64 = AtomicI64::new(10);
+static SHOW_STATS: AtomicBool = AtomicBool::new(false);
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+static INVALID: AtomicU8 = AtomicU8::new(InvalidFree::Abort as u8);
+
+/// Whether locked mode is on.
+#[inline]
+pub fn locked_mode() -> bool {
+    LOCKED.load(Relaxed)
+}
+
+/// The purge delay in milliseconds (negative: never).
+#[inline]
+pub fn purge_delay_ms() -> i64 {
+    PURGE_DELAY.load(Relaxed)
+}
+
+/// Sets the purge delay (milliseconds; 0 at once, negative never).
+pub fn set_purge_delay_ms(ms: i64) {
+    PURGE_DELAY.store(ms, Relaxed);
+}
+
+/// Whether to print statistics at exit.
+pub fn show_stats() -> bool {
+    SHOW_STATS.load(Relaxed)
+}
+
+/// Whether verbose output is on.
+pub fn verbose() -> bool {
+    VERBOSE.load(Relaxed)
+}
+
+/// What to do with invalid pointers.
+pub fn invalid_free() -> InvalidFree {
+    match INVALID.load(Relaxed) {
+        0 => InvalidFree::Abort,
+        1 => InvalidFree::Warn,
+        _ => InvalidFree::Ignore,
+    }
+}
+
+/// Sets the reaction to invalid pointers.
+pub fn set_invalid_free(v: InvalidFree) {
+    INVALID.store(v as u8, Relaxed);
+}
+
+fn getenv(name: &[u8]) -> Option<&'static [u8]> {
+    debug_assert!(name.ends_with(b"\0"));
+    // SAFETY: `name` is NUL-terminated; getenv does not allocate, and the
+    // returned string lives as long as the environment (we copy nothing).
+    let p = unsafe { libc::getenv(name.as_ptr().cast()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returns a NUL-terminated string.
+    let len = unsafe { libc::strlen(p) };
+    // SAFETY: `len` bytes are readable at `p`.
+    Some(unsafe { core::slice::from_raw_parts(p.cast::<u8>(), len) })
+}
+
+fn warn(name: &str, value: &[u8], expected: &str, default: &str) {
+    let mut m = crate::report::Line::new();
+    m.push("poolmalloc: ignoring ").push(name).push("=").push_bytes(value);
+    m.push(" (expected ").push(expected).push("); using ").push(default).push("\n");
+    os::write_stderr(m.as_bytes());
+}
+
+fn parse_bool(name: &str, v: &[u8]) -> Option<bool> {
+    match v {
+        b"1" | b"true" | b"yes" | b"on" => Some(true),
+        b"0" | b"false" | b"no" | b"off" | b"" => Some(false),
+        _ => {
+            warn(name, v, "0 or 1", "0");
+            None
+        }
+    }
+}
+
+fn parse_i64(v: &[u8]) -> Option<i64> {
+    let (neg, digits) = match v.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, v),
+    };
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits.iter().fold(0i64, |a, &d| a * 10 + (d - b'0') as i64);
+    Some(if neg { -n } else { n })
+}
+
+/// Reads every option from the environment. Called once, by the first
+/// allocation of the process.
+pub fn init() {
+    if let Some(v) = getenv(b"POOLMALLOC_THREADS\0") {
+        match v {
+            b"locked" => LOCKED.store(true, Relaxed),
+            b"perthread" | b"" => LOCKED.store(false, Relaxed),
+            _ => warn("POOLMALLOC_THREADS", v, "perthread or locked", "perthread"),
+        }
+    }
+    if let Some(v) = getenv(b"POOLMALLOC_PURGE_DELAY\0") {
+        match parse_i64(v) {
+            Some(n) => PURGE_DELAY.store(n.max(-1), Relaxed),
+            None => warn("POOLMALLOC_PURGE_DELAY", v, "milliseconds, or -1 for never", "10"),
+        }
+    }
+    if let Some(v) = getenv(b"POOLMALLOC_SHOW_STATS\0") {
+        if let Some(b) = parse_bool("POOLMALLOC_SHOW_STATS", v) {
+            SHOW_STATS.store(b, Relaxed);
+        }
+    }
+    if let Some(v) = getenv(b"POOLMALLOC_VERBOSE\0") {
+        if let Some(b) = parse_bool("POOLMALLOC_VERBOSE", v) {
+            VERBOSE.store(b, Relaxed);
+        }
+    }
+    if let Some(v) = getenv(b"POOLMALLOC_INVALID_FREE\0") {
+        match v {
+            b"abort" => set_invalid_free(InvalidFree::Abort),
+            b"warn" => set_invalid_free(InvalidFree::Warn),
+            b"ignore" => set_invalid_free(InvalidFree::Ignore),
+            _ => warn("POOLMALLOC_INVALID_FREE", v, "abort, warn or ignore", "abort"),
+        }
+    }
+    if verbose() {
+        let mut m = crate::report::Line::new();
+        m.push("poolmalloc ").push(crate::VERSION).push(": threads=");
+        m.push(if locked_mode() { "locked" } else { "perthread" });
+        m.push(" purge_delay=").push_i64(purge_delay_ms()).push("ms show_stats=");
+        m.push(if show_stats() { "1" } else { "0" }).push("\n");
+        os::write_stderr(m.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_parse_strictly() {
+        assert_eq!(parse_i64(b"10"), Some(10));
+        assert_eq!(parse_i64(b"-1"), Some(-1));
+        assert_eq!(parse_i64(b""), None);
+        assert_eq!(parse_i64(b"1x"), None);
+        assert_eq!(parse_i64(b"99999999999999999999"), None);
+    }
+
+    #[test]
+    fn table_names_are_prefixed_and_unique() {
+        for (i, o) in TABLE.iter().enumerate() {
+            assert!(o.name.starts_with("POOLMALLOC_"));
+            assert!(TABLE[i + 1..].iter().all(|p| p.name != o.name));
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Layer 0: the operating system.
+//!
+//! This is the only module that makes memory system calls. It reserves,
+//! decommits, remaps and releases address space, and knows the page size.
+//!
+//! It is written against the `libc` crate rather than `rustix`: the C front
+//! needs `errno` itself (to set `ENOMEM` and to keep `free` from changing it),
+//! the thread layer needs `pthread_atfork` and the futex call, and options are
+//! read with `getenv` before the Rust runtime is up. `libc` offers all of them
+//! under one set of types, and none of its calls used here allocate.
+//!
+//! Callers: the ownership map (nothing), arenas (layer 2), large spans
+//! (layer 7), the heap-metadata slab (layer 6), and locks (the futex).
+//! Every function is thread-safe; none of them allocates or panics. A failed
+//! call is reported as a null pointer or `false`, never a panic.
+//!
+//! Linux commits anonymous memory on first touch, so "commit" is implicit:
+//! a reserved range is mapped read-write, and decommitting gives its pages
+//! back with `madvise(MADV_DONTNEED)`, after which they read as zero.
+
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+/// Counters of system calls and mapped bytes, for the statistics report.
+pub(crate) struct OsCounters {
+    pub mmap_calls: AtomicUsize,
+    pub munmap_calls: AtomicUsize,
+    pub madvise_calls: AtomicUsize,
+    pub mremap_calls: AtomicUsize,
+    /// Bytes currently mapped by poolmalloc (arenas, large spans, metadata).
+    pub mapped: AtomicUsize,
+    /// Highest value `mapped` has had.
+    pub mapped_peak: AtomicUsize,
+}
+
+pub(crate) static COUNTERS: OsCounters = OsCounters {
+    mmap_calls: AtomicUsize::new(0),
+    munmap_calls: AtomicUsize::new(0),
+    madvise_calls: AtomicUsize::new(0),
+    mremap_calls: AtomicUsize::new(0),
+    mapped: AtomicUsize::new(0),
+    mapped_peak: AtomicUsize::new(0),
+};
+
+fn add_mapped(n: usize) {
+    let now = COUNTERS.mapped.fetch_add(n, Relaxed) + n;
+    COUNTERS.mapped_peak.fetch_max(now, Relaxed);
+}
+
+fn sub_mapped(n: usize) {
+    COUNTERS.mapped.fetch_sub(n, Relaxed);
+}
+
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// The system page size, read once at run time.
+#[inline]
+pub fn page_size() -> usize {
+    let p = PAGE_SIZE.load(Relaxed);
+    if p != 0 {
+        return p;
+    }
+    // SAFETY: sysconf has no preconditions and does not allocate.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let p = if v > 0 { v as usize } else { 4096 };
+    PAGE_SIZE.store(p, Relaxed);
+    p
+}
+
+/// Rounds `n` up to a multiple of the power of two `align`, or `None` on
+/// overflow.
+#[inline]
+pub fn align_up(n: usize, align: usize) -> Option<usize> {
+    debug_assert!(align.is_power_of_two());
+    Some(n.checked_add(align - 1)? & !(align - 1))
+}
+
+/// Maps `size` bytes of fresh zeroed read-write memory whose start is aligned
+/// to `align` (a power of two, at least the page size). Returns null on
+/// failure. `size` must be a multiple of the page size.
+pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
+    debug_assert!(size % page_size() == 0 && align.is_power_of_two());
+    let align = align.max(page_size());
+    // Fast attempt: a plain mapping is often aligned by luck when the kernel
+    // places mappings next to each other.
+    let p = map(size);
+    if p.is_null() {
+        return p;
+    }
+    if p as usize % align == 0 {
+        return p;
+    }
+    unmap(p, size);
+    // Over-reserve and trim both ends.
+    let Some(total) = size.checked_add(align - page_size()) else {
+        return ptr::null_mut();
+    };
+    let raw = map(total);
+    if raw.is_null() {
+        return raw;
+    }
+    let start = (raw as usize).next_multiple_of(align);
+    let lead = start - raw as usize;
+    let trail = total - lead - size;
+    if lead > 0 {
+        unmap(raw, lead);
+    }
+    if trail > 0 {
+        unmap((start + size) as *mut u8, trail);
+    }
+    start as *mut u8
+}
+
+/// Maps `size` bytes of zeroed read-write memory anywhere. Null on failure.
+pub fn map(size: usize) -> *mut u8 {
+    COUNTERS.mmap_calls.fetch_add(1, Relaxed);
+    let e = Errno::save();
+    // SAFETY: an anonymous private mapping with no address hint has no
+    // preconditions; the kernel picks a range not in use.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    e.restore();
+    if p == libc::MAP_FAILED {
+        return ptr::null_mut();
+    }
+    add_mapped(size);
+    p.cast()
+}
+
+/// Unmaps `[p, p + size)`, which must have come from this module.
+pub fn unmap(p: *mut u8, size: usize) {
+    COUNTERS.munmap_calls.fetch_add(1, Relaxed);
+    let e = Errno::save();
+    // SAFETY: the caller gives a range this module mapped and nothing else
+    // refers to any more.
+    let r = unsafe { libc::munmap(p.cast(), size) };
+    e.restore();
+    if r == 0 {
+        sub_mapped(size);
+    }
+}
+
+/// Gives the pages of `[p, p + size)` back to the OS; they read as zero
+/// afterwards. The range stays mapped. Page-aligned arguments only.
+pub fn decommit(p: *mut u8, size: usize) -> bool {
+    if size == 0 {
+        return true;
+    }
+    COUNTERS.madvise_calls.fetch_add(1, Relaxed);
+    let e = Errno::save();
+    // SAFETY: the caller owns the page-aligned range and holds no live data
+    // in it; MADV_DONTNEED on private anonymous memory only drops its pages.
+    let r = unsafe { libc::madvise(p.cast(), size, libc::MADV_DONTNEED) };
+    e.restore();
+    r == 0
+}
+
+/// Tries to resize the mapping at `p` from `old` to `new` bytes without
+/// moving it. Returns whether it succeeded.
+pub fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
+    COUNTERS.mremap_calls.fetch_add(1, Relaxed);
+    let e = Errno::save();
+    // SAFETY: `p` is a mapping of `old` bytes owned by the caller; without
+    // MREMAP_MAYMOVE the kernel either resizes in place or fails.
+    let r = unsafe { libc::mremap(p.cast(), old, new, 0) };
+    e.restore();
+    if r == libc::MAP_FAILED {
+        return false;
+    }
+    if new > old {
+        add_mapped(new - old);
+    } else {
+        sub_mapped(old - new);
+    }
+    true
+}
+
+/// Moves the pages of the mapping `[old_p, old_p + old)` to `new_p`, which
+/// must be a reservation of `new` bytes owned by the caller, growing it to
+/// `new` bytes. On success the old range is gone. No data is copied.
+pub fn remap_to(old_p: *mut u8, old: usize, new_p: *mut u8, new: usize) -> bool {
+    COUNTERS.mremap_calls.fetch_add(1, Relaxed);
+    let e = Errno::save();
+    // SAFETY: both ranges belong to the caller; MREMAP_FIXED replaces the
+    // reservation at `new_p` atomically.
+    let r = unsafe {
+        libc::mremap(
+            old_p.cast(),
+            old,
+            new,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            new_p,
+        )
+    };
+    e.restore();
+    if r == libc::MAP_FAILED {
+        return false;
+    }
+    // The reservation at new_p (counted as `new`) now holds the pages; the
+    // old range is unmapped.
+    sub_mapped(old);
+    true
+}
+
+/// A saved `errno`, so that allocator paths leave it as they found it.
+pub struct Errno(i32);
+
+impl Errno {
+    /// Saves the calling thread's `errno`.
+    #[inline]
+    pub fn save() -> Errno {
+        // SAFETY: __errno_location returns this thread's errno slot.
+        Errno(unsafe { *libc::__errno_location() })
+    }
+
+    /// Restores the saved value.
+    #[inline]
+    pub fn restore(self) {
+        // SAFETY: as in `save`.
+        unsafe { *libc::__errno_location() = self.0 };
+    }
+}
+
+/// Sets the calling thread's `errno`.
+#[inline]
+pub fn set_errno(v: i32) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() = v };
+}
+
+/// Milliseconds on a coarse monotonic clock (a vDSO call, no system call).
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC_COARSE is always
+    // available on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Writes `bytes` to standard error with `write(2)`, retrying short writes.
+/// Used for reports and fatal messages; never allocates.
+pub fn write_stderr(bytes: &[u8]) {
+    let e = Errno::save();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        // SAFETY: `rest` is a valid readable buffer of the given length.
+        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            // SAFETY: reading this thread's errno.
+            if n < 0 && unsafe { *libc::__errno_location() } == libc::EINTR {
+                continue;
+            }
+            break;
+        }
+        rest = &rest[n as usize..];
+    }
+    e.restore();
+}
+
+/// Aborts the process (raising SIGABRT) without unwinding or allocating.
+pub fn abort() -> ! {
+    // SAFETY: abort has no preconditions.
+    unsafe { libc::abort() }
+}
+
+/// Returns the calling process's resident set size in bytes, read from
+/// `/proc/self/statm` without allocating. `None` if unavailable.
+pub fn resident_bytes() -> Option<usize> {
+    let path = b"/proc/self/statm\0";
+    // SAFETY: the path is NUL-terminated; open has no other preconditions.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 128];
+    // SAFETY: `buf` is writable for its length; `fd` is open.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: closing the descriptor we opened.
+    unsafe { libc::close(fd) };
+    if n <= 0 {
+        return None;
+    }
+    // Second field: resident pages.
+    let text = &buf[..n as usize];
+    let mut fields = text.split(|&b| b == b' ');
+    fields.next()?;
+    let resident = fields.next()?;
+    let mut v = 0usize;
+    for &b in resident {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + (b - b'0') as usize;
+    }
+    Some(v * page_size())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_size_is_a_power_of_two() {
+        assert!(page_size().is_power_of_two());
+        assert!(page_size() >= 4096);
+    }
+
+    #[test]
+    fn aligned_mapping_is_aligned_and_zeroed() {
+        for shift in [12, 16, 22, 24] {
+            let align = 1usize << shift;
+            let size = 3 * page_size();
+            let p = map_aligned(size, align);
+            assert!(!p.is_null());
+            assert_eq!(p as usize % align, 0);
+            // SAFETY: `p` maps `size` bytes.
+            let s = unsafe { core::slice::from_raw_parts_mut(p, size) };
+            assert!(s.iter().all(|&b| b == 0));
+            s.fill(7);
+            assert!(decommit(p, size));
+            assert!(s.iter().all(|&b| b == 0), "decommitted pages read as zero");
+            unmap(p, size);
+        }
+    }
+
+    #[test]
+    fn impossible_mapping_returns_null_and_keeps_errno() {
+        set_errno(1234);
+        let p = map_aligned(usize::MAX & !(page_size() - 1), 1 << 22);
+        assert!(p.is_null());
+        // SAFETY: reading this thread's errno.
+        assert_eq!(unsafe { *libc::__errno_location() }, 1234);
+    }
+
+    #[test]
+    fn errno_survives_unmap() {
+        let p = map(page_size());
+        set_errno(77);
+        unmap(p, page_size());
+        // SAFETY: reading this thread's errno.
+        assert_eq!(unsafe { *libc::__errno_location() }, 77);
+    }
+
+    #[test]
+    fn resident_bytes_reads_statm() {
+        let r = resident_bytes().expect("statm is readable");
+        assert!(r > 0);
+    }
+}

@@ -1,0 +1,552 @@
+//! Layer 3: pools.
+//!
+//! A pool is a 64 KiB slice of an arena that holds blocks of one size class.
+//! Its metadata ([`Pool`]) lives in the arena header, never among the blocks,
+//! so a user overflow cannot reach a free-list head, a count or an owner.
+//!
+//! A pool hands out blocks from, in order of preference:
+//!
+//! 1. its **local free list** (`free`), a LIFO stack threaded through freed
+//!    blocks, pushed and popped only by the owning thread;
+//! 2. its **remote free list** (`remote`), an atomic stack that other threads
+//!    push onto with one compare-and-swap; the owner takes the whole stack
+//!    over when the local list runs empty;
+//! 3. its **bump pointer** over blocks never handed out, carved a page at a
+//!    time into the local list, so untouched memory stays untouched.
+//!
+//! # Pool states
+//!
+//! ```text
+//!            acquire               last block out          first free
+//!   FREE ──────────────▶ USED ─────────────────▶ FULL ───────────────▶ USED
+//!  (arena)   (heap lists:   ▲   (heap full list;      (remote or local)
+//!              current or   │    owner FULL bit)
+//!              avail)       │
+//!               │ last block freed           thread exits with blocks live
+//!               ▼                                  │
+//!            EMPTY ──▶ FREE (back to the arena)    ▼
+//!          (heap stash)                      ABANDONED ──adopt──▶ USED
+//! ```
+//!
+//! The `owner` word says who may use the local list: the owning thread's id,
+//! `LOCKED_OWNER` for the locked-mode heap, or 0 when nobody owns it. Its low
+//! bit marks the pool FULL, so a local free to a full pool fails the owner
+//! comparison on the fast path and takes the slow path, which moves the pool
+//! back to its heap's list of pools with free blocks. No extra test is needed
+//! on the fast path for this.
+//!
+//! The remote word holds the remote stack head with a `FULL` flag in its low
+//! bit. The owner sets the flag (from an empty stack) when it files the pool
+//! as full. The first remote free clears it as part of its push, and then
+//! sets this pool's class bit in the owner's [`RemoteHints`]; the owner looks
+//! at those bits before taking a new pool, so a full pool that receives
+//! remote frees is never stranded.
+
+use crate::size_class;
+use crate::sync::Local;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+
+/// log2 of the pool size.
+pub const POOL_SHIFT: usize = 16;
+/// Bytes per pool.
+pub const POOL_SIZE: usize = 1 << POOL_SHIFT;
+/// At most this many bytes of never-used blocks are carved into the free list
+/// at once, so that memory is touched only as it is needed.
+const CARVE_BYTES: usize = 4096;
+
+const _: () = assert!(POOL_SIZE >= 2 * size_class::MAX_CLASS_SIZE, "a pool holds at least two of the largest blocks");
+const _: () = assert!(POOL_SIZE % (1 << size_class::MAX_POOL_ALIGN_SHIFT) == 0);
+
+/// Owner value of pools owned by the locked-mode heap. Never a thread id:
+/// thread ids are thread-control-block addresses, far above 4.
+pub const LOCKED_OWNER: usize = 4;
+/// Low bit of the owner word: the pool is filed as full.
+pub const OWNER_FULL: usize = 1;
+/// Low bit of the remote word: the owner wants to hear about the next remote
+/// free.
+const REMOTE_FULL: usize = 1;
+
+/// Pool states (see the module docs).
+pub mod state {
+    /// Owned by its arena; not in use.
+    pub const FREE: u8 = 0;
+    /// Held by a heap, in one of its class lists.
+    pub const USED: u8 = 1;
+    /// Held by a heap's stash of empty pools.
+    pub const EMPTY: u8 = 2;
+    /// Its heap's thread exited with blocks live; on the abandoned list.
+    pub const ABANDONED: u8 = 3;
+}
+
+/// A free block. The first word of a free block links it into a list.
+#[repr(C)]
+pub struct Block {
+    /// Next free block, or null.
+    pub next: *mut Block,
+}
+
+/// Per-class bits a pool owner wants set when one of its full pools gets a
+/// remote free. Embedded in each heap; pools point at their owner's.
+pub struct RemoteHints {
+    bits: [AtomicU64; 2],
+}
+
+const _: () = assert!(size_class::NUM_CLASSES <= 128);
+
+impl RemoteHints {
+    /// No hints set.
+    pub const fn new() -> Self {
+        RemoteHints { bits: [AtomicU64::new(0), AtomicU64::new(0)] }
+    }
+
+    /// Records that a full pool of `class` received a remote free.
+    pub fn set(&self, class: usize) {
+        self.bits[class >> 6].fetch_or(1 << (class & 63), Release);
+    }
+
+    /// Returns and clears the hint for `class`.
+    #[inline]
+    pub fn take(&self, class: usize) -> bool {
+        let bit = 1u64 << (class & 63);
+        let word = &self.bits[class >> 6];
+        if word.load(Relaxed) & bit == 0 {
+            return false;
+        }
+        word.fetch_and(!bit, Acquire) & bit != 0
+    }
+
+    /// Clears every hint.
+    pub fn clear(&self) {
+        for w in &self.bits {
+            w.store(0, Relaxed);
+        }
+    }
+}
+
+impl Default for RemoteHints {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Metadata of one pool. Lives in its arena's header.
+///
+/// The first cache line holds what the owner touches on every allocation and
+/// free; the second holds what other threads write.
+#[repr(C, align(128))]
+pub struct Pool {
+    // ---- owner's cache line ----
+    /// Head of the local free list. Owner only.
+    pub free: Local<*mut Block>,
+    /// Blocks handed out and not yet freed locally or collected from the
+    /// remote list. Written by the owner only; read by statistics.
+    pub used: AtomicU32,
+    /// Size class. Written by the owner when the pool is (re)initialised,
+    /// before any of its blocks can reach another thread.
+    pub class: Local<u32>,
+    /// Owning thread id (or `LOCKED_OWNER`, or 0), with `OWNER_FULL`.
+    /// Written by the owner or by whoever holds the pool in a global list;
+    /// read by every `free`.
+    pub owner: AtomicUsize,
+    /// Next never-used byte. Owner only.
+    pub bump: Local<*mut u8>,
+    /// End of the last whole block. Owner only.
+    pub end: Local<*mut u8>,
+    /// Block size in bytes. As `class`.
+    pub block_size: Local<u32>,
+    /// Blocks that fit in this pool. As `class`.
+    pub capacity: Local<u32>,
+    /// Links in whichever list holds the pool (a heap's class lists or stash,
+    /// or an abandoned list). Owned by that list's owner.
+    pub next: Local<*mut Pool>,
+    /// See `next`.
+    pub prev: Local<*mut Pool>,
+
+    // ---- shared cache line ----
+    /// Remote free stack head, with `REMOTE_FULL`.
+    remote: AtomicUsize,
+    /// Where to post remote-free hints: the owner heap's hints.
+    hints: AtomicPtr<RemoteHints>,
+    /// First byte of the pool's block area. Set once when the arena is made.
+    pub start: Local<*mut u8>,
+    /// One of [`state`]. Written under the arena lock or by the owner.
+    pub state: AtomicU8,
+    /// When the pool last became FREE (ms). Arena lock.
+    pub freed_at: Local<u64>,
+}
+
+const _: () = assert!(core::mem::size_of::<Pool>() == 128);
+
+impl Pool {
+    /// Metadata for a pool whose blocks start at `start`. The pool is FREE.
+    pub const fn new(start: *mut u8) -> Pool {
+        Pool {
+            free: Local::new(ptr::null_mut()),
+            used: AtomicU32::new(0),
+            class: Local::new(0),
+            owner: AtomicUsize::new(0),
+            bump: Local::new(ptr::null_mut()),
+            end: Local::new(ptr::null_mut()),
+            block_size: Local::new(0),
+            capacity: Local::new(0),
+            next: Local::new(ptr::null_mut()),
+            prev: Local::new(ptr::null_mut()),
+            remote: AtomicUsize::new(0),
+            hints: AtomicPtr::new(ptr::null_mut()),
+            start: Local::new(start),
+            state: AtomicU8::new(state::FREE),
+            freed_at: Local::new(0),
+        }
+    }
+
+    /// Prepares the pool to serve `class` for `owner`, whose remote hints are
+    /// at `hints`. `area_end` is the end of the pool's slice of the arena.
+    pub fn init(&self, class: usize, owner: usize, hints: *const RemoteHints, area_end: usize) {
+        let bs = size_class::class_size(class);
+        let start = self.start.get();
+        let cap = (area_end - start as usize) / bs;
+        self.class.set(class as u32);
+        self.block_size.set(bs as u32);
+        self.capacity.set(cap as u32);
+        self.free.set(ptr::null_mut());
+        self.bump.set(start);
+        // SAFETY (arithmetic): cap * bs <= the pool area, so this stays in the pool.
+        self.end.set(start.wrapping_add(cap * bs));
+        self.used.store(0, Relaxed);
+        self.remote.store(0, Relaxed);
+        self.hints.store(hints.cast_mut(), Relaxed);
+        self.owner.store(owner, Release);
+    }
+
+    /// Changes owner (adoption); keeps the blocks.
+    pub fn set_owner(&self, owner: usize, hints: *const RemoteHints) {
+        self.hints.store(hints.cast_mut(), Relaxed);
+        self.owner.store(owner, Release);
+    }
+
+    /// Blocks in use as seen by the owner.
+    #[inline(always)]
+    pub fn used(&self) -> u32 {
+        self.used.load(Relaxed)
+    }
+
+    /// Whether the pool has no block handed out (remote frees collected).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.used() == 0
+    }
+
+    /// Pops a block from the local list. Owner only.
+    #[inline(always)]
+    pub fn pop(&self) -> *mut Block {
+        let b = self.free.get();
+        if !b.is_null() {
+            // SAFETY: blocks on the local list are free blocks of this pool,
+            // owned by the pool, and their first word is the link.
+            self.free.set(unsafe { (*b).next });
+            self.used.store(self.used() + 1, Relaxed);
+        }
+        b
+    }
+
+    /// Pushes a block onto the local list and returns the new used count.
+    /// Owner only.
+    ///
+    /// # Safety
+    /// `b` must be a block of this pool that is handed out.
+    #[inline(always)]
+    pub unsafe fn push(&self, b: *mut Block) -> u32 {
+        // SAFETY: the caller hands the block back; its first word is ours.
+        unsafe { (*b).next = self.free.get() };
+        self.free.set(b);
+        let u = self.used() - 1;
+        self.used.store(u, Relaxed);
+        u
+    }
+
+    /// Carves up to a page of never-used blocks into the local list. Returns
+    /// false if the bump pointer is exhausted. Owner only.
+    pub fn carve(&self) -> bool {
+        let bs = self.block_size.get() as usize;
+        let bump = self.bump.get();
+        let left = self.end.get() as usize - bump as usize;
+        if left == 0 {
+            return false;
+        }
+        let n = (left / bs).min((CARVE_BYTES / bs).max(1));
+        let mut next = self.free.get();
+        // Link back to front so the list runs in address order.
+        let mut i = n;
+        while i > 0 {
+            i -= 1;
+            let b = bump.wrapping_add(i * bs).cast::<Block>();
+            // SAFETY: `b` is a never-used block inside this pool's area, which
+            // the pool owns.
+            unsafe { (*b).next = next };
+            next = b;
+        }
+        self.free.set(next);
+        self.bump.set(bump.wrapping_add(n * bs));
+        true
+    }
+
+    /// Whether there are never-used blocks left.
+    pub fn can_carve(&self) -> bool {
+        self.bump.get() < self.end.get()
+    }
+
+    /// Whether the remote list holds blocks. Any thread.
+    #[inline]
+    pub fn has_remote(&self) -> bool {
+        self.remote.load(Relaxed) & !REMOTE_FULL != 0
+    }
+
+    /// Takes the whole remote list over into the local list, and returns how
+    /// many blocks it held. Owner only (or the holder of an abandoned pool).
+    pub fn collect_remote(&self) -> u32 {
+        if !self.has_remote() {
+            return 0;
+        }
+        let head = (self.remote.swap(0, Acquire) & !REMOTE_FULL) as *mut Block;
+        let mut n = 1u32;
+        let mut tail = head;
+        // SAFETY: remote-list blocks are free blocks of this pool; pushers
+        // published their links before the Release CAS we synchronised with.
+        unsafe {
+            while !(*tail).next.is_null() {
+                tail = (*tail).next;
+                n += 1;
+            }
+            (*tail).next = self.free.get();
+        }
+        self.free.set(head);
+        self.used.store(self.used() - n, Relaxed);
+        n
+    }
+
+    /// Pushes a block freed by a thread that does not own the pool. Any thread.
+    ///
+    /// # Safety
+    /// `b` must be a handed-out block of this pool, given up by the caller.
+    pub unsafe fn push_remote(&self, b: *mut Block) {
+        let mut old = self.remote.load(Relaxed);
+        loop {
+            // SAFETY: the caller gave the block up; its first word is ours.
+            unsafe { (*b).next = (old & !REMOTE_FULL) as *mut Block };
+            match self.remote.compare_exchange_weak(old, b as usize, AcqRel, Relaxed) {
+                Ok(_) => break,
+                Err(cur) => old = cur,
+            }
+        }
+        if old & REMOTE_FULL != 0 {
+            // We cleared the flag, so we alone tell the owner. The hints
+            // pointer was published before the flag (Release), and heaps are
+            // never unmapped, so a stale target is harmless.
+            let h = self.hints.load(Acquire);
+            if !h.is_null() {
+                // SAFETY: hints live in heaps, which are never unmapped.
+                unsafe { (*h).set(self.class.get() as usize) };
+            }
+        }
+    }
+
+    /// Files the pool as full for remote notification. Fails (returns false)
+    /// if remote frees are already waiting. Owner only.
+    pub fn try_set_remote_full(&self) -> bool {
+        self.remote.compare_exchange(0, REMOTE_FULL, Release, Relaxed).is_ok()
+    }
+
+    /// Withdraws the request for remote notification. Owner only.
+    pub fn clear_remote_full(&self) {
+        if self.remote.load(Relaxed) & REMOTE_FULL != 0 {
+            self.remote.fetch_and(!REMOTE_FULL, Relaxed);
+        }
+    }
+
+    /// Number of blocks on the remote list (walks it; statistics only when
+    /// the pool is held under a lock, otherwise an estimate).
+    pub fn remote_word(&self) -> usize {
+        self.remote.load(Relaxed)
+    }
+}
+
+/// A pool on a doubly linked list threaded through `Pool::next`/`prev`.
+/// The list's owner (a heap or a lock holder) serialises all access.
+pub struct PoolList {
+    head: Local<*mut Pool>,
+    len: Local<usize>,
+}
+
+impl PoolList {
+    /// An empty list.
+    pub const fn new() -> Self {
+        PoolList { head: Local::new(ptr::null_mut()), len: Local::new(0) }
+    }
+
+    /// First pool, or null.
+    #[inline]
+    pub fn head(&self) -> *mut Pool {
+        self.head.get()
+    }
+
+    /// Number of pools on the list.
+    pub fn len(&self) -> usize {
+        self.len.get()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.head.get().is_null()
+    }
+
+    /// Pushes `p` at the front.
+    ///
+    /// # Safety
+    /// `p` must be valid pool metadata on no list.
+    pub unsafe fn push(&self, p: *mut Pool) {
+        let h = self.head.get();
+        // SAFETY: the caller guarantees `p` is valid; `h` is on this list.
+        unsafe {
+            (*p).prev.set(ptr::null_mut());
+            (*p).next.set(h);
+            if !h.is_null() {
+                (*h).prev.set(p);
+            }
+        }
+        self.head.set(p);
+        self.len.set(self.len.get() + 1);
+    }
+
+    /// Unlinks `p`.
+    ///
+    /// # Safety
+    /// `p` must be on this list.
+    pub unsafe fn remove(&self, p: *mut Pool) {
+        // SAFETY: `p` and its neighbours are on this list.
+        unsafe {
+            let n = (*p).next.get();
+            let pr = (*p).prev.get();
+            if pr.is_null() {
+                self.head.set(n);
+            } else {
+                (*pr).next.set(n);
+            }
+            if !n.is_null() {
+                (*n).prev.set(pr);
+            }
+            (*p).next.set(ptr::null_mut());
+            (*p).prev.set(ptr::null_mut());
+        }
+        self.len.set(self.len.get() - 1);
+    }
+
+    /// Pops the first pool, or null.
+    pub fn pop(&self) -> *mut Pool {
+        let h = self.head.get();
+        if !h.is_null() {
+            // SAFETY: `h` is on this list.
+            unsafe { self.remove(h) };
+        }
+        h
+    }
+
+    /// Forgets every pool (fork child only, where the pools are reclaimed by
+    /// other means).
+    pub fn clear(&self) {
+        self.head.set(ptr::null_mut());
+        self.len.set(0);
+    }
+}
+
+impl Default for PoolList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_pool(f: impl FnOnce(&Pool, usize)) {
+        let size = POOL_SIZE;
+        let mem = crate::os::map_aligned(size, POOL_SIZE);
+        assert!(!mem.is_null());
+        let pool = Pool::new(mem);
+        f(&pool, mem as usize + size);
+        crate::os::unmap(mem, size);
+    }
+
+    #[test]
+    fn carve_pop_push_counts_blocks() {
+        with_pool(|p, end| {
+            let hints = RemoteHints::new();
+            p.init(3, 0x1000, &hints, end);
+            assert_eq!(p.block_size.get(), 64);
+            assert_eq!(p.capacity.get() as usize, POOL_SIZE / 64);
+            let mut got = Vec::new();
+            loop {
+                let b = p.pop();
+                if b.is_null() {
+                    if !p.carve() {
+                        break;
+                    }
+                    continue;
+                }
+                got.push(b as usize);
+            }
+            assert_eq!(got.len(), POOL_SIZE / 64);
+            assert_eq!(p.used(), got.len() as u32);
+            let mut sorted = got.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), got.len(), "no block handed out twice");
+            for &b in &got {
+                // SAFETY: `b` is a handed-out block of `p`.
+                unsafe { p.push(b as *mut Block) };
+            }
+            assert!(p.is_empty());
+        });
+    }
+
+    #[test]
+    fn remote_frees_are_collected_and_notify_when_full() {
+        with_pool(|p, end| {
+            let hints = RemoteHints::new();
+            p.init(0, 0x1000, &hints, end);
+            assert!(p.carve());
+            let a = p.pop();
+            let b = p.pop();
+            assert!(p.try_set_remote_full());
+            // SAFETY: `a` and `b` are handed-out blocks of `p`.
+            unsafe {
+                p.push_remote(a);
+                p.push_remote(b);
+            }
+            assert!(hints.take(0), "first remote free to a full pool posts a hint");
+            assert!(!hints.take(0));
+            assert!(!p.try_set_remote_full(), "cannot file as full with frees waiting");
+            assert_eq!(p.collect_remote(), 2);
+            assert_eq!(p.used(), 0);
+            assert_eq!(p.collect_remote(), 0);
+        });
+    }
+
+    #[test]
+    fn list_push_remove_pop() {
+        let pools: Vec<Pool> = (0..3).map(|_| Pool::new(ptr::null_mut())).collect();
+        let l = PoolList::new();
+        for p in &pools {
+            // SAFETY: each pool is valid and on no list.
+            unsafe { l.push(p as *const Pool as *mut Pool) };
+        }
+        assert_eq!(l.len(), 3);
+        // SAFETY: pools[1] is on the list.
+        unsafe { l.remove(&pools[1] as *const Pool as *mut Pool) };
+        assert_eq!(l.pop(), &pools[2] as *const Pool as *mut Pool);
+        assert_eq!(l.pop(), &pools[0] as *const Pool as *mut Pool);
+        assert!(l.pop().is_null());
+        assert!(l.is_empty());
+    }
+}
