@@ -20,13 +20,28 @@ use core::sync::atomic::Ordering::Relaxed;
 pub const MAX_ALLOC: usize = isize::MAX as usize;
 
 /// Allocates `size` bytes aligned to 16. Null when out of memory or when
-/// `size` is impossibly large.
+/// `size` is impossibly large; every allocation function here then also sets
+/// `errno` to `ENOMEM`, as C requires (Rust callers can ignore it).
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
     if size <= MAX_CLASS_SIZE {
         return thread::alloc(size_class::class_of(size));
     }
-    large::alloc(size, ALIGNMENT)
+    malloc_large(size)
+}
+
+#[cold]
+#[inline(never)]
+fn malloc_large(size: usize) -> *mut u8 {
+    enomem(large::alloc(size, ALIGNMENT))
+}
+
+#[inline(always)]
+fn enomem(p: *mut u8) -> *mut u8 {
+    if p.is_null() {
+        os::set_errno(libc::ENOMEM);
+    }
+    p
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two).
@@ -37,7 +52,7 @@ pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
     }
     match size_class::class_of_aligned(size, align) {
         Some(c) => thread::alloc(c),
-        None => large::alloc(size, align),
+        None => enomem(large::alloc(size, align)),
     }
 }
 
@@ -169,7 +184,7 @@ pub fn usable_size(p: *mut u8, what: &str) -> usize {
 /// `p` must be a live block from poolmalloc.
 pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     if new_size > MAX_ALLOC {
-        return ptr::null_mut();
+        return enomem(ptr::null_mut());
     }
     match classify(p) {
         Owned::Pool(bs) => {
@@ -186,7 +201,7 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
                 // SAFETY: `p` holds `usable` readable bytes.
                 return unsafe { move_block(p, usable, new_size) };
             }
-            large::realloc(p, new_size)
+            enomem(large::realloc(p, new_size))
         }
         Owned::No => {
             invalid_pointer("realloc", p, "not allocated by poolmalloc");
@@ -230,7 +245,7 @@ extern "C" fn print_stats_at_exit() {
 /// fresh large mappings.
 pub fn calloc(size: usize) -> *mut u8 {
     if size > MAX_CLASS_SIZE {
-        return large::alloc_zeroed(size, ALIGNMENT);
+        return enomem(large::alloc_zeroed(size, ALIGNMENT));
     }
     let p = malloc(size);
     if !p.is_null() {

@@ -121,9 +121,12 @@ impl Heap {
     /// Fast path: pops a block of `class` from the current pool, or null.
     #[inline(always)]
     pub fn alloc_fast(&self, class: usize) -> *mut Block {
-        // SAFETY: `current` always points at a live pool owned by this heap,
-        // or at EMPTY_POOL, whose list is empty so `pop` does not write.
-        unsafe { (*self.current[class].get()).pop() }
+        debug_assert!(class < NUM_CLASSES);
+        // SAFETY: class indices come from the size-class tables, which only
+        // hold valid classes. `current` always points at a live pool owned by
+        // this heap, or at EMPTY_POOL, whose list is empty so `pop` does not
+        // write.
+        unsafe { (*self.current.get_unchecked(class).get()).pop() }
     }
 
     /// Allocates a block of `class`: the fast path, then the slow path.

@@ -170,9 +170,18 @@ pub fn alloc(class: usize) -> *mut u8 {
     alloc_slow(h, class)
 }
 
+/// Slow path of [`alloc`]; sets `errno` to `ENOMEM` when it returns null.
 #[cold]
 #[inline(never)]
 fn alloc_slow(h: *mut Heap, class: usize) -> *mut u8 {
+    let p = alloc_slow_inner(h, class);
+    if p.is_null() {
+        os::set_errno(libc::ENOMEM);
+    }
+    p
+}
+
+fn alloc_slow_inner(h: *mut Heap, class: usize) -> *mut u8 {
     // SAFETY: the slot always points at a live heap.
     match unsafe { (*h).kind } {
         // SAFETY: the calling thread owns its real heap.
