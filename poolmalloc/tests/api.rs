@@ -1,0 +1,302 @@
+//! Integration tests of the public API, with `PoolMalloc` as this test
+//! binary's global allocator. Every test takes `SERIAL`, so the tests that look at process-wide
+//! figures (the statistics, RSS) see no other test allocating meanwhile.
+
+use poolmalloc::arena::ARENA_SIZE;
+use poolmalloc::{LockedPoolMalloc, PoolMalloc};
+use std::alloc::{GlobalAlloc, Layout};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+#[global_allocator]
+static GLOBAL: PoolMalloc = PoolMalloc;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn std_collections_work() {
+    let _s = serial();
+    let mut v = Vec::new();
+    for i in 0..100_000u64 {
+        v.push(i * 3);
+    }
+    assert_eq!(v.iter().sum::<u64>(), 3 * (100_000 * 99_999 / 2));
+    let mut m = HashMap::new();
+    for i in 0..50_000 {
+        m.insert(format!("key-{i}"), vec![i; i % 17]);
+    }
+    assert_eq!(m["key-4242"].len(), 4242 % 17);
+    let mut b = BTreeMap::new();
+    for i in (0..20_000).rev() {
+        b.insert(i, i.to_string());
+    }
+    assert_eq!(b.iter().next(), Some((&0, &"0".to_string())));
+    let mut s = String::new();
+    for i in 0..10_000 {
+        s.push_str(&i.to_string());
+    }
+    assert!(s.starts_with("0123456789101112"));
+    drop((v, m, b, s));
+}
+
+#[test]
+fn collections_across_threads() {
+    let _s = serial();
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let v: Vec<String> = (0..20_000).map(|i| format!("{t}:{i}")).collect();
+                v
+            })
+        })
+        .collect();
+    // Blocks made on other threads are freed here.
+    let mut total = 0;
+    for h in handles {
+        let v = h.join().unwrap();
+        total += v.len();
+        assert_eq!(v[123], format!("{}:123", v[0].split(':').next().unwrap()));
+    }
+    assert_eq!(total, 80_000);
+}
+
+fn check_alloc<A: GlobalAlloc>(a: &A, size: usize, align: usize) {
+    let l = Layout::from_size_align(size, align).unwrap();
+    // SAFETY: valid layouts; every block is freed with its layout.
+    unsafe {
+        let p = a.alloc(l);
+        assert!(!p.is_null(), "alloc {size} align {align}");
+        assert_eq!(p as usize % align, 0, "alignment {align} for size {size}");
+        std::ptr::write_bytes(p, 0xab, size);
+        let z = a.alloc_zeroed(l);
+        assert!(!z.is_null());
+        assert_eq!(z as usize % align, 0);
+        assert!(std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0));
+        a.dealloc(z, l);
+        let grown = a.realloc(p, l, size * 2 + 1);
+        assert!(!grown.is_null());
+        assert_eq!(grown as usize % align, 0, "realloc keeps alignment {align}");
+        assert!(std::slice::from_raw_parts(grown, size).iter().all(|&b| b == 0xab));
+        a.dealloc(grown, Layout::from_size_align(size * 2 + 1, align).unwrap());
+    }
+}
+
+#[test]
+fn every_alignment_and_size_class_boundary() {
+    let _s = serial();
+    for shift in 0..=20 {
+        let align = 1usize << shift;
+        for size in [1, 8, 16, 17, 100, 512, 513, 4096, 4097, 32768, 32769, 100_000, 5 << 20] {
+            check_alloc(&PoolMalloc, size, align);
+            check_alloc(&LockedPoolMalloc, size, align);
+        }
+    }
+}
+
+#[test]
+fn impossible_requests_return_null() {
+    let _s = serial();
+    let a = PoolMalloc;
+    for size in [isize::MAX as usize - 100, isize::MAX as usize / 2 + 1, (isize::MAX as usize) & !4095] {
+        let l = Layout::from_size_align(size, 16).unwrap();
+        // SAFETY: a valid layout; a null result is the expected outcome.
+        let p = unsafe { a.alloc(l) };
+        assert!(p.is_null(), "size {size} must fail");
+    }
+    // The allocator keeps working after the failures.
+    let v: Vec<u8> = vec![1; 1000];
+    assert_eq!(v.len(), 1000);
+    // realloc to an impossible size fails and leaves the block intact.
+    let l = Layout::from_size_align(64, 16).unwrap();
+    // SAFETY: valid layout, block freed with the layout it has.
+    unsafe {
+        let p = a.alloc(l);
+        p.write_bytes(7, 64);
+        let q = a.realloc(p, l, isize::MAX as usize - 4096);
+        assert!(q.is_null());
+        assert!(std::slice::from_raw_parts(p, 64).iter().all(|&b| b == 7));
+        a.dealloc(p, l);
+    }
+}
+
+#[test]
+fn realloc_stays_in_place_within_a_class() {
+    let _s = serial();
+    let a = PoolMalloc;
+    let l = Layout::from_size_align(40, 8).unwrap();
+    // SAFETY: valid layouts; the final block is freed with its last layout.
+    unsafe {
+        let p = a.alloc(l);
+        let q = a.realloc(p, l, 48);
+        assert_eq!(p, q, "40 and 48 bytes share the 48-byte class");
+        let r = a.realloc(q, Layout::from_size_align(48, 8).unwrap(), 49);
+        assert_ne!(q, r, "49 bytes needs the 64-byte class");
+        a.dealloc(r, Layout::from_size_align(49, 8).unwrap());
+    }
+}
+
+#[test]
+fn large_realloc_grows_and_shrinks_keeping_data() {
+    let _s = serial();
+    let a = PoolMalloc;
+    let mut size = 40_000;
+    let mut l = Layout::from_size_align(size, 16).unwrap();
+    // SAFETY: valid layouts, tracked through every realloc.
+    unsafe {
+        let mut p = a.alloc(l);
+        for i in 0..size {
+            *p.add(i) = (i % 251) as u8;
+        }
+        for new in [1 << 20, 3 << 20, 20 << 20, 6 << 20, 70_000, 1000, 50_000] {
+            let q = a.realloc(p, l, new);
+            assert!(!q.is_null());
+            let keep = size.min(new);
+            for i in (0..keep).step_by(997) {
+                assert_eq!(*q.add(i), (i % 251) as u8, "byte {i} after realloc to {new}");
+            }
+            for i in keep..new {
+                *q.add(i) = (i % 251) as u8;
+            }
+            p = q;
+            size = new;
+            l = Layout::from_size_align(size, 16).unwrap();
+        }
+        a.dealloc(p, l);
+    }
+}
+
+#[test]
+fn freeing_256_mib_of_small_blocks_returns_the_memory() {
+    let _s = serial();
+    poolmalloc::trim();
+    let before = poolmalloc::stats();
+    let rss_before = poolmalloc::os::resident_bytes().unwrap();
+    let sizes = [16usize, 32, 48, 64, 96, 128, 256, 512];
+    let mut blocks: Vec<(*mut u8, Layout)> = Vec::with_capacity(4_000_000);
+    let mut total = 0;
+    let mut i = 0;
+    while total < 256 << 20 {
+        let l = Layout::from_size_align(sizes[i % sizes.len()], 8).unwrap();
+        // SAFETY: a valid layout.
+        let p = unsafe { PoolMalloc.alloc(l) };
+        assert!(!p.is_null());
+        // SAFETY: the block has at least one byte; touch it so it is resident.
+        unsafe { p.write(i as u8) };
+        blocks.push((p, l));
+        total += l.size();
+        i += 1;
+    }
+    let peak = poolmalloc::stats();
+    assert!(peak.bytes_mapped >= before.bytes_mapped + (256 << 20));
+    let rss_peak = poolmalloc::os::resident_bytes().unwrap();
+    assert!(rss_peak > rss_before + (200 << 20), "blocks were touched");
+    for (p, l) in blocks.drain(..) {
+        // SAFETY: each block was allocated with its layout.
+        unsafe { PoolMalloc.dealloc(p, l) };
+    }
+    drop(blocks);
+    let after = poolmalloc::stats();
+    // Without trim(): each class keeps its current pool and the heap keeps
+    // a stash of empty pools; each of those can pin one arena, and one spare
+    // arena is kept.
+    let pinned = sizes.len() + poolmalloc::heap::STASH_MAX + 1;
+    assert!(
+        after.bytes_mapped <= before.bytes_mapped + pinned * ARENA_SIZE,
+        "mapped {} -> {} -> {}",
+        before.bytes_mapped,
+        peak.bytes_mapped,
+        after.bytes_mapped
+    );
+    assert!(after.adds_up(), "{after}");
+    poolmalloc::trim();
+    let trimmed = poolmalloc::stats();
+    assert!(trimmed.bytes_mapped <= before.bytes_mapped + ARENA_SIZE, "{trimmed}");
+    let rss_after = poolmalloc::os::resident_bytes().unwrap();
+    assert!(
+        rss_after <= rss_before + rss_before / 10 + (4 << 20),
+        "RSS {} -> {} -> {}",
+        rss_before,
+        rss_peak,
+        rss_after
+    );
+}
+
+#[test]
+fn stats_report_counts_a_known_pattern() {
+    let _s = serial();
+    poolmalloc::trim();
+    let before = poolmalloc::stats();
+    let c48 = poolmalloc::size_class::class_of(48);
+    let c1000 = poolmalloc::size_class::class_of(1000);
+    let l48 = Layout::from_size_align(48, 8).unwrap();
+    let l1000 = Layout::from_size_align(1000, 8).unwrap();
+    let big = Layout::from_size_align(3 << 20, 16).unwrap();
+    // SAFETY: valid layouts; freed with the same layouts below.
+    let (small, medium, large) = unsafe {
+        (
+            (0..1000).map(|_| PoolMalloc.alloc(l48)).collect::<Vec<_>>(),
+            (0..70).map(|_| PoolMalloc.alloc(l1000)).collect::<Vec<_>>(),
+            PoolMalloc.alloc(big),
+        )
+    };
+    let s = poolmalloc::stats();
+    assert_eq!(s.classes[c48].blocks_in_use - before.classes[c48].blocks_in_use, 1000);
+    assert_eq!(s.classes[c1000].blocks_in_use - before.classes[c1000].blocks_in_use, 70);
+    assert_eq!(s.large_spans - before.large_spans, 1);
+    assert!(s.large_requested - before.large_requested == 3 << 20);
+    assert!(s.adds_up(), "parts must add up to the mapped bytes:\n{s}");
+    let text = s.to_string();
+    assert!(text.contains("matches arena bytes"), "{text}");
+    assert!(text.contains("matches the parts"), "{text}");
+    // SAFETY: freeing what was allocated above.
+    unsafe {
+        for p in small {
+            PoolMalloc.dealloc(p, l48);
+        }
+        for p in medium {
+            PoolMalloc.dealloc(p, l1000);
+        }
+        PoolMalloc.dealloc(large, big);
+    }
+    let after = poolmalloc::stats();
+    assert_eq!(after.classes[c48].blocks_in_use, before.classes[c48].blocks_in_use);
+    assert!(after.adds_up());
+}
+
+#[test]
+fn locked_mode_serves_many_threads() {
+    let _s = serial();
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let a = LockedPoolMalloc;
+                let l = Layout::from_size_align(24 + t * 8, 8).unwrap();
+                let mut v = Vec::new();
+                for i in 0..20_000 {
+                    // SAFETY: valid layout.
+                    let p = unsafe { a.alloc(l) };
+                    assert!(!p.is_null());
+                    // SAFETY: the block holds at least 8 bytes.
+                    unsafe { p.cast::<u64>().write(i) };
+                    v.push(p as usize);
+                }
+                v
+            })
+        })
+        .collect();
+    for (t, h) in handles.into_iter().enumerate() {
+        let v = h.join().unwrap();
+        let l = Layout::from_size_align(24 + t * 8, 8).unwrap();
+        for (i, p) in v.into_iter().enumerate() {
+            // SAFETY: blocks from the threads above, freed once, here.
+            unsafe {
+                assert_eq!((p as *mut u64).read(), i as u64);
+                LockedPoolMalloc.dealloc(p as *mut u8, l);
+            }
+        }
+    }
+}
