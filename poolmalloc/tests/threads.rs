@@ -1,0 +1,195 @@
+//! The thread layer through the public API: cross-thread frees into full
+//! pools, thread exit with live blocks (churn), and fork from a
+//! multithreaded parent. `PoolMalloc` is this binary's global allocator.
+
+use poolmalloc::arena::ARENA_SIZE;
+use poolmalloc::PoolMalloc;
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: PoolMalloc = PoolMalloc;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Send(*mut u8);
+// SAFETY: the pointer is a heap block handed from one thread to another.
+unsafe impl std::marker::Send for Send {}
+
+#[test]
+fn remote_frees_make_full_pools_usable_again() {
+    let _s = serial();
+    let l = Layout::from_size_align(64, 8).unwrap();
+    let (to_freer, freer_rx) = mpsc::channel::<Vec<Send>>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let freer = std::thread::spawn(move || {
+        for batch in freer_rx {
+            for b in batch {
+                // SAFETY: blocks allocated with `l` on the producer thread.
+                unsafe { PoolMalloc.dealloc(b.0, l) };
+            }
+            done_tx.send(()).unwrap();
+        }
+    });
+    // The producer fills whole pools, hands every block to the freer, and
+    // repeats. If full pools that received remote frees were stranded, each
+    // round would take fresh pools and the mapped size would keep growing.
+    let mut mapped_after_first = 0;
+    for round in 0..30 {
+        // SAFETY: valid layout.
+        let batch: Vec<Send> = (0..20_000).map(|_| Send(unsafe { PoolMalloc.alloc(l) })).collect();
+        assert!(batch.iter().all(|b| !b.0.is_null()));
+        to_freer.send(batch).unwrap();
+        done_rx.recv().unwrap();
+        if round == 0 {
+            mapped_after_first = poolmalloc::stats().bytes_mapped;
+        }
+    }
+    let mapped = poolmalloc::stats().bytes_mapped;
+    drop(to_freer);
+    freer.join().unwrap();
+    assert!(
+        mapped <= mapped_after_first + 2 * ARENA_SIZE,
+        "memory freed remotely is reused: mapped {mapped_after_first} after one round, {mapped} after 30"
+    );
+    assert!(poolmalloc::stats().remote_frees >= 30 * 20_000);
+}
+
+#[test]
+fn thread_churn_loses_nothing() {
+    let _s = serial();
+    poolmalloc::trim();
+    let before = poolmalloc::stats();
+    let l = Layout::from_size_align(48, 8).unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<Send>>();
+    let collector = std::thread::spawn(move || {
+        let mut held: Vec<Send> = Vec::new();
+        for batch in rx {
+            held.extend(batch);
+            // Free the older half now, the rest later: blocks of exited
+            // threads are freed at different times.
+            if held.len() > 20_000 {
+                for b in held.drain(..10_000) {
+                    // SAFETY: blocks allocated with `l` by exited threads.
+                    unsafe { PoolMalloc.dealloc(b.0, l) };
+                }
+            }
+        }
+        held
+    });
+    for t in 0..1000 {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            // Each thread exits while holding 200 live blocks (and frees
+            // some of its own first).
+            // SAFETY: valid layout.
+            let mut v: Vec<Send> = (0..300).map(|_| Send(unsafe { PoolMalloc.alloc(l) })).collect();
+            for b in v.drain(..100) {
+                // SAFETY: allocated just above with `l`.
+                unsafe { PoolMalloc.dealloc(b.0, l) };
+            }
+            v.iter().for_each(|b| {
+                // SAFETY: each block holds 48 bytes.
+                unsafe { b.0.write(t as u8) }
+            });
+            tx.send(v).unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+    drop(tx);
+    let held = collector.join().unwrap();
+    let live_bytes = held.len() * 48;
+    let mid = poolmalloc::stats();
+    // Everything still held plus bounded overhead; nothing per thread.
+    assert!(
+        mid.bytes_mapped <= before.bytes_mapped + live_bytes * 2 + 8 * ARENA_SIZE,
+        "mapped {} with {} live bytes after 1000 threads (started at {})",
+        mid.bytes_mapped,
+        live_bytes,
+        before.bytes_mapped
+    );
+    for b in held {
+        // SAFETY: allocated with `l`, freed once.
+        unsafe { PoolMalloc.dealloc(b.0, l) };
+    }
+    poolmalloc::trim();
+    let after = poolmalloc::stats();
+    assert!(after.pools_abandoned_total > 0, "exiting threads abandoned pools");
+    assert!(
+        after.bytes_mapped <= before.bytes_mapped + 2 * ARENA_SIZE,
+        "after freeing everything and trim: mapped {} (started at {})\n{after}",
+        after.bytes_mapped,
+        before.bytes_mapped
+    );
+    assert!(after.adds_up(), "{after}");
+}
+
+#[test]
+fn fork_from_a_multithreaded_parent() {
+    let _s = serial();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut v: Vec<Vec<u8>> = Vec::new();
+                let mut i = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    v.push(vec![t as u8; 16 + (i * 37) % 3000]);
+                    if v.len() > 500 {
+                        v.drain(..250);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for n in 0..100 {
+        // SAFETY: the child only allocates, frees and calls _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let mut v: Vec<Box<[u8]>> = Vec::new();
+            for i in 0..2000 {
+                v.push(vec![i as u8; 1 + i % 5000].into_boxed_slice());
+            }
+            let ok = v.iter().enumerate().all(|(i, b)| b.iter().all(|&x| x == i as u8));
+            drop(v);
+            let big = vec![7u8; 3 << 20];
+            let ok = ok && big[12345] == 7;
+            drop(big);
+            // SAFETY: _exit is async-signal-safe and ends the child.
+            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut status = 0;
+        loop {
+            // SAFETY: waiting for our own child.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                break;
+            }
+            if Instant::now() > deadline {
+                // SAFETY: killing our own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // SAFETY: reaping it.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                panic!("child {n} hung after fork");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child {n} status {status:#x}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+}
