@@ -189,7 +189,9 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     match classify(p) {
         Owned::Pool(bs) => {
             // Stay in place while the class does not change.
-            if new_size <= bs && (new_size > MAX_CLASS_SIZE || size_class::class_of(new_size) == size_class::class_of(bs)) {
+            if new_size <= bs
+                && (new_size > MAX_CLASS_SIZE || size_class::class_of(new_size) == size_class::class_of(bs))
+            {
                 return p;
             }
             // SAFETY: `p` holds `bs` readable bytes.

@@ -234,7 +234,8 @@ impl Arenas {
             return ptr::null_mut();
         }
         if !ownership::mark(base as usize, ARENA_SIZE, TAG_ARENA, TAG_ARENA) {
-            os::unmap(base, ARENA_SIZE);
+            // SAFETY: our fresh mapping, seen by no one.
+            unsafe { os::unmap(base, ARENA_SIZE) };
             return ptr::null_mut();
         }
         let a = base.cast::<Arena>();
@@ -261,7 +262,9 @@ impl Arenas {
     fn unmap_arena(&self, a: *mut Arena) {
         self.all_remove(a);
         ownership::unmark(a as usize, ARENA_SIZE);
-        os::unmap(a.cast(), ARENA_SIZE);
+        // SAFETY: every pool of the arena is free, so no block or pool
+        // metadata is in use, and it is off every list.
+        unsafe { os::unmap(a.cast(), ARENA_SIZE) };
         self.count.set(self.count.get() - 1);
         self.reclaimed.set(self.reclaimed.get() + 1);
     }
@@ -276,7 +279,9 @@ impl Arenas {
             let run = (mask >> first).trailing_ones() as usize;
             let start = a.pools[first].start.get();
             let end = a.pool_end(first + run - 1);
-            os::decommit(start, end - start as usize);
+            // SAFETY: the pools in `mask` are free, so their block areas hold
+            // nothing; the header lies before pool 0's start.
+            unsafe { os::decommit(start, end - start as usize) };
             mask &= !((((1u128 << run) - 1) as u64) << first);
         }
     }
@@ -452,20 +457,6 @@ pub fn pool_end(p: &Pool) -> usize {
     unsafe { (*a).pool_end((*a).index_of(p)) }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pool_of_masks_to_the_header() {
-        let base = 0x7000_0000_0000usize;
-        assert_eq!(pool_of(base + 5) as usize, base);
-        assert_eq!(pool_of(base + POOL_SIZE + 17) as usize, base + 128);
-        assert_eq!(pool_of(base + ARENA_SIZE - 1) as usize, base + 63 * 128);
-        assert!(header_bytes() >= core::mem::size_of::<Arena>());
-    }
-}
-
 /// Fork child only (single-threaded, locks reset): calls `release` on every
 /// pool that is not FREE and gives back to its arena each pool for which it
 /// returns true.
@@ -493,5 +484,19 @@ pub fn reclaim_in_child(mut release: impl FnMut(&Pool) -> bool) {
             ARENAS.give_pool(&a_ref.pools[i] as *const Pool as *mut Pool, now);
         }
         a = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_of_masks_to_the_header() {
+        let base = 0x7000_0000_0000usize;
+        assert_eq!(pool_of(base + 5) as usize, base);
+        assert_eq!(pool_of(base + POOL_SIZE + 17) as usize, base + 128);
+        assert_eq!(pool_of(base + ARENA_SIZE - 1) as usize, base + 63 * 128);
+        assert!(header_bytes() >= core::mem::size_of::<Arena>());
     }
 }

@@ -142,15 +142,19 @@ fn map_span(map_len: usize, align: usize) -> *mut u8 {
         return base;
     }
     if !ownership::mark(base as usize, map_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL) {
-        os::unmap(base, map_len);
+        // SAFETY: our fresh mapping, seen by no one.
+        unsafe { os::unmap(base, map_len) };
         return ptr::null_mut();
     }
     base
 }
 
+/// Unmaps a span that is no longer live or cached.
 fn unmap_span(base: *mut u8, map_len: usize) {
     ownership::unmark(base as usize, map_len);
-    os::unmap(base, map_len);
+    // SAFETY: callers pass spans they took off the cache or that were just
+    // freed, which nothing uses any more.
+    unsafe { os::unmap(base, map_len) };
 }
 
 /// A cached span of at least `map_len` bytes (and at most 25 % more) whose
@@ -160,10 +164,9 @@ fn take_cached(map_len: usize, align: usize) -> Option<*mut u8> {
     let mut best: Option<usize> = None;
     for i in 0..CACHE_SLOTS {
         let (b, l) = (CACHE.base[i].get(), CACHE.len[i].get());
-        if b != 0 && l >= map_len && l - map_len <= map_len / 4 && b % align.max(GRANULE) == 0 {
-            if best.is_none_or(|j| CACHE.len[j].get() > l) {
-                best = Some(i);
-            }
+        let fits = b != 0 && l >= map_len && l - map_len <= map_len / 4 && b % align.max(GRANULE) == 0;
+        if fits && best.is_none_or(|j| CACHE.len[j].get() > l) {
+            best = Some(i);
         }
     }
     let i = best?;
@@ -175,7 +178,8 @@ fn take_cached(map_len: usize, align: usize) -> Option<*mut u8> {
     let base = b as *mut u8;
     if l > map_len {
         // Give the excess back so the span is exactly as long as recorded.
-        if !os::remap_in_place(base, l, map_len) {
+        // SAFETY: the cached span is ours and unused.
+        if !unsafe { os::remap_in_place(base, l, map_len) } {
             unmap_span(base, l);
             return None;
         }
@@ -296,7 +300,9 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     COUNTERS.requested_bytes.fetch_sub(s.size, Relaxed);
     if new_len <= old_len {
         // Shrink: give back whole pages only when at least half goes.
-        if new_len <= old_len / 2 && os::remap_in_place(base, old_len, new_len) {
+        // SAFETY: the span is the caller's; bytes past `new_len` are beyond
+        // the new size.
+        if new_len <= old_len / 2 && unsafe { os::remap_in_place(base, old_len, new_len) } {
             ownership::unmark(base as usize, old_len);
             ownership::mark(base as usize, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
             s.map_len = new_len;
@@ -306,7 +312,8 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
         COUNTERS.requested_bytes.fetch_add(new_size, Relaxed);
         return p;
     }
-    if os::remap_in_place(base, old_len, new_len) {
+    // SAFETY: the span is the caller's.
+    if unsafe { os::remap_in_place(base, old_len, new_len) } {
         ownership::mark(base as usize, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
         s.map_len = new_len;
         s.size = new_size;
@@ -318,17 +325,20 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     let dest = os::map_aligned(new_len, align.max(GRANULE));
     if dest.is_null() || !ownership::mark(dest as usize, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL) {
         if !dest.is_null() {
-            os::unmap(dest, new_len);
+            // SAFETY: our fresh reservation, seen by no one.
+            unsafe { os::unmap(dest, new_len) };
         }
         COUNTERS.requested_bytes.fetch_add(s.size, Relaxed);
         return ptr::null_mut();
     }
     let offset = s.offset;
     s.magic = 0;
-    if !os::remap_to(base, old_len, dest, new_len) {
+    // SAFETY: the span is the caller's and `dest` is our fresh reservation.
+    if !unsafe { os::remap_to(base, old_len, dest, new_len) } {
         s.magic = MAGIC ^ base as usize;
         ownership::unmark(dest as usize, new_len);
-        os::unmap(dest, new_len);
+        // SAFETY: our fresh reservation, seen by no one.
+        unsafe { os::unmap(dest, new_len) };
         COUNTERS.requested_bytes.fetch_add(s.size, Relaxed);
         return ptr::null_mut();
     }

@@ -49,9 +49,7 @@ impl RawLock {
     #[cold]
     fn lock_contended(&self) {
         for _ in 0..SPINS {
-            if self.state.load(Relaxed) == FREE
-                && self.state.compare_exchange(FREE, HELD, Acquire, Relaxed).is_ok()
-            {
+            if self.state.load(Relaxed) == FREE && self.state.compare_exchange(FREE, HELD, Acquire, Relaxed).is_ok() {
                 return;
             }
             core::hint::spin_loop();

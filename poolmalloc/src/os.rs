@@ -90,7 +90,8 @@ pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
     if p as usize % align == 0 {
         return p;
     }
-    unmap(p, size);
+    // SAFETY: we just mapped `p` and nobody has seen it.
+    unsafe { unmap(p, size) };
     // Over-reserve and trim both ends.
     let Some(total) = size.checked_add(align - page_size()) else {
         return ptr::null_mut();
@@ -102,11 +103,15 @@ pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
     let start = (raw as usize).next_multiple_of(align);
     let lead = start - raw as usize;
     let trail = total - lead - size;
-    if lead > 0 {
-        unmap(raw, lead);
-    }
-    if trail > 0 {
-        unmap((start + size) as *mut u8, trail);
+    // SAFETY: the lead and trail are parts of our fresh reservation that
+    // nobody has seen.
+    unsafe {
+        if lead > 0 {
+            unmap(raw, lead);
+        }
+        if trail > 0 {
+            unmap((start + size) as *mut u8, trail);
+        }
     }
     start as *mut u8
 }
@@ -135,8 +140,12 @@ pub fn map(size: usize) -> *mut u8 {
     p.cast()
 }
 
-/// Unmaps `[p, p + size)`, which must have come from this module.
-pub fn unmap(p: *mut u8, size: usize) {
+/// Unmaps `[p, p + size)`.
+///
+/// # Safety
+/// The range must have been mapped by this module, and nothing may use it
+/// afterwards.
+pub unsafe fn unmap(p: *mut u8, size: usize) {
     COUNTERS.munmap_calls.fetch_add(1, Relaxed);
     let e = Errno::save();
     // SAFETY: the caller gives a range this module mapped and nothing else
@@ -150,7 +159,10 @@ pub fn unmap(p: *mut u8, size: usize) {
 
 /// Gives the pages of `[p, p + size)` back to the OS; they read as zero
 /// afterwards. The range stays mapped. Page-aligned arguments only.
-pub fn decommit(p: *mut u8, size: usize) -> bool {
+///
+/// # Safety
+/// The range must be mapped by this module and hold no data anyone needs.
+pub unsafe fn decommit(p: *mut u8, size: usize) -> bool {
     if size == 0 {
         return true;
     }
@@ -165,7 +177,11 @@ pub fn decommit(p: *mut u8, size: usize) -> bool {
 
 /// Tries to resize the mapping at `p` from `old` to `new` bytes without
 /// moving it. Returns whether it succeeded.
-pub fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
+///
+/// # Safety
+/// `[p, p + old)` must be a mapping made by this module and owned by the
+/// caller; when shrinking, nothing may use the bytes past `new`.
+pub unsafe fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
     COUNTERS.mremap_calls.fetch_add(1, Relaxed);
     let e = Errno::save();
     // SAFETY: `p` is a mapping of `old` bytes owned by the caller; without
@@ -186,20 +202,16 @@ pub fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
 /// Moves the pages of the mapping `[old_p, old_p + old)` to `new_p`, which
 /// must be a reservation of `new` bytes owned by the caller, growing it to
 /// `new` bytes. On success the old range is gone. No data is copied.
-pub fn remap_to(old_p: *mut u8, old: usize, new_p: *mut u8, new: usize) -> bool {
+///
+/// # Safety
+/// Both ranges must be mappings made by this module and owned by the caller;
+/// on success nothing may use the old range.
+pub unsafe fn remap_to(old_p: *mut u8, old: usize, new_p: *mut u8, new: usize) -> bool {
     COUNTERS.mremap_calls.fetch_add(1, Relaxed);
     let e = Errno::save();
     // SAFETY: both ranges belong to the caller; MREMAP_FIXED replaces the
     // reservation at `new_p` atomically.
-    let r = unsafe {
-        libc::mremap(
-            old_p.cast(),
-            old,
-            new,
-            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-            new_p,
-        )
-    };
+    let r = unsafe { libc::mremap(old_p.cast(), old, new, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, new_p) };
     e.restore();
     if r == libc::MAP_FAILED {
         return false;
@@ -325,9 +337,11 @@ mod tests {
             let s = unsafe { core::slice::from_raw_parts_mut(p, size) };
             assert!(s.iter().all(|&b| b == 0));
             s.fill(7);
-            assert!(decommit(p, size));
+            // SAFETY: our own mapping, no longer needed.
+            assert!(unsafe { decommit(p, size) });
             assert!(s.iter().all(|&b| b == 0), "decommitted pages read as zero");
-            unmap(p, size);
+            // SAFETY: our own mapping, no longer used.
+            unsafe { unmap(p, size) };
         }
     }
 
@@ -344,7 +358,8 @@ mod tests {
     fn errno_survives_unmap() {
         let p = map(page_size());
         set_errno(77);
-        unmap(p, page_size());
+        // SAFETY: our own mapping, unused.
+        unsafe { unmap(p, page_size()) };
         // SAFETY: reading this thread's errno.
         assert_eq!(unsafe { *libc::__errno_location() }, 77);
     }

@@ -475,7 +475,8 @@ mod tests {
         assert!(!mem.is_null());
         let pool = Pool::new(mem);
         f(&pool, mem as usize + size);
-        crate::os::unmap(mem, size);
+        // SAFETY: our test mapping, no longer used.
+        unsafe { crate::os::unmap(mem, size) };
     }
 
     #[test]

@@ -123,7 +123,7 @@ const _: () = {
 #[inline(always)]
 pub fn class_of(size: usize) -> usize {
     debug_assert!(size <= MAX_CLASS_SIZE);
-    CLASS_OF[(size + (ALIGNMENT - 1)) / ALIGNMENT] as usize
+    CLASS_OF[size.div_ceil(ALIGNMENT)] as usize
 }
 
 /// Block size of class `c`.

@@ -293,7 +293,11 @@ impl fmt::Display for Stats {
             if cs.pools == 0 {
                 continue;
             }
-            writeln!(f, "{:5} {:6} {:11} {:15} {:13}", c, cs.block_size, cs.pools, cs.blocks_in_use, cs.blocks_available)?;
+            writeln!(
+                f,
+                "{:5} {:6} {:11} {:15} {:13}",
+                c, cs.block_size, cs.pools, cs.blocks_in_use, cs.blocks_available
+            )?;
         }
         writeln!(f)?;
         line(f, "# arenas allocated total", self.arenas_allocated)?;
@@ -308,7 +312,11 @@ impl fmt::Display for Stats {
         line(f, "# bytes in allocated blocks", self.bytes_in_blocks)?;
         line(f, "# bytes in available blocks", self.bytes_available)?;
         let mut label = crate::report::Line::new();
-        label.push_u64((self.pools_free + self.pools_stashed) as u64).push(" unused pools * ").push_u64(POOL_SIZE as u64).push(" bytes");
+        label
+            .push_u64((self.pools_free + self.pools_stashed) as u64)
+            .push(" unused pools * ")
+            .push_u64(POOL_SIZE as u64)
+            .push(" bytes");
         line(f, core::str::from_utf8(label.as_bytes()).unwrap_or("unused pools"), self.bytes_unused_pools)?;
         line(f, "# bytes lost to pool headers", self.bytes_headers)?;
         line(f, "# bytes lost to quantization", self.bytes_quantization)?;

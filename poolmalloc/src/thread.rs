@@ -336,7 +336,7 @@ fn global_init_slow() {
 #[cold]
 fn init_thread() {
     global_init();
-    if tls::get() != &UNINIT_HEAP as *const Heap as *mut Heap {
+    if !ptr::eq(tls::get(), &UNINIT_HEAP) {
         return; // set up by a re-entrant call during global_init
     }
     if options::locked_mode() {

@@ -89,7 +89,13 @@ fn run<A: GlobalAlloc>(a: &A, ops: &[Op]) -> Result<(), TestCaseError> {
             Op::Alloc { size, align_shift, zeroed } => {
                 let layout = Layout::from_size_align(size, 1 << align_shift).unwrap();
                 // SAFETY: a valid, non-zero-size layout.
-                let p = unsafe { if zeroed { a.alloc_zeroed(layout) } else { a.alloc(layout) } };
+                let p = unsafe {
+                    if zeroed {
+                        a.alloc_zeroed(layout)
+                    } else {
+                        a.alloc(layout)
+                    }
+                };
                 prop_assert!(!p.is_null(), "alloc {:?} failed", layout);
                 prop_assert_eq!(p as usize % layout.align(), 0, "misaligned {:?}", layout);
                 if zeroed {
@@ -117,7 +123,8 @@ fn run<A: GlobalAlloc>(a: &A, ops: &[Op]) -> Result<(), TestCaseError> {
                 prop_assert!(!q.is_null());
                 prop_assert_eq!(q as usize % old.layout.align(), 0, "realloc lost alignment {}", old.layout.align());
                 check(&Live { ptr: q, ..old }, old.layout.size().min(size))?;
-                let moved = Live { ptr: q, layout: Layout::from_size_align(size, old.layout.align()).unwrap(), id: old.id };
+                let moved =
+                    Live { ptr: q, layout: Layout::from_size_align(size, old.layout.align()).unwrap(), id: old.id };
                 insert_range(&mut ranges, q as usize, size)?;
                 fill(&moved);
                 live.push(moved);

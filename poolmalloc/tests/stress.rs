@@ -130,7 +130,8 @@ fn worker(slots: &[AtomicPtr<u64>], steps: usize, seed: u64, ops: &AtomicU64) {
 }
 
 fn run(cfg: &Config) {
-    let slots: Arc<Vec<AtomicPtr<u64>>> = Arc::new((0..cfg.slots).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect());
+    let slots: Arc<Vec<AtomicPtr<u64>>> =
+        Arc::new((0..cfg.slots).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect());
     let ops = Arc::new(AtomicU64::new(0));
     let mut rng = Rng(cfg.seed);
     for round in 0..cfg.rounds {
