@@ -3,8 +3,8 @@
 //! Options are read with libc's `getenv` (never `std::env`, which allocates)
 //! the first time any thread allocates, and kept in atomics. A value that does
 //! not parse gets a one-line warning on stderr and the default. Every option
-//! is in [`TABLE`]; the README's options table is generated from the same
-//! text.
+//! is in [`TABLE`]; a test checks that the README's options table says the
+//! same.
 
 use crate::os;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering::Relaxed};
