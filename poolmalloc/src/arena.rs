@@ -413,6 +413,67 @@ impl Arenas {
             a = a_ref.all_next.get();
         }
     }
+
+    /// Full scan of the arena invariants. Lock held. Panics on violation.
+    ///
+    /// * every arena is on the all-list, is aligned and tagged in the
+    ///   ownership map;
+    /// * an arena is in bucket n iff it has n free pools, 0 < n < 64; full
+    ///   arenas and the spare are in no bucket; the non-empty mask matches;
+    /// * a pool is FREE iff its bit is in the free mask; dirty pools are free;
+    /// * the spare has every pool free and none dirty.
+    pub fn check_invariants(&self) {
+        let mut in_buckets = 0usize;
+        for n in 0..=POOLS_PER_ARENA {
+            let mut a = self.buckets[n].get();
+            assert_eq!(a.is_null(), self.nonempty.get() & (1 << n) == 0, "bucket mask bit {n}");
+            let mut prev = ptr::null_mut();
+            while !a.is_null() {
+                // SAFETY: bucket members are live arenas; lock held.
+                let a_ref = unsafe { &*a };
+                assert_eq!(a_ref.nfree(), n, "arena in the bucket of its free-pool count");
+                assert!(n > 0 && a_ref.free_mask.get() != usable_mask(), "no full or empty arena in a bucket");
+                assert_eq!(a_ref.prev.get(), prev, "bucket back links");
+                in_buckets += 1;
+                prev = a;
+                a = a_ref.next.get();
+            }
+        }
+        let mut count = 0usize;
+        let mut partial = 0usize;
+        let mut a = self.all.get();
+        while !a.is_null() {
+            // SAFETY: all-list members are live arenas; lock held.
+            let a_ref = unsafe { &*a };
+            assert_eq!(a as usize % ARENA_SIZE, 0, "arena alignment");
+            assert_eq!(ownership::tag_of(a as usize), TAG_ARENA, "arena tagged in the ownership map");
+            let free = a_ref.free_mask.get();
+            assert_eq!(a_ref.dirty_mask.get() & !free, 0, "only free pools are dirty");
+            for i in 0..POOLS_PER_ARENA {
+                if usable_mask() & (1 << i) == 0 {
+                    continue;
+                }
+                let st = a_ref.pools[i].state.load(Relaxed);
+                assert_eq!(st == state::FREE, free & (1 << i) != 0, "pool {i} state {st} vs free mask");
+            }
+            if a == self.spare.get() {
+                assert_eq!(free, usable_mask(), "spare arena is all free");
+                assert_eq!(a_ref.dirty_mask.get(), 0, "spare arena is decommitted");
+            } else if free != 0 {
+                partial += 1;
+            }
+            count += 1;
+            a = a_ref.all_next.get();
+        }
+        assert_eq!(count, self.count.get(), "arena count");
+        assert_eq!(partial, in_buckets, "every arena with free pools (but the spare) is in a bucket");
+    }
+}
+
+/// Checks the arena invariants (see [`Arenas::check_invariants`]).
+pub fn check_invariants() {
+    let _g = ARENAS.lock.guard();
+    ARENAS.check_invariants();
 }
 
 /// Takes a pool from the arenas (mapping a new arena if needed). The pool is

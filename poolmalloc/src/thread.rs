@@ -483,6 +483,17 @@ impl Registry {
     }
 }
 
+/// Runs the full invariant check of the calling thread's heap (if it has
+/// one). Panics on violation.
+pub fn check_current_heap() {
+    let h = tls::get();
+    // SAFETY: the slot points at a live heap; a real one is ours.
+    if unsafe { (*h).kind } == Kind::Real {
+        // SAFETY: as above.
+        unsafe { (*h).check_invariants() };
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Trim.
 

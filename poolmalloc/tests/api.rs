@@ -300,3 +300,23 @@ fn locked_mode_serves_many_threads() {
         }
     }
 }
+
+#[test]
+fn arena_and_heap_invariants_hold_after_churn() {
+    let _s = serial();
+    let mut v: Vec<Vec<u8>> = Vec::new();
+    for i in 0..200_000usize {
+        v.push(vec![i as u8; 1 + (i * 7919) % 3000]);
+        if i % 3 == 0 {
+            let j = (i * 31) % v.len();
+            v.swap_remove(j);
+        }
+    }
+    poolmalloc::arena::check_invariants();
+    poolmalloc::thread::check_current_heap();
+    drop(v);
+    poolmalloc::arena::check_invariants();
+    poolmalloc::trim();
+    poolmalloc::arena::check_invariants();
+    poolmalloc::thread::check_current_heap();
+}
