@@ -21,7 +21,7 @@
 //! | 0 | [`os`] | mmap, madvise, munmap, mremap; the page size |
 //! | 1 | [`ownership`] | address → arena / large span / not ours, in O(1) |
 //! | 2 | [`arena`] | 4 MiB aligned arenas carved into 64 pools; fullest-first; release |
-//! | 3 | [`pool`] | one size class per pool; local, remote and bump free lists |
+//! | 3 | [`pool`], [`remote`] | one size class per pool; local, remote and bump free lists |
 //! | 4 | [`size_class`] | the class table and the branch-free lookup |
 //! | 5 | [`heap`] | per-class pool lists; taking and returning pools; abandon/adopt |
 //! | 6 | [`thread`] | per-thread heaps, locked mode, thread exit, fork |
@@ -41,29 +41,50 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// Under `--cfg loom` only the lock-free remote-free list is built, for the
+// model checker (`tests/loom_remote.rs`).
+#[cfg(not(loom))]
 pub mod alloc;
+#[cfg(not(loom))]
 pub mod arena;
+#[cfg(not(loom))]
 pub mod design;
+#[cfg(not(loom))]
 pub mod global;
+#[cfg(not(loom))]
 pub mod heap;
+#[cfg(not(loom))]
 pub mod large;
+#[cfg(not(loom))]
 pub mod lock;
+#[cfg(not(loom))]
 pub mod options;
+#[cfg(not(loom))]
 pub mod os;
+#[cfg(not(loom))]
 pub mod ownership;
+#[cfg(not(loom))]
 pub mod pool;
+pub mod remote;
+#[cfg(not(loom))]
 pub mod report;
+#[cfg(not(loom))]
 pub mod size_class;
+#[cfg(not(loom))]
 pub mod stats;
 pub mod sync;
+#[cfg(not(loom))]
 pub mod thread;
 
+#[cfg(not(loom))]
 pub use global::{LockedPoolMalloc, PoolMalloc};
+#[cfg(not(loom))]
 pub use stats::{stats, Stats};
 
 /// The library version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+#[cfg(not(loom))]
 /// Returns as much free memory to the OS as possible, at once: empty pools
 /// of the calling thread's heap and of the locked heap go back to their
 /// arenas, abandoned pools are swept, free pools are decommitted, the spare

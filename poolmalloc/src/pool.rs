@@ -63,9 +63,6 @@ const _: () = assert!(POOL_SIZE % (1 << size_class::MAX_POOL_ALIGN_SHIFT) == 0);
 pub const LOCKED_OWNER: usize = 4;
 /// Low bit of the owner word: the pool is filed as full.
 pub const OWNER_FULL: usize = 1;
-/// Low bit of the remote word: the owner wants to hear about the next remote
-/// free.
-const REMOTE_FULL: usize = 1;
 
 /// Pool states (see the module docs).
 pub mod state {
@@ -79,12 +76,8 @@ pub mod state {
     pub const ABANDONED: u8 = 3;
 }
 
-/// A free block. The first word of a free block links it into a list.
-#[repr(C)]
-pub struct Block {
-    /// Next free block, or null.
-    pub next: *mut Block,
-}
+pub use crate::remote::Block;
+use crate::remote::RemoteList;
 
 /// Per-class bits a pool owner wants set when one of its full pools gets a
 /// remote free. Embedded in each heap; pools point at their owner's.
@@ -164,8 +157,8 @@ pub struct Pool {
     pub prev: Local<*mut Pool>,
 
     // ---- shared cache line ----
-    /// Remote free stack head, with `REMOTE_FULL`.
-    remote: AtomicUsize,
+    /// Blocks freed by other threads (see [`crate::remote`]).
+    remote: RemoteList,
     /// Where to post remote-free hints: the owner heap's hints.
     hints: AtomicPtr<RemoteHints>,
     /// First byte of the pool's block area. Set once when the arena is made.
@@ -192,7 +185,7 @@ impl Pool {
             capacity: Local::new(0),
             next: Local::new(ptr::null_mut()),
             prev: Local::new(ptr::null_mut()),
-            remote: AtomicUsize::new(0),
+            remote: RemoteList::new(),
             hints: AtomicPtr::new(ptr::null_mut()),
             start: Local::new(start),
             state: AtomicU8::new(state::FREE),
@@ -214,7 +207,7 @@ impl Pool {
         // SAFETY (arithmetic): cap * bs <= the pool area, so this stays in the pool.
         self.end.set(start.wrapping_add(cap * bs));
         self.used.store(0, Relaxed);
-        self.remote.store(0, Relaxed);
+        self.remote.reset();
         self.hints.store(hints.cast_mut(), Relaxed);
         self.owner.store(owner, Release);
     }
@@ -299,16 +292,16 @@ impl Pool {
     /// Whether the remote list holds blocks. Any thread.
     #[inline]
     pub fn has_remote(&self) -> bool {
-        self.remote.load(Relaxed) & !REMOTE_FULL != 0
+        self.remote.has_blocks()
     }
 
     /// Takes the whole remote list over into the local list, and returns how
     /// many blocks it held. Owner only (or the holder of an abandoned pool).
     pub fn collect_remote(&self) -> u32 {
-        if !self.has_remote() {
+        let head = self.remote.take();
+        if head.is_null() {
             return 0;
         }
-        let head = (self.remote.swap(0, Acquire) & !REMOTE_FULL) as *mut Block;
         let mut n = 1u32;
         let mut tail = head;
         // SAFETY: remote-list blocks are free blocks of this pool; pushers
@@ -330,16 +323,8 @@ impl Pool {
     /// # Safety
     /// `b` must be a handed-out block of this pool, given up by the caller.
     pub unsafe fn push_remote(&self, b: *mut Block) {
-        let mut old = self.remote.load(Relaxed);
-        loop {
-            // SAFETY: the caller gave the block up; its first word is ours.
-            unsafe { (*b).next = (old & !REMOTE_FULL) as *mut Block };
-            match self.remote.compare_exchange_weak(old, b as usize, AcqRel, Relaxed) {
-                Ok(_) => break,
-                Err(cur) => old = cur,
-            }
-        }
-        if old & REMOTE_FULL != 0 {
+        // SAFETY: forwarded from the caller.
+        if unsafe { self.remote.push(b) } {
             // We cleared the flag, so we alone tell the owner. The hints
             // pointer was published before the flag (Release), and heaps are
             // never unmapped, so a stale target is harmless.
@@ -354,20 +339,12 @@ impl Pool {
     /// Files the pool as full for remote notification. Fails (returns false)
     /// if remote frees are already waiting. Owner only.
     pub fn try_set_remote_full(&self) -> bool {
-        self.remote.compare_exchange(0, REMOTE_FULL, Release, Relaxed).is_ok()
+        self.remote.try_set_full()
     }
 
     /// Withdraws the request for remote notification. Owner only.
     pub fn clear_remote_full(&self) {
-        if self.remote.load(Relaxed) & REMOTE_FULL != 0 {
-            self.remote.fetch_and(!REMOTE_FULL, Relaxed);
-        }
-    }
-
-    /// Number of blocks on the remote list (walks it; statistics only when
-    /// the pool is held under a lock, otherwise an estimate).
-    pub fn remote_word(&self) -> usize {
-        self.remote.load(Relaxed)
+        self.remote.clear_full();
     }
 }
 

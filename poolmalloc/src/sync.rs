@@ -7,6 +7,15 @@
 
 use core::cell::UnsafeCell;
 
+/// Atomics: `core`'s, or `loom`'s when the crate is built with `--cfg loom`
+/// to model-check the lock-free pieces.
+pub mod atomic {
+    #[cfg(not(loom))]
+    pub use core::sync::atomic::*;
+    #[cfg(loom)]
+    pub use loom::sync::atomic::*;
+}
+
 /// A `Copy` value owned by protocol rather than by the borrow checker.
 ///
 /// Reads and writes are plain loads and stores. The type is `Sync` because
