@@ -32,7 +32,7 @@ pub const HEADER: usize = 64;
 /// Cached spans kept at most.
 pub const CACHE_SLOTS: usize = 8;
 /// Total bytes of cached spans kept at most.
-pub const CACHE_MAX_BYTES: usize = 64 << 20;
+pub const CACHE_MAX_BYTES: usize = 32 << 20;
 /// A span larger than this is never cached.
 const CACHE_MAX_SPAN: usize = 32 << 20;
 

@@ -28,7 +28,7 @@ pub const TABLE: &[OptionDoc] = &[
     },
     OptionDoc {
         name: "POOLMALLOC_PURGE_DELAY",
-        default: "10",
+        default: "100",
         help: "Milliseconds a free pool keeps its pages before they are decommitted (MADV_DONTNEED); also how long freed large spans stay cached. 0: at once. -1: never.",
     },
     OptionDoc {
@@ -61,7 +61,7 @@ pub enum InvalidFree {
 }
 
 static LOCKED: AtomicBool = AtomicBool::new(false);
-static PURGE_DELAY: AtomicI64 = AtomicI64::new(10);
+static PURGE_DELAY: AtomicI64 = AtomicI64::new(100);
 static SHOW_STATS: AtomicBool = AtomicBool::new(false);
 static VERBOSE: AtomicBool = AtomicBool::new(false);
 static INVALID: AtomicU8 = AtomicU8::new(InvalidFree::Abort as u8);
@@ -164,7 +164,7 @@ pub fn init() {
     if let Some(v) = getenv(b"POOLMALLOC_PURGE_DELAY\0") {
         match parse_i64(v) {
             Some(n) => PURGE_DELAY.store(n.max(-1), Relaxed),
-            None => warn("POOLMALLOC_PURGE_DELAY", v, "milliseconds, or -1 for never", "10"),
+            None => warn("POOLMALLOC_PURGE_DELAY", v, "milliseconds, or -1 for never", "100"),
         }
     }
     if let Some(v) = getenv(b"POOLMALLOC_SHOW_STATS\0") {

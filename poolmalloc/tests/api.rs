@@ -199,11 +199,21 @@ fn freeing_256_mib_of_small_blocks_returns_the_memory() {
         unsafe { PoolMalloc.dealloc(p, l) };
     }
     drop(blocks);
+    // The program goes on: after the purge delay, its next trips to the
+    // arenas release the all-free arenas and decommit free pools.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let l = Layout::from_size_align(24 * 1024, 8).unwrap();
+    // SAFETY: a valid layout.
+    let burst: Vec<*mut u8> = (0..100).map(|_| unsafe { PoolMalloc.alloc(l) }).collect();
+    for p in burst {
+        // SAFETY: allocated just above with `l`.
+        unsafe { PoolMalloc.dealloc(p, l) };
+    }
     let after = poolmalloc::stats();
-    // Without trim(): each class keeps its current pool and the heap keeps
-    // a stash of empty pools; each of those can pin one arena, and one spare
-    // arena is kept.
-    let pinned = sizes.len() + poolmalloc::heap::STASH_MAX + 1;
+    // Each class keeps its current pool and the heap keeps a stash of
+    // empty pools; each of those can pin one arena, and one spare arena is
+    // kept.
+    let pinned = sizes.len() + 1 + poolmalloc::heap::STASH_MAX + 1;
     assert!(
         after.bytes_mapped <= before.bytes_mapped + pinned * ARENA_SIZE,
         "mapped {} -> {} -> {}",
@@ -212,17 +222,19 @@ fn freeing_256_mib_of_small_blocks_returns_the_memory() {
         after.bytes_mapped
     );
     assert!(after.adds_up(), "{after}");
-    poolmalloc::trim();
-    let trimmed = poolmalloc::stats();
-    assert!(trimmed.bytes_mapped <= before.bytes_mapped + ARENA_SIZE, "{trimmed}");
     let rss_after = poolmalloc::os::resident_bytes().unwrap();
     assert!(
         rss_after <= rss_before + rss_before / 10 + (4 << 20),
-        "RSS {} -> {} -> {}",
+        "RSS {} -> {} -> {} (without trim)",
         rss_before,
         rss_peak,
         rss_after
     );
+    poolmalloc::trim();
+    let trimmed = poolmalloc::stats();
+    assert!(trimmed.bytes_mapped <= before.bytes_mapped + ARENA_SIZE, "{trimmed}");
+    let rss_trimmed = poolmalloc::os::resident_bytes().unwrap();
+    assert!(rss_trimmed <= rss_before + rss_before / 10 + (1 << 20), "RSS {rss_before} -> {rss_trimmed} after trim");
 }
 
 #[test]
