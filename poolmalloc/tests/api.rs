@@ -201,7 +201,8 @@ fn freeing_256_mib_of_small_blocks_returns_the_memory() {
     drop(blocks);
     // The program goes on: after the purge delay, its next trips to the
     // arenas release the all-free arenas and decommit free pools.
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    let delay = poolmalloc::options::purge_delay_ms().max(0) as u64;
+    std::thread::sleep(std::time::Duration::from_millis(delay + 50));
     let l = Layout::from_size_align(24 * 1024, 8).unwrap();
     // SAFETY: a valid layout.
     let burst: Vec<*mut u8> = (0..100).map(|_| unsafe { PoolMalloc.alloc(l) }).collect();

@@ -1,0 +1,61 @@
+/*
+ * poolmalloc.h: the C interface of libpoolmalloc.so beyond the standard
+ * allocation functions.
+ *
+ * libpoolmalloc.so exports the whole C and glibc allocation API (malloc,
+ * free, calloc, realloc, reallocarray, posix_memalign, aligned_alloc,
+ * memalign, valloc, pvalloc, malloc_usable_size, malloc_trim, malloc_stats),
+ * declared by <stdlib.h> and <malloc.h>. This header declares the rest.
+ *
+ * Use it either by linking with -lpoolmalloc or by preloading the library
+ * (LD_PRELOAD=libpoolmalloc.so); in the second case look the pm_* functions
+ * up with dlsym(RTLD_DEFAULT, "pm_version") and so on.
+ */
+#ifndef POOLMALLOC_H
+#define POOLMALLOC_H
+
+#include <stddef.h>
+#include <stdlib.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Prints the statistics report (arenas, pools, size classes, large spans)
+ * to stderr. The same report is printed at exit when POOLMALLOC_SHOW_STATS=1. */
+void pm_stats_print(void);
+
+/* Returns as much free memory to the operating system as possible, now. */
+void pm_trim(void);
+
+/* The library version, e.g. "0.1.0"; a static string, never freed. */
+const char *pm_version(void);
+
+/*
+ * C23 free_sized and free_aligned_sized. poolmalloc exports both whatever the
+ * C library; glibc declares them itself from 2.43 on (in C23 or GNU mode), so
+ * they are declared here only when <stdlib.h> has not done so. With another
+ * C library that declares them, define POOLMALLOC_LIBC_HAS_FREE_SIZED before
+ * including this header.
+ */
+#if !defined(POOLMALLOC_LIBC_HAS_FREE_SIZED) && defined(__GLIBC__) && defined(__GLIBC_MINOR__)
+#if __GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 43)
+#if __GLIBC_USE(ISOC23)
+#define POOLMALLOC_LIBC_HAS_FREE_SIZED 1
+#endif
+#endif
+#endif
+
+#ifndef POOLMALLOC_LIBC_HAS_FREE_SIZED
+/* Frees p, a block of size bytes from malloc, calloc or realloc. */
+void free_sized(void *p, size_t size);
+
+/* Frees p, a block of size bytes from aligned_alloc with alignment align. */
+void free_aligned_sized(void *p, size_t align, size_t size);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* POOLMALLOC_H */

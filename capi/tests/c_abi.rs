@@ -1,0 +1,544 @@
+//! The C interface of `libpoolmalloc.so`, tested from C.
+//!
+//! Each program in `tests/c/` is compiled with the system C compiler and run
+//! with the library preloaded (`LD_PRELOAD`); it checks one area of the C
+//! allocation API against glibc's semantics, verifies that its allocation
+//! functions really are poolmalloc's, and exits 0 only if every check
+//! passed. A last test runs part of CPython's own test suite on poolmalloc.
+//!
+//! `cargo test` does not build a `cdylib` for the integration tests of its
+//! package, so the first test to need the library builds it with
+//! `cargo build --release -p poolmalloc-c` into this build's target
+//! directory. Set `POOLMALLOC_TEST_LIB` to a built `libpoolmalloc.so` to test
+//! that file instead. The C compiler is `$CC`, or `cc`; the Python
+//! interpreter is `$POOLMALLOC_TEST_PYTHON`, or `python3` (the CPython test
+//! is skipped, with a message, when it or its regression tests are missing).
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long one C program may run before it is killed and the test fails.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the CPython test suite may run.
+const PYTHON_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The version in the statistics report's title.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `<target>/tmp`, given to integration tests for their files.
+fn scratch_dir() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// The library under test, built once per test run.
+fn library() -> &'static Path {
+    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
+    LIBRARY.get_or_init(|| match std::env::var_os("POOLMALLOC_TEST_LIB") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            assert!(path.is_file(), "POOLMALLOC_TEST_LIB={} is not a file", path.display());
+            std::fs::canonicalize(&path).expect("canonicalize POOLMALLOC_TEST_LIB")
+        }
+        None => build_library(),
+    })
+}
+
+/// Builds `libpoolmalloc.so` in release mode into the target directory of
+/// this test binary (the parent of `CARGO_TARGET_TMPDIR`) and returns the
+/// path cargo reports for it.
+fn build_library() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let target_dir = scratch_dir().parent().expect("CARGO_TARGET_TMPDIR has a parent");
+    let out = Command::new(cargo)
+        .args(["build", "--release", "-p", "poolmalloc-c", "--message-format=json-render-diagnostics"])
+        .arg("--manifest-path")
+        .arg(manifest_dir().join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build --release -p poolmalloc-c failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let messages = String::from_utf8_lossy(&out.stdout);
+    let path = messages
+        .lines()
+        .filter(|l| l.contains(r#""reason":"compiler-artifact""#) && l.contains(r#""kind":["cdylib"]"#))
+        .find_map(cdylib_file)
+        .unwrap_or_else(|| panic!("cargo build did not report libpoolmalloc.so:\n{messages}"));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// The `.so` in a `compiler-artifact` message's `filenames` list.
+fn cdylib_file(message: &str) -> Option<PathBuf> {
+    let start = message.find(r#""filenames":["#)? + r#""filenames":["#.len();
+    let list = &message[start..start + message[start..].find(']')?];
+    list.split(',').map(|f| f.trim_matches('"')).find(|f| f.ends_with(".so")).map(PathBuf::from)
+}
+
+/// Where the compiled C programs go.
+fn bin_dir() -> PathBuf {
+    let dir = scratch_dir().join("c_abi");
+    std::fs::create_dir_all(&dir).expect("create the C programs' directory");
+    dir
+}
+
+/// Compiles `tests/c/<name>.c` (with `extra` arguments last) and returns the
+/// executable. The build is written under a per-process name and renamed,
+/// so concurrent test runs never see a half-written program.
+fn compile(name: &str, extra: &[&OsStr]) -> PathBuf {
+    let src_dir = manifest_dir().join("tests").join("c");
+    let out = bin_dir().join(name);
+    let partial = bin_dir().join(format!("{name}.{}.partial", std::process::id()));
+    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+    let result = Command::new(&cc)
+        .args(["-std=gnu11", "-O2", "-g", "-pthread", "-Wall", "-Wextra"])
+        .arg("-I")
+        .arg(manifest_dir().join("include"))
+        .arg("-I")
+        .arg(&src_dir)
+        .arg(src_dir.join(format!("{name}.c")))
+        .arg("-o")
+        .arg(&partial)
+        .arg("-ldl")
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
+    assert!(result.status.success(), "compiling {name}.c failed:\n{}", String::from_utf8_lossy(&result.stderr));
+    let warnings = String::from_utf8_lossy(&result.stderr);
+    if !warnings.trim().is_empty() {
+        eprintln!("warnings compiling {name}.c:\n{warnings}");
+    }
+    std::fs::rename(&partial, &out).expect("rename the compiled program");
+    out
+}
+
+/// What a finished program did.
+struct Outcome {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    fn describe(&self) -> String {
+        format!("status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}", self.status, self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    fn assert_success(&self, what: &str) {
+        assert!(self.status.success(), "{what} failed\n{}", self.describe());
+    }
+}
+
+/// Kills the whole process group of `child` (its children included).
+fn kill_group(child: &Child) {
+    let pgid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    // SAFETY: kill has no memory-safety preconditions. The group is still
+    // there: the child is not reaped yet, or processes it started (members
+    // of its group) still hold its output open.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+}
+
+/// Runs `cmd` in its own process group with a time limit, collecting its
+/// output. On timeout the group is killed and the test fails.
+fn run(mut cmd: Command, timeout: Duration) -> Outcome {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls setrlimit, which is async-signal-safe. No core files for the
+    // programs that abort on purpose.
+    unsafe {
+        cmd.pre_exec(|| {
+            let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            Ok(())
+        });
+    }
+    let what = format!("{cmd:?}");
+    let start = Instant::now();
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let readers =
+        [reader(child.stdout.take().expect("piped stdout")), reader(child.stderr.take().expect("piped stderr"))];
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the program") {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            kill_group(&child);
+            let status = child.wait().expect("wait for the killed program");
+            let [stdout, stderr] = readers.map(|r| r.join().expect("output reader"));
+            panic!(
+                "{what} did not finish within {timeout:?} and was killed ({status})\n\
+                 --- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = start.elapsed();
+    // Processes the program started may still hold its output open.
+    while !readers.iter().all(|r| r.is_finished()) {
+        if start.elapsed() > timeout {
+            kill_group(&child);
+            let [stdout, stderr] = readers.map(|r| r.join().expect("output reader"));
+            panic!(
+                "{what} exited ({status}) but left processes running\n\
+                 --- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let [stdout, stderr] = readers.map(|r| r.join().expect("output reader"));
+    Outcome { status, stdout, stderr, elapsed }
+}
+
+fn reader(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        // A read error ends the output early; what was read is still useful.
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// A command running `program` with the library preloaded and `env` set.
+/// Options that the caller's environment might set are removed first.
+fn preloaded(program: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("POOLMALLOC_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("LD_PRELOAD", library()).envs(env.iter().copied()).current_dir(bin_dir());
+    cmd
+}
+
+/// Compiles and runs C program `name` with `env`; it must exit 0 with
+/// nothing on stderr.
+fn run_c(name: &str, env: &[(&str, &str)]) -> Outcome {
+    let program = compile(name, &[]);
+    let outcome = run(preloaded(&program, env), TIMEOUT);
+    outcome.assert_success(&format!("{name} with {env:?}"));
+    assert!(outcome.stderr.is_empty(), "{name} with {env:?} wrote to stderr\n{}", outcome.describe());
+    println!("{name} {env:?}: ok in {:.2?}", outcome.elapsed);
+    outcome
+}
+
+#[test]
+fn too_large_sizes_fail_with_enomem() {
+    run_c("too_large", &[]);
+}
+
+#[test]
+fn calloc_zeroes_reused_memory() {
+    run_c("calloc", &[]);
+    run_c("calloc", &[("POOLMALLOC_PURGE_DELAY", "0")]);
+    run_c("calloc", &[("POOLMALLOC_PURGE_DELAY", "-1")]);
+}
+
+#[test]
+fn realloc_keeps_contents() {
+    run_c("realloc", &[]);
+}
+
+#[test]
+fn aligned_allocation_every_alignment() {
+    run_c("memalign", &[]);
+}
+
+#[test]
+fn malloc_usable_size_covers_the_request() {
+    run_c("usable_size", &[]);
+}
+
+#[test]
+fn free_sized_and_header_extras() {
+    // Linked against the library through poolmalloc.h, and preloaded too.
+    let lib = library();
+    let dir = lib.parent().expect("library directory");
+    let link = [
+        OsStr::new("-L").to_owned(),
+        dir.as_os_str().to_owned(),
+        format!("-Wl,-rpath,{}", dir.display()).into(),
+        OsStr::new("-lpoolmalloc").to_owned(),
+    ];
+    let link: Vec<&OsStr> = link.iter().map(|s| s.as_os_str()).collect();
+    let program = compile("free_sized", &link);
+    let outcome = run(preloaded(&program, &[]), TIMEOUT);
+    outcome.assert_success("free_sized");
+    assert!(outcome.stderr.is_empty(), "free_sized wrote to stderr\n{}", outcome.describe());
+    println!("free_sized: ok in {:.2?}", outcome.elapsed);
+}
+
+#[test]
+fn free_preserves_errno() {
+    run_c("errno_free", &[]);
+    run_c("errno_free", &[("POOLMALLOC_PURGE_DELAY", "0")]);
+}
+
+#[test]
+fn threads_free_each_others_aligned_blocks() {
+    run_c("threads", &[]);
+}
+
+#[test]
+fn threads_in_locked_mode() {
+    let program = compile("threads", &[]);
+    let env = [("POOLMALLOC_THREADS", "locked"), ("POOLMALLOC_VERBOSE", "1")];
+    let outcome = run(preloaded(&program, &env), TIMEOUT);
+    outcome.assert_success("threads in locked mode");
+    let lines: Vec<&str> = outcome.stderr.lines().collect();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with(&format!("poolmalloc {VERSION}: threads=locked ")),
+        "expected only the verbose start-up line saying threads=locked\n{}",
+        outcome.describe()
+    );
+    println!("threads (locked): ok in {:.2?}", outcome.elapsed);
+}
+
+#[test]
+fn malloc_zero_is_unique() {
+    run_c("malloc_zero", &[]);
+}
+
+#[test]
+fn fork_from_threaded_parent() {
+    run_c("fork_threads", &[]);
+}
+
+/// The address the foreign-pointer program printed (`mapped 0x...`).
+fn mapped_address(outcome: &Outcome) -> usize {
+    let hex = outcome
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("mapped 0x"))
+        .unwrap_or_else(|| panic!("foreign_free did not print its page\n{}", outcome.describe()));
+    usize::from_str_radix(hex.trim(), 16).expect("a hexadecimal address")
+}
+
+fn invalid_free_line(addr: usize) -> String {
+    format!("poolmalloc: invalid free of {addr:#x} (not allocated by poolmalloc)")
+}
+
+#[test]
+fn foreign_pointer_aborts() {
+    let program = compile("foreign_free", &[]);
+    let outcome = run(preloaded(&program, &[]), TIMEOUT);
+    assert_eq!(
+        outcome.status.signal(),
+        Some(libc::SIGABRT),
+        "free of a foreign page must abort\n{}",
+        outcome.describe()
+    );
+    let expected = format!("{}\n", invalid_free_line(mapped_address(&outcome)));
+    assert_eq!(outcome.stderr, expected, "stderr must be exactly the report line");
+    assert!(!outcome.stdout.contains("survived"), "the program went on after the invalid free");
+}
+
+#[test]
+fn foreign_pointer_ignored_on_request() {
+    let program = compile("foreign_free", &[]);
+    let outcome = run(preloaded(&program, &[("POOLMALLOC_INVALID_FREE", "ignore")]), TIMEOUT);
+    outcome.assert_success("foreign_free with POOLMALLOC_INVALID_FREE=ignore");
+    assert!(outcome.stderr.is_empty(), "ignore must print nothing\n{}", outcome.describe());
+    assert!(outcome.stdout.contains("survived"), "{}", outcome.describe());
+}
+
+#[test]
+fn foreign_pointer_warned_on_request() {
+    let program = compile("foreign_free", &[]);
+    let outcome = run(preloaded(&program, &[("POOLMALLOC_INVALID_FREE", "warn")]), TIMEOUT);
+    outcome.assert_success("foreign_free with POOLMALLOC_INVALID_FREE=warn");
+    // The page, then a global and a stack address: three reports.
+    let lines: Vec<&str> = outcome.stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "expected three reports\n{}", outcome.describe());
+    assert_eq!(lines[0], invalid_free_line(mapped_address(&outcome)));
+    assert!(lines[1..].iter().all(|l| l.starts_with("poolmalloc: invalid free of 0x")));
+}
+
+#[test]
+fn bad_option_value_warns_and_keeps_default() {
+    let program = compile("threads", &[]);
+    let env = [("POOLMALLOC_THREADS", "bogus"), ("POOLMALLOC_VERBOSE", "1")];
+    let outcome = run(preloaded(&program, &env), TIMEOUT);
+    outcome.assert_success("threads with POOLMALLOC_THREADS=bogus");
+    let lines: Vec<&str> = outcome.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "expected the warning and the start-up line\n{}", outcome.describe());
+    assert!(
+        lines[0].starts_with("poolmalloc: ignoring POOLMALLOC_THREADS=bogus (") && lines[0].contains(')'),
+        "bad warning line: {:?}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with(&format!("poolmalloc {VERSION}: threads=perthread ")),
+        "the default (perthread) must stay in effect: {:?}",
+        lines[1]
+    );
+}
+
+#[test]
+fn every_bad_option_value_warns_once() {
+    let program = compile("malloc_zero", &[]);
+    let env = [
+        ("POOLMALLOC_THREADS", "sometimes"),
+        ("POOLMALLOC_PURGE_DELAY", "soon"),
+        ("POOLMALLOC_SHOW_STATS", "maybe"),
+        ("POOLMALLOC_VERBOSE", "loud"),
+        ("POOLMALLOC_INVALID_FREE", "explode"),
+    ];
+    let outcome = run(preloaded(&program, &env), TIMEOUT);
+    outcome.assert_success("malloc_zero with bad option values");
+    let lines: Vec<&str> = outcome.stderr.lines().collect();
+    assert_eq!(lines.len(), env.len(), "one warning per option\n{}", outcome.describe());
+    for (name, value) in env {
+        let prefix = format!("poolmalloc: ignoring {name}={value} (");
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with(&prefix)).count(),
+            1,
+            "expected one warning for {name}\n{}",
+            outcome.describe()
+        );
+    }
+}
+
+#[test]
+fn header_compiles_as_cxx() {
+    let cxx = std::env::var_os("CXX").unwrap_or_else(|| "c++".into());
+    let test = "#include <poolmalloc.h>\n\
+                int main() { const char *v = pm_version(); (void)v; \
+                void (*fs)(void *, size_t) = free_sized; (void)fs; return 0; }\n";
+    let src = bin_dir().join(format!("header-{}.cc", std::process::id()));
+    std::fs::write(&src, test).expect("write the C++ test");
+    let result = Command::new(&cxx)
+        .args(["-fsyntax-only", "-Wall", "-Wextra"])
+        .arg("-I")
+        .arg(manifest_dir().join("include"))
+        .arg(&src)
+        .output();
+    std::fs::remove_file(&src).expect("remove the C++ test");
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("skipped: no C++ compiler ({cxx:?})");
+        }
+        Err(e) => panic!("cannot run {cxx:?}: {e}"),
+        Ok(out) => assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "poolmalloc.h does not compile cleanly as C++:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// CPython's regression tests most sensitive to the allocator.
+const PYTHON_TESTS: &[&str] = &[
+    "test_list",
+    "test_dict",
+    "test_set",
+    "test_unicode",
+    "test_bytes",
+    "test_json",
+    "test_re",
+    "test_threading",
+    "test_gc",
+    "test_weakref",
+];
+
+/// Runs `python3 -c <code>` without the library; `None` if there is no
+/// `python3`.
+fn python_query(python: &OsStr, args: &[&str]) -> Option<String> {
+    match Command::new(python).args(args).stdin(Stdio::null()).output() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("cannot run {python:?}: {e}"),
+        Ok(out) => {
+            assert!(out.status.success(), "{python:?} {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        }
+    }
+}
+
+/// CPython's test suite with `PYTHONMALLOC=malloc`, so that every object
+/// allocation goes through poolmalloc's `malloc`.
+///
+/// The top-level interpreter prints poolmalloc's statistics at exit, which
+/// proves that the library was loaded; it removes `POOLMALLOC_SHOW_STATS`
+/// from its environment first, so that the worker processes and the
+/// interpreters that the tests start (and whose stderr some tests compare
+/// with an expected text) do not print it too.
+#[test]
+fn cpython_test_suite() {
+    let interpreter = std::env::var_os("POOLMALLOC_TEST_PYTHON").unwrap_or_else(|| "python3".into());
+    let Some(python) = python_query(&interpreter, &["-c", "import sys; print(sys.executable)"]) else {
+        println!("skipped: {interpreter:?} not found");
+        return;
+    };
+    // Distributions ship the regression tests separately (Debian:
+    // libpython3.X-testsuite); without them there is nothing to run.
+    let find = format!(
+        "import importlib.util\n\
+         def have(m):\n    \
+             try:\n        return importlib.util.find_spec('test.' + m) is not None\n    \
+             except ImportError:\n        return False\n\
+         print(' '.join(m for m in {PYTHON_TESTS:?} if not have(m)))\n"
+    );
+    let missing = python_query(OsStr::new(&python), &["-c", &find]).unwrap_or_default();
+    if !missing.is_empty() {
+        println!("skipped: {python} lacks CPython's regression tests ({missing}); install them to run this test");
+        return;
+    }
+    let mut args: Vec<&str> = vec![
+        "-c",
+        "import os, runpy; del os.environ['POOLMALLOC_SHOW_STATS']; \
+         runpy.run_module('test', run_name='__main__', alter_sys=True)",
+        "-j2",
+    ];
+    // test_import_from_another_thread requires that a plain `python -I`
+    // start-up does not import threading; a site-packages .pth file that
+    // does makes it fail with any allocator, so it is left out there.
+    let preimported = python_query(OsStr::new(&python), &["-I", "-c", "import sys; print('threading' in sys.modules)"]);
+    if preimported.as_deref() == Some("True") {
+        println!("note: this Python imports threading at start-up; ignoring test_import_from_another_thread");
+        args.extend(["-i", "test_import_from_another_thread"]);
+    }
+    args.extend(PYTHON_TESTS);
+
+    let work = scratch_dir().join("cpython");
+    std::fs::create_dir_all(&work).expect("create the CPython working directory");
+    let mut cmd = preloaded(Path::new(&python), &[("PYTHONMALLOC", "malloc"), ("POOLMALLOC_SHOW_STATS", "1")]);
+    cmd.args(&args).current_dir(&work).env_remove("PYTHONPATH").env_remove("PYTHONHOME");
+    let outcome = run(cmd, PYTHON_TIMEOUT);
+    println!("CPython tests: {:.1?}", outcome.elapsed);
+
+    outcome.assert_success("python3 -m test");
+    assert!(outcome.stdout.contains("Tests result: SUCCESS"), "no \"Tests result: SUCCESS\"\n{}", outcome.describe());
+    let failures = outcome.stdout.lines().filter(|l| l.contains("failures=")).any(|l| !l.contains("failures=0"));
+    assert!(!failures, "tests failed\n{}", outcome.describe());
+    let title = format!("poolmalloc {VERSION} statistics");
+    assert!(
+        outcome.stderr.lines().any(|l| l.starts_with(&title)),
+        "no statistics report on stderr: was libpoolmalloc.so loaded?\n{}",
+        outcome.describe()
+    );
+    assert!(
+        outcome.stderr.lines().any(|l| l.starts_with("Total mapped") && l.ends_with("(matches the parts)")),
+        "the statistics report does not balance\n{}",
+        outcome.describe()
+    );
+}
