@@ -146,19 +146,28 @@ pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
 /// `malloc_usable_size(3)`: 0 for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
-    core_alloc::usable_size(p.cast(), "malloc_usable_size")
+    // SAFETY: the C contract: `p` is null or a live block.
+    unsafe { core_alloc::usable_size(p.cast(), "malloc_usable_size") }
 }
 
 /// C23 `free_sized`.
 #[no_mangle]
-pub unsafe extern "C" fn free_sized(p: *mut c_void, _size: usize) {
+pub unsafe extern "C" fn free_sized(p: *mut c_void, size: usize) {
+    if pm::options::debug() {
+        // SAFETY: the C contract: `p` is null or a live block.
+        return unsafe { pm::debug::free(p.cast(), Some(size), "free_sized") };
+    }
     // SAFETY: the C contract: `p` is null or a live block.
     unsafe { core_alloc::free(p.cast()) }
 }
 
 /// C23 `free_aligned_sized`.
 #[no_mangle]
-pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, size: usize) {
+    if pm::options::debug() {
+        // SAFETY: the C contract: `p` is null or a live block.
+        return unsafe { pm::debug::free(p.cast(), Some(size), "free_aligned_sized") };
+    }
     // SAFETY: the C contract: `p` is null or a live block.
     unsafe { core_alloc::free(p.cast()) }
 }

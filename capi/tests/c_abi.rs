@@ -102,7 +102,20 @@ fn bin_dir() -> PathBuf {
 /// Compiles `tests/c/<name>.c` (with `extra` arguments last) and returns the
 /// executable. The build is written under a per-process name and renamed,
 /// so concurrent test runs never see a half-written program.
+/// Compiles `tests/c/<name>.c` once per test run (tests running in parallel
+/// share the binary).
 fn compile(name: &str, extra: &[&OsStr]) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let path = compile_now(name, extra);
+    built.push((name.to_string(), path.clone()));
+    path
+}
+
+fn compile_now(name: &str, extra: &[&OsStr]) -> PathBuf {
     let src_dir = manifest_dir().join("tests").join("c");
     let out = bin_dir().join(name);
     let partial = bin_dir().join(format!("{name}.{}.partial", std::process::id()));
@@ -541,4 +554,78 @@ fn cpython_test_suite() {
         "the statistics report does not balance\n{}",
         outcome.describe()
     );
+}
+
+/// Runs one debug-mode fault and checks the abort and the first report line.
+fn debug_fault(case: &str, check: &str, api: &str, extra_env: &[(&str, &str)]) {
+    let program = compile("debug_faults", &[]);
+    let mut env = vec![("POOLMALLOC_DEBUG", "1")];
+    env.extend_from_slice(extra_env);
+    let mut cmd = preloaded(&program, &env);
+    cmd.arg(case);
+    let outcome = run(cmd, TIMEOUT);
+    assert_eq!(outcome.status.signal(), Some(libc::SIGABRT), "{case} must abort\n{}", outcome.describe());
+    let addr = outcome
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("block "))
+        .unwrap_or_else(|| panic!("{case}: no block address printed\n{}", outcome.describe()));
+    let expected = format!("poolmalloc: debug check failed: {check} in {api} of {addr}");
+    assert_eq!(
+        outcome.stderr.lines().next(),
+        Some(expected.as_str()),
+        "{case}: first report line\n{}",
+        outcome.describe()
+    );
+    assert!(outcome.stderr.ends_with("poolmalloc: aborting\n"), "{case}\n{}", outcome.describe());
+    assert!(!outcome.stdout.contains("survived"), "{case}\n{}", outcome.describe());
+}
+
+#[test]
+fn debug_mode_catches_overflow_by_1_and_8() {
+    debug_fault("overflow1", "overflow (trailing pad overwritten)", "free", &[]);
+    debug_fault("overflow8", "overflow (trailing pad overwritten)", "free", &[]);
+}
+
+#[test]
+fn debug_mode_catches_underflow() {
+    debug_fault("underflow1", "underflow (leading pad overwritten)", "free", &[]);
+}
+
+#[test]
+fn debug_mode_catches_double_free() {
+    debug_fault("double", "double free", "free", &[]);
+}
+
+#[test]
+fn debug_mode_catches_free_of_mmap_memory() {
+    debug_fault("mmap", "pointer not allocated by poolmalloc", "free", &[]);
+}
+
+#[test]
+fn debug_mode_catches_free_of_the_middle_of_a_block() {
+    debug_fault("middle", "pointer into the middle of a block", "free", &[]);
+}
+
+#[test]
+fn debug_mode_catches_free_sized_with_the_wrong_size() {
+    debug_fault("free_sized", "sized free with a size different from the allocation", "free_sized", &[]);
+}
+
+#[test]
+fn debug_mode_catches_write_after_free_in_quarantine() {
+    debug_fault(
+        "use_after_free",
+        "write after free (quarantined block modified)",
+        "free",
+        &[("POOLMALLOC_DEBUG_QUARANTINE", "8")],
+    );
+}
+
+#[test]
+fn debug_mode_passes_a_clean_program() {
+    let program = compile("debug_faults", &[]);
+    let mut cmd = preloaded(&program, &[("POOLMALLOC_DEBUG", "1"), ("POOLMALLOC_DEBUG_QUARANTINE", "16")]);
+    cmd.arg("clean");
+    run(cmd, TIMEOUT).assert_success("debug_faults clean");
 }

@@ -12,7 +12,7 @@ use crate::ownership::{self, TAG_ARENA, TAG_LARGE_HEAD, TAG_LARGE_TAIL};
 use crate::pool::state;
 use crate::report::Line;
 use crate::size_class::{self, ALIGNMENT, MAX_CLASS_SIZE};
-use crate::{arena, thread};
+use crate::{arena, debug, thread};
 use core::ptr;
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -25,7 +25,7 @@ pub const MAX_ALLOC: usize = isize::MAX as usize;
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
     if size <= MAX_CLASS_SIZE {
-        return thread::alloc(size_class::class_of(size));
+        return thread::alloc(size_class::class_of(size), size, ALIGNMENT);
     }
     malloc_large(size)
 }
@@ -33,6 +33,9 @@ pub fn malloc(size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn malloc_large(size: usize) -> *mut u8 {
+    if options::debug() {
+        return debug::malloc(size, ALIGNMENT, false);
+    }
     enomem(large::alloc(size, ALIGNMENT))
 }
 
@@ -50,14 +53,20 @@ pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
     if align <= ALIGNMENT {
         return malloc(size);
     }
+    if options::debug() {
+        return debug::malloc(size, align, false);
+    }
     match size_class::class_of_aligned(size, align) {
-        Some(c) => thread::alloc(c),
+        Some(c) => thread::alloc(c, size, align),
         None => enomem(large::alloc(size, align)),
     }
 }
 
 /// Allocates `size` zeroed bytes aligned to `align`.
 pub fn calloc_aligned(size: usize, align: usize) -> *mut u8 {
+    if options::debug() {
+        return debug::malloc(size, align.max(ALIGNMENT), true);
+    }
     let p = malloc_aligned(size, align);
     if !p.is_null() {
         // SAFETY: `p` is a fresh block of at least `size` bytes.
@@ -89,6 +98,11 @@ fn free_not_in_arena(p: *mut u8) {
     if p.is_null() {
         return;
     }
+    if options::debug() {
+        // SAFETY: the caller of `free` vouches for `p`; debug mode checks it.
+        unsafe { debug::free(p, None, "free") };
+        return;
+    }
     match ownership::tag_of(p as usize) {
         TAG_LARGE_HEAD | TAG_LARGE_TAIL => {
             if !large::free(p) {
@@ -100,7 +114,16 @@ fn free_not_in_arena(p: *mut u8) {
 }
 
 /// Frees a large block; reports `p` if it is not one.
-pub fn free_large(p: *mut u8) {
+///
+/// # Safety
+/// `p` must be a block from poolmalloc that the caller gives up (foreign
+/// pointers are detected and reported).
+pub unsafe fn free_large(p: *mut u8) {
+    if options::debug() {
+        // SAFETY: the caller vouches for `p`; debug mode checks it.
+        unsafe { debug::free(p, None, "free") };
+        return;
+    }
     if !large::free(p) {
         invalid_pointer("free", p, "not the start of a live block");
     }
@@ -163,9 +186,17 @@ pub fn classify(p: *mut u8) -> Owned {
 
 /// Usable size of the block at `p` (0 for null). Reports invalid pointers
 /// as `what` and returns 0 for them.
-pub fn usable_size(p: *mut u8, what: &str) -> usize {
+///
+/// # Safety
+/// `p` must be null or a live block from poolmalloc (foreign pointers are
+/// detected and reported).
+pub unsafe fn usable_size(p: *mut u8, what: &str) -> usize {
     if p.is_null() {
         return 0;
+    }
+    if options::debug() {
+        // SAFETY: the caller vouches for `p`; debug mode checks it.
+        return unsafe { debug::usable_size(p) };
     }
     match classify(p) {
         Owned::Pool(n) | Owned::Large(n) => n,
@@ -185,6 +216,10 @@ pub fn usable_size(p: *mut u8, what: &str) -> usize {
 pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     if new_size > MAX_ALLOC {
         return enomem(ptr::null_mut());
+    }
+    if options::debug() {
+        // SAFETY: forwarded from the caller.
+        return unsafe { debug::realloc(p, new_size, ALIGNMENT) };
     }
     match classify(p) {
         Owned::Pool(bs) => {
@@ -246,6 +281,9 @@ extern "C" fn print_stats_at_exit() {
 /// Allocates `size` zeroed bytes aligned to 16, skipping the zeroing for
 /// fresh large mappings.
 pub fn calloc(size: usize) -> *mut u8 {
+    if options::debug() {
+        return debug::malloc(size, ALIGNMENT, true);
+    }
     if size > MAX_CLASS_SIZE {
         return enomem(large::alloc_zeroed(size, ALIGNMENT));
     }

@@ -50,6 +50,15 @@ fn pool_class(layout: &Layout) -> usize {
     }
 }
 
+#[cold]
+#[inline(never)]
+fn alloc_large(layout: Layout) -> *mut u8 {
+    if crate::options::debug() {
+        return crate::debug::malloc(layout.size(), layout.align(), false);
+    }
+    large::alloc(layout.size(), layout.align())
+}
+
 /// Frees a block whose layout is known.
 ///
 /// # Safety
@@ -57,10 +66,13 @@ fn pool_class(layout: &Layout) -> usize {
 #[inline(always)]
 unsafe fn dealloc_with(p: *mut u8, layout: &Layout) {
     if in_pools(layout) {
-        // SAFETY: by the caller, `p` is a live pool block.
+        // SAFETY: by the caller, `p` is a live pool block (in debug mode the
+        // slow path takes it, since debug blocks' pools never match a
+        // thread).
         unsafe { thread::free(p) };
     } else {
-        core_alloc::free_large(p);
+        // SAFETY: by the caller, `p` is a live large block.
+        unsafe { core_alloc::free_large(p) };
     }
 }
 
@@ -69,6 +81,10 @@ unsafe fn dealloc_with(p: *mut u8, layout: &Layout) {
 /// # Safety
 /// As for `GlobalAlloc::realloc`.
 unsafe fn realloc_with(p: *mut u8, layout: Layout, new_size: usize, alloc: impl Fn(Layout) -> *mut u8) -> *mut u8 {
+    if crate::options::debug() {
+        // SAFETY: forwarded from the caller.
+        return unsafe { crate::debug::realloc(p, new_size, layout.align()) };
+    }
     let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else { return ptr::null_mut() };
     let old_in_pools = in_pools(&layout);
     if old_in_pools == in_pools(&new_layout) {
@@ -99,20 +115,23 @@ unsafe impl GlobalAlloc for PoolMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if in_pools(&layout) {
-            return thread::alloc(pool_class(&layout));
+            return thread::alloc(pool_class(&layout), layout.size(), layout.align());
         }
-        large::alloc(layout.size(), layout.align())
+        alloc_large(layout)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if in_pools(&layout) {
-            let p = thread::alloc(pool_class(&layout));
+            let p = thread::alloc(pool_class(&layout), layout.size(), layout.align());
             if !p.is_null() {
                 // SAFETY: a fresh block of at least `size` bytes.
                 unsafe { ptr::write_bytes(p, 0, layout.size()) };
             }
             return p;
+        }
+        if crate::options::debug() {
+            return crate::debug::malloc(layout.size(), layout.align(), true);
         }
         // Fresh mappings are zero; cached spans are zeroed by the large path.
         large::alloc_zeroed(layout.size(), layout.align())
@@ -159,8 +178,11 @@ impl LockedPoolMalloc {
 unsafe impl GlobalAlloc for LockedPoolMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        thread::global_init();
+        if crate::options::debug() {
+            return crate::debug::malloc(layout.size(), layout.align(), false);
+        }
         if in_pools(&layout) {
-            thread::global_init();
             return thread::locked_alloc(pool_class(&layout));
         }
         large::alloc(layout.size(), layout.align())

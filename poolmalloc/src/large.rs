@@ -381,3 +381,21 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     }
     p
 }
+
+/// The block of the live span containing `p` (anywhere in it), and the
+/// block's usable size. `None` if `p` is in no live span's block.
+pub fn containing(p: *mut u8) -> Option<(*mut u8, usize)> {
+    let base = ownership::large_span_base(p as usize)?;
+    // SAFETY: the map says a span of ours starts at `base`; its header is
+    // mapped.
+    let s = unsafe { &*(base as *const Span) };
+    if s.magic != MAGIC ^ base {
+        return None;
+    }
+    let start = base + s.offset;
+    let end = base + s.map_len;
+    if (p as usize) < start || p as usize >= end {
+        return None;
+    }
+    Some((start as *mut u8, end - start))
+}

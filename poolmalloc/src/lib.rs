@@ -27,7 +27,7 @@
 //! | 6 | [`thread`] | per-thread heaps, locked mode, thread exit, fork |
 //! | 7 | [`large`] | spans above the largest class; span cache; mremap |
 //! | 8 | [`alloc`], [`global`] | routing; `PoolMalloc`, `LockedPoolMalloc` |
-//! | x | [`options`], [`stats`], [`report`], [`lock`], [`sync`] | cross-cutting |
+//! | x | [`options`], [`stats`], [`debug`], [`report`], [`lock`], [`sync`] | cross-cutting |
 //!
 //! Layer 4 is pure data used from layer 3 up. [`design`] holds the design
 //! notes: the layer diagram, a glossary and the state machines.
@@ -47,6 +47,8 @@
 pub mod alloc;
 #[cfg(not(loom))]
 pub mod arena;
+#[cfg(not(loom))]
+pub mod debug;
 #[cfg(not(loom))]
 pub mod design;
 #[cfg(not(loom))]
@@ -76,6 +78,8 @@ pub mod sync;
 #[cfg(not(loom))]
 pub mod thread;
 
+#[cfg(not(loom))]
+pub use debug::DebugPoolMalloc;
 #[cfg(not(loom))]
 pub use global::{LockedPoolMalloc, PoolMalloc};
 #[cfg(not(loom))]

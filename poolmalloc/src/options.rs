@@ -42,6 +42,16 @@ pub const TABLE: &[OptionDoc] = &[
         help: "1: print a line on stderr when poolmalloc starts, with the options in effect.",
     },
     OptionDoc {
+        name: "POOLMALLOC_DEBUG",
+        default: "0",
+        help: "1: debug mode, like `PYTHONMALLOC=debug`: guard bytes around every block, fill patterns, serial numbers, and checks on every free and realloc that report and abort.",
+    },
+    OptionDoc {
+        name: "POOLMALLOC_DEBUG_QUARANTINE",
+        default: "0",
+        help: "In debug mode, keep the last N freed blocks (at most 65536) out of circulation and check that they still hold the free pattern when they leave, to catch writes after free.",
+    },
+    OptionDoc {
         name: "POOLMALLOC_INVALID_FREE",
         default: "abort",
         help: "What to do with a pointer poolmalloc does not own passed to free, realloc or malloc_usable_size: `abort` (report and raise SIGABRT), `warn` (report and ignore), `ignore`.",
@@ -65,6 +75,24 @@ static PURGE_DELAY: AtomicI64 = AtomicI64::new(100);
 static SHOW_STATS: AtomicBool = AtomicBool::new(false);
 static VERBOSE: AtomicBool = AtomicBool::new(false);
 static INVALID: AtomicU8 = AtomicU8::new(InvalidFree::Abort as u8);
+static DEBUG: AtomicBool = AtomicBool::new(false);
+static QUARANTINE: AtomicI64 = AtomicI64::new(0);
+
+/// Whether debug mode is on (`POOLMALLOC_DEBUG=1`).
+#[inline]
+pub fn debug() -> bool {
+    DEBUG.load(Relaxed)
+}
+
+/// Blocks kept in the debug quarantine.
+pub fn quarantine() -> usize {
+    QUARANTINE.load(Relaxed).max(0) as usize
+}
+
+/// Sets the debug quarantine length (capped at 65536).
+pub fn set_quarantine(n: usize) {
+    QUARANTINE.store(n.min(65536) as i64, Relaxed);
+}
 
 /// Whether locked mode is on.
 #[inline]
@@ -177,6 +205,17 @@ pub fn init() {
             VERBOSE.store(b, Relaxed);
         }
     }
+    if let Some(v) = getenv(b"POOLMALLOC_DEBUG\0") {
+        if let Some(b) = parse_bool("POOLMALLOC_DEBUG", v) {
+            DEBUG.store(b, Relaxed);
+        }
+    }
+    if let Some(v) = getenv(b"POOLMALLOC_DEBUG_QUARANTINE\0") {
+        match parse_i64(v) {
+            Some(n) if n >= 0 => set_quarantine(n as usize),
+            _ => warn("POOLMALLOC_DEBUG_QUARANTINE", v, "a number of blocks", "0"),
+        }
+    }
     if let Some(v) = getenv(b"POOLMALLOC_INVALID_FREE\0") {
         match v {
             b"abort" => set_invalid_free(InvalidFree::Abort),
@@ -190,7 +229,8 @@ pub fn init() {
         m.push("poolmalloc ").push(crate::VERSION).push(": threads=");
         m.push(if locked_mode() { "locked" } else { "perthread" });
         m.push(" purge_delay=").push_i64(purge_delay_ms()).push("ms show_stats=");
-        m.push(if show_stats() { "1" } else { "0" }).push("\n");
+        m.push(if show_stats() { "1" } else { "0" });
+        m.push(" debug=").push(if debug() { "1" } else { "0" }).push("\n");
         os::write_stderr(m.as_bytes());
     }
 }

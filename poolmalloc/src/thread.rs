@@ -158,38 +158,41 @@ pub fn current_heap() -> *mut Heap {
 // ---------------------------------------------------------------------------
 // Small-block allocation and free.
 
-/// Allocates a block of `class` from the calling thread's heap.
+/// Allocates a block of `class` from the calling thread's heap. `size` and
+/// `align` are the request behind it; only the slow path looks at them (in
+/// debug mode, to make a debug block).
 #[inline(always)]
-pub fn alloc(class: usize) -> *mut u8 {
+pub fn alloc(class: usize, size: usize, align: usize) -> *mut u8 {
     let h = tls::get();
     // SAFETY: the slot always points at a live heap (sentinels included).
     let b = unsafe { (*h).alloc_fast(class) };
     if !b.is_null() {
         return b.cast();
     }
-    alloc_slow(h, class)
+    alloc_slow(h, class, size, align)
 }
 
 /// Slow path of [`alloc`]; sets `errno` to `ENOMEM` when it returns null.
 #[cold]
 #[inline(never)]
-fn alloc_slow(h: *mut Heap, class: usize) -> *mut u8 {
-    let p = alloc_slow_inner(h, class);
+fn alloc_slow(h: *mut Heap, class: usize, size: usize, align: usize) -> *mut u8 {
+    let p = alloc_slow_inner(h, class, size, align);
     if p.is_null() {
         os::set_errno(libc::ENOMEM);
     }
     p
 }
 
-fn alloc_slow_inner(h: *mut Heap, class: usize) -> *mut u8 {
+fn alloc_slow_inner(h: *mut Heap, class: usize, size: usize, align: usize) -> *mut u8 {
     // SAFETY: the slot always points at a live heap.
     match unsafe { (*h).kind } {
         // SAFETY: the calling thread owns its real heap.
         Kind::Real => unsafe { (*h).alloc_slow(class) },
         Kind::Uninit => {
             init_thread();
-            alloc(class)
+            alloc(class, size, align)
         }
+        Kind::Dead | Kind::LockedProxy if options::debug() => crate::debug::malloc(size, align, false),
         Kind::Dead | Kind::LockedProxy => locked_alloc(class),
     }
 }
@@ -198,6 +201,15 @@ fn alloc_slow_inner(h: *mut Heap, class: usize) -> *mut u8 {
 pub fn locked_alloc(class: usize) -> *mut u8 {
     let _g = LOCKED_LOCK.guard();
     LOCKED_HEAP.alloc(class)
+}
+
+/// Frees a block of the locked heap (debug mode's raw blocks).
+pub fn locked_free(p: *mut u8) {
+    let pool = arena::pool_of(p as usize);
+    let _g = LOCKED_LOCK.guard();
+    // SAFETY: debug mode's raw blocks are handed-out blocks of the locked
+    // heap, and we hold its lock.
+    unsafe { locked_free_held(pool, p.cast()) };
 }
 
 /// Frees a block of a pool. `p` must be in an arena (the ownership map or the
@@ -234,6 +246,12 @@ unsafe fn pool_emptied(pool: *mut Pool) {
 #[cold]
 #[inline(never)]
 unsafe fn free_slow(pool: *mut Pool, p: *mut u8) {
+    if options::debug() {
+        // Every block is a debug block: check it and free it there.
+        // SAFETY: forwarded from the caller.
+        unsafe { crate::debug::free(p, None, "free") };
+        return;
+    }
     // SAFETY: `pool` is metadata in a live arena.
     let pr = unsafe { &*pool };
     let st = pr.state.load(Relaxed);
@@ -339,7 +357,7 @@ fn init_thread() {
     if !ptr::eq(tls::get(), &UNINIT_HEAP) {
         return; // set up by a re-entrant call during global_init
     }
-    if options::locked_mode() {
+    if options::locked_mode() || options::debug() {
         tls::set(&PROXY_HEAP);
         return;
     }
