@@ -363,6 +363,94 @@ impl fmt::Display for Stats {
     }
 }
 
+#[cfg(feature = "serde")]
+mod json {
+    use super::{ClassStats, Stats};
+    use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeStruct, Serializer};
+
+    impl Serialize for ClassStats {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("ClassStats", 4)?;
+            st.serialize_field("block_size", &self.block_size)?;
+            st.serialize_field("pools", &self.pools)?;
+            st.serialize_field("blocks_in_use", &self.blocks_in_use)?;
+            st.serialize_field("blocks_available", &self.blocks_available)?;
+            st.end()
+        }
+    }
+
+    /// The classes that have pools, each with its class number.
+    struct Classes<'a>(&'a Stats);
+
+    impl Serialize for Classes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let used = self.0.classes.iter().filter(|c| c.pools > 0).count();
+            let mut seq = s.serialize_seq(Some(used))?;
+            for (i, c) in self.0.classes.iter().enumerate().filter(|(_, c)| c.pools > 0) {
+                seq.serialize_element(&Class(i, c))?;
+            }
+            seq.end()
+        }
+    }
+
+    struct Class<'a>(usize, &'a ClassStats);
+
+    impl Serialize for Class<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(5))?;
+            m.serialize_entry("class", &self.0)?;
+            m.serialize_entry("block_size", &self.1.block_size)?;
+            m.serialize_entry("pools", &self.1.pools)?;
+            m.serialize_entry("blocks_in_use", &self.1.blocks_in_use)?;
+            m.serialize_entry("blocks_available", &self.1.blocks_available)?;
+            m.end()
+        }
+    }
+
+    /// The JSON form: every named figure, the classes that have pools, and
+    /// whether the parts add up.
+    impl Serialize for Stats {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("Stats", 34)?;
+            st.serialize_field("classes", &Classes(self))?;
+            st.serialize_field("arenas_allocated", &self.arenas_allocated)?;
+            st.serialize_field("arenas_reclaimed", &self.arenas_reclaimed)?;
+            st.serialize_field("arenas_current", &self.arenas_current)?;
+            st.serialize_field("arenas_high_water", &self.arenas_high_water)?;
+            st.serialize_field("pools_used", &self.pools_used)?;
+            st.serialize_field("pools_abandoned", &self.pools_abandoned)?;
+            st.serialize_field("pools_stashed", &self.pools_stashed)?;
+            st.serialize_field("pools_free", &self.pools_free)?;
+            st.serialize_field("pools_not_resident", &self.pools_decommitted)?;
+            st.serialize_field("bytes_in_blocks", &self.bytes_in_blocks)?;
+            st.serialize_field("bytes_available", &self.bytes_available)?;
+            st.serialize_field("bytes_unused_pools", &self.bytes_unused_pools)?;
+            st.serialize_field("bytes_headers", &self.bytes_headers)?;
+            st.serialize_field("bytes_quantization", &self.bytes_quantization)?;
+            st.serialize_field("bytes_alignment", &self.bytes_alignment)?;
+            st.serialize_field("large_spans", &self.large_spans)?;
+            st.serialize_field("large_bytes", &self.large_bytes)?;
+            st.serialize_field("large_requested", &self.large_requested)?;
+            st.serialize_field("large_cached", &self.large_cached)?;
+            st.serialize_field("large_cache_hits", &self.large_cache_hits)?;
+            st.serialize_field("bytes_metadata", &self.bytes_metadata)?;
+            st.serialize_field("bytes_mapped", &self.bytes_mapped)?;
+            st.serialize_field("bytes_mapped_peak", &self.bytes_mapped_peak)?;
+            st.serialize_field("remote_frees", &self.remote_frees)?;
+            st.serialize_field("pools_abandoned_total", &self.pools_abandoned_total)?;
+            st.serialize_field("pools_adopted_total", &self.pools_adopted_total)?;
+            st.serialize_field("heaps_live", &self.heaps_live)?;
+            st.serialize_field("mmap_calls", &self.mmap_calls)?;
+            st.serialize_field("munmap_calls", &self.munmap_calls)?;
+            st.serialize_field("madvise_calls", &self.madvise_calls)?;
+            st.serialize_field("mremap_calls", &self.mremap_calls)?;
+            st.serialize_field("arena_parts_match", &(self.arena_parts() == self.arenas_current * super::ARENA_SIZE))?;
+            st.serialize_field("mapped_parts_match", &(self.mapped_parts() == self.bytes_mapped))?;
+            st.end()
+        }
+    }
+}
+
 /// Prints the report to stderr without allocating.
 pub fn print_to_stderr() {
     let s = stats();

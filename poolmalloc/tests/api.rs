@@ -333,3 +333,20 @@ fn arena_and_heap_invariants_hold_after_churn() {
     poolmalloc::arena::check_invariants();
     poolmalloc::thread::check_current_heap();
 }
+
+#[cfg(feature = "serde")]
+#[test]
+fn stats_serialize_to_json() {
+    let _s = serial();
+    let keep: Vec<Box<[u8; 40]>> = (0..500).map(|_| Box::new([0u8; 40])).collect();
+    let s = poolmalloc::stats();
+    let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+    assert_eq!(v["bytes_mapped"].as_u64(), Some(s.bytes_mapped as u64));
+    assert_eq!(v["mapped_parts_match"], serde_json::Value::Bool(s.adds_up()));
+    let c48 = poolmalloc::size_class::class_of(40);
+    let class =
+        v["classes"].as_array().unwrap().iter().find(|c| c["class"] == c48).expect("the 48-byte class has pools");
+    assert!(class["blocks_in_use"].as_u64().unwrap() >= 500);
+    assert_eq!(class["block_size"].as_u64(), Some(48));
+    drop(keep);
+}
