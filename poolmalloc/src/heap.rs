@@ -98,6 +98,10 @@ pub struct Heap {
     pub reg_next: Local<*mut Heap>,
     /// Next heap on the free-heap list. Registry lock.
     pub free_next: Local<*mut Heap>,
+    /// Whether the heap adopts abandoned pools. Thread heaps and the locked
+    /// heap do; a first-class `Heap` does not, since dropping it releases
+    /// all of its pools at once. Heap user.
+    pub adopts: Local<bool>,
 }
 
 impl Heap {
@@ -115,6 +119,7 @@ impl Heap {
             counters: HeapCounters::new(),
             reg_next: Local::new(ptr::null_mut()),
             free_next: Local::new(ptr::null_mut()),
+            adopts: Local::new(true),
         }
     }
 
@@ -216,9 +221,11 @@ impl Heap {
             pr.state.store(state::USED, Relaxed);
             return p;
         }
-        let p = self.adopt(class);
-        if !p.is_null() {
-            return p;
+        if self.adopts.get() {
+            let p = self.adopt(class);
+            if !p.is_null() {
+                return p;
+            }
         }
         let p = arena::acquire_pool();
         if p.is_null() {
@@ -298,6 +305,67 @@ impl Heap {
             unsafe { self.avail[class].push(p) };
         }
         self.check();
+    }
+
+    /// Frees a block of one of this heap's pools (full or not).
+    ///
+    /// # Safety
+    /// `pool` must be a pool of this heap and `b` a handed-out block of it.
+    pub unsafe fn free_owned(&self, pool: *mut Pool, b: *mut Block) {
+        // SAFETY: by the caller.
+        let pr = unsafe { &*pool };
+        if pr.owner.load(Relaxed) & OWNER_FULL != 0 {
+            // SAFETY: a full pool of this heap.
+            unsafe { self.free_to_full(pool, b) };
+        // SAFETY: a handed-out block of a pool of this heap.
+        } else if unsafe { pr.push(b) } == 0 {
+            // SAFETY: a USED pool of this heap, not full.
+            unsafe { self.pool_emptied(pool) };
+        }
+    }
+
+    /// Gives every pool back to the arenas at once, whatever blocks are
+    /// still in them (a first-class heap being dropped). Afterwards the heap
+    /// holds nothing.
+    pub fn release_everything(&self) {
+        let mut batch = [ptr::null_mut::<Pool>(); 64];
+        let mut n = 0;
+        let put = |p: *mut Pool, batch: &mut [*mut Pool; 64], n: &mut usize| {
+            batch[*n] = p;
+            *n += 1;
+            if *n == batch.len() {
+                // SAFETY: the pools are this heap's, on no list, and their
+                // blocks are dead with the heap.
+                unsafe { arena::release_pools(&batch[..]) };
+                *n = 0;
+            }
+        };
+        for class in 0..NUM_CLASSES {
+            let cur = self.current[class].get();
+            self.current[class].set(empty_pool());
+            if cur != empty_pool() {
+                put(cur, &mut batch, &mut n);
+            }
+            for list in [&self.avail[class], &self.full[class]] {
+                loop {
+                    let p = list.pop();
+                    if p.is_null() {
+                        break;
+                    }
+                    put(p, &mut batch, &mut n);
+                }
+            }
+        }
+        loop {
+            let p = self.stash.pop();
+            if p.is_null() {
+                break;
+            }
+            put(p, &mut batch, &mut n);
+        }
+        // SAFETY: as above.
+        unsafe { arena::release_pools(&batch[..n]) };
+        self.hints.clear();
     }
 
     /// A local free left `p` with no block in use.

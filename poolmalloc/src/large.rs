@@ -49,7 +49,12 @@ struct Span {
     offset: usize,
     /// Bytes the caller asked for.
     size: usize,
+    /// Neighbours (span bases) on a first-class heap's [`SpanList`], or 0.
+    prev: usize,
+    next: usize,
 }
+
+const _: () = assert!(core::mem::size_of::<Span>() <= HEADER);
 
 /// Guards the cache.
 pub static LOCK: RawLock = RawLock::new();
@@ -129,7 +134,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
 unsafe fn finish(base: *mut u8, map_len: usize, offset: usize, size: usize) -> *mut u8 {
     let span = base.cast::<Span>();
     // SAFETY: the header lies in the span's first page, which we own.
-    unsafe { span.write(Span { magic: MAGIC ^ base as usize, map_len, offset, size }) };
+    unsafe { span.write(Span { magic: MAGIC ^ base as usize, map_len, offset, size, prev: 0, next: 0 }) };
     COUNTERS.live.fetch_add(1, Relaxed);
     COUNTERS.live_bytes.fetch_add(map_len, Relaxed);
     COUNTERS.requested_bytes.fetch_add(size, Relaxed);
@@ -398,4 +403,78 @@ pub fn containing(p: *mut u8) -> Option<(*mut u8, usize)> {
         return None;
     }
     Some((start as *mut u8, end - start))
+}
+
+/// The large blocks of a first-class heap, linked through their span
+/// headers so that dropping the heap frees them all. Single-threaded: used
+/// only by the heap's user.
+pub struct SpanList {
+    head: core::cell::Cell<usize>,
+}
+
+impl SpanList {
+    /// An empty list.
+    pub const fn new() -> Self {
+        SpanList { head: core::cell::Cell::new(0) }
+    }
+
+    /// Allocates a large block and links it in. Null on failure.
+    pub fn alloc(&self, size: usize, align: usize, zeroed: bool) -> *mut u8 {
+        let p = if zeroed { alloc_zeroed(size, align) } else { alloc(size, align) };
+        if let Some(span) = span_of(p) {
+            let base = span as usize;
+            let head = self.head.get();
+            // SAFETY: a fresh span's header is ours; `head` is a live span on
+            // this list.
+            unsafe {
+                (*span).next = head;
+                if head != 0 {
+                    (*(head as *mut Span)).prev = base;
+                }
+            }
+            self.head.set(base);
+        }
+        p
+    }
+
+    /// Unlinks and frees the block at `p`. False (doing nothing) if `p` is
+    /// not a live large block.
+    ///
+    /// # Safety
+    /// A live `p` must be on this list.
+    pub unsafe fn free(&self, p: *mut u8) -> bool {
+        let Some(span) = span_of(p) else { return false };
+        // SAFETY: by the caller `span` is on this list; its neighbours are.
+        unsafe {
+            let (prev, next) = ((*span).prev, (*span).next);
+            if prev == 0 {
+                self.head.set(next);
+            } else {
+                (*(prev as *mut Span)).next = next;
+            }
+            if next != 0 {
+                (*(next as *mut Span)).prev = prev;
+            }
+        }
+        free(p)
+    }
+
+    /// Frees every block on the list.
+    pub fn free_all(&self) {
+        let mut base = self.head.get();
+        self.head.set(0);
+        while base != 0 {
+            let span = base as *mut Span;
+            // SAFETY: spans on the list are live and ours.
+            let (next, p) = unsafe { ((*span).next, (base + (*span).offset) as *mut u8) };
+            free(p);
+            base = next;
+        }
+    }
+}
+
+impl Default for SpanList {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -26,7 +26,7 @@
 //! | 5 | [`heap`] | per-class pool lists; taking and returning pools; abandon/adopt |
 //! | 6 | [`thread`] | per-thread heaps, locked mode, thread exit, fork |
 //! | 7 | [`large`] | spans above the largest class; span cache; mremap |
-//! | 8 | [`alloc`], [`global`] | routing; `PoolMalloc`, `LockedPoolMalloc` |
+//! | 8 | [`alloc`], [`global`], [`owned`] | routing; `PoolMalloc`, `LockedPoolMalloc`; first-class `Heap` |
 //! | x | [`options`], [`stats`], [`debug`], [`report`], [`lock`], [`sync`] | cross-cutting |
 //!
 //! Layer 4 is pure data used from layer 3 up. [`design`] holds the design
@@ -64,6 +64,8 @@ pub mod options;
 #[cfg(not(loom))]
 pub mod os;
 #[cfg(not(loom))]
+pub mod owned;
+#[cfg(not(loom))]
 pub mod ownership;
 #[cfg(not(loom))]
 pub mod pool;
@@ -82,6 +84,8 @@ pub mod thread;
 pub use debug::DebugPoolMalloc;
 #[cfg(not(loom))]
 pub use global::{LockedPoolMalloc, PoolMalloc};
+#[cfg(not(loom))]
+pub use owned::Heap;
 #[cfg(not(loom))]
 pub use stats::{stats, Stats};
 

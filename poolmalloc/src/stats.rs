@@ -92,8 +92,10 @@ pub struct Stats {
     pub pools_abandoned_total: u64,
     /// Pools ever adopted from the abandoned lists.
     pub pools_adopted_total: u64,
-    /// Heaps in use by threads.
+    /// Heaps in use (threads' and first-class heaps).
     pub heaps_live: usize,
+    /// First-class heaps (`poolmalloc::Heap`) alive.
+    pub heaps_first_class: usize,
     /// `mmap` calls.
     pub mmap_calls: usize,
     /// `munmap` calls.
@@ -162,6 +164,7 @@ pub fn stats() -> Stats {
         pools_abandoned_total: 0,
         pools_adopted_total: 0,
         heaps_live: 0,
+        heaps_first_class: 0,
         mmap_calls: 0,
         munmap_calls: 0,
         madvise_calls: 0,
@@ -174,6 +177,7 @@ pub fn stats() -> Stats {
         let _r = REGISTRY.lock.guard();
         s.bytes_metadata = REGISTRY.meta_bytes.get();
         s.heaps_live = REGISTRY.live.get();
+        s.heaps_first_class = REGISTRY.user_heaps.get();
         REGISTRY.for_each(|h| {
             s.remote_frees += h.counters.remote_frees.load(Relaxed);
             s.pools_adopted_total += h.counters.adopted.load(Relaxed);
@@ -353,6 +357,7 @@ impl fmt::Display for Stats {
         line(f, "# peak bytes mapped", self.bytes_mapped_peak)?;
         writeln!(f)?;
         line(f, "# live heaps", self.heaps_live)?;
+        line(f, "#   of which first-class heaps", self.heaps_first_class)?;
         line(f, "# cross-thread frees", self.remote_frees as usize)?;
         line(f, "# pools abandoned total", self.pools_abandoned_total as usize)?;
         line(f, "# pools adopted total", self.pools_adopted_total as usize)?;
@@ -411,7 +416,7 @@ mod json {
     /// whether the parts add up.
     impl Serialize for Stats {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("Stats", 34)?;
+            let mut st = s.serialize_struct("Stats", 35)?;
             st.serialize_field("classes", &Classes(self))?;
             st.serialize_field("arenas_allocated", &self.arenas_allocated)?;
             st.serialize_field("arenas_reclaimed", &self.arenas_reclaimed)?;
@@ -440,6 +445,7 @@ mod json {
             st.serialize_field("pools_abandoned_total", &self.pools_abandoned_total)?;
             st.serialize_field("pools_adopted_total", &self.pools_adopted_total)?;
             st.serialize_field("heaps_live", &self.heaps_live)?;
+            st.serialize_field("heaps_first_class", &self.heaps_first_class)?;
             st.serialize_field("mmap_calls", &self.mmap_calls)?;
             st.serialize_field("munmap_calls", &self.munmap_calls)?;
             st.serialize_field("madvise_calls", &self.madvise_calls)?;

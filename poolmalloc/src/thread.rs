@@ -288,16 +288,9 @@ pub static ORPHAN_REMOTE_FREES: AtomicUsize = AtomicUsize::new(0);
 
 /// Local free into the locked heap. The caller holds [`LOCKED_LOCK`].
 unsafe fn locked_free_held(pool: *mut Pool, b: *mut Block) {
-    // SAFETY: the caller holds the lock, so the locked heap is ours.
-    let pr = unsafe { &*pool };
-    if pr.owner.load(Relaxed) & OWNER_FULL != 0 {
-        // SAFETY: a full pool of the locked heap.
-        unsafe { LOCKED_HEAP.free_to_full(pool, b) };
-    // SAFETY: a handed-out block of a pool of the locked heap.
-    } else if unsafe { pr.push(b) } == 0 {
-        // SAFETY: a USED pool of the locked heap, not full.
-        unsafe { LOCKED_HEAP.pool_emptied(pool) };
-    }
+    // SAFETY: the caller holds the lock, so the locked heap is ours, and
+    // `b` is a handed-out block of its pool `pool`.
+    unsafe { LOCKED_HEAP.free_owned(pool, b) };
 }
 
 // ---------------------------------------------------------------------------
@@ -405,6 +398,40 @@ pub fn abandon_current_thread() {
     thread_exit(h.cast());
 }
 
+static USER_HEAP_IDS: AtomicUsize = AtomicUsize::new(1);
+/// Bit set in the owner id of every first-class heap (never in a thread id,
+/// which is an aligned address, nor in `LOCKED_OWNER`).
+pub const USER_OWNER_BIT: usize = 2;
+
+/// A heap for a first-class `Heap`: owned by no thread, with an owner id
+/// that can never equal a thread id (bit 1 set) or `LOCKED_OWNER`, and that
+/// does not adopt abandoned pools. Null if out of memory.
+pub fn new_user_heap() -> *mut Heap {
+    global_init();
+    let id = (USER_HEAP_IDS.fetch_add(1, Relaxed) << 4) | USER_OWNER_BIT;
+    let h = REGISTRY.new_heap(id);
+    if !h.is_null() {
+        // SAFETY: a fresh heap from the registry, ours alone.
+        unsafe { (*h).adopts.set(false) };
+        let _g = REGISTRY.lock.guard();
+        REGISTRY.user_heaps.set(REGISTRY.user_heaps.get() + 1);
+    }
+    h
+}
+
+/// Returns a first-class heap's structure to the registry after its pools
+/// were released.
+///
+/// # Safety
+/// `h` must come from [`new_user_heap`] and hold no pools.
+pub unsafe fn free_user_heap(h: *mut Heap) {
+    // SAFETY: by the caller.
+    unsafe { (*h).adopts.set(true) };
+    REGISTRY.free_heap(h);
+    let _g = REGISTRY.lock.guard();
+    REGISTRY.user_heaps.set(REGISTRY.user_heaps.get() - 1);
+}
+
 /// All heaps ever made, for statistics and fork; and the free heaps.
 pub struct Registry {
     /// Guards the lists and the slab.
@@ -415,8 +442,10 @@ pub struct Registry {
     slab_end: Local<usize>,
     /// Bytes mapped for heap structures.
     pub meta_bytes: Local<usize>,
-    /// Heaps in use by threads.
+    /// Heaps in use (by threads and first-class heaps).
     pub live: Local<usize>,
+    /// First-class heaps alive.
+    pub user_heaps: Local<usize>,
 }
 
 /// The registry of the process.
@@ -428,6 +457,7 @@ pub static REGISTRY: Registry = Registry {
     slab_end: Local::new(0),
     meta_bytes: Local::new(0),
     live: Local::new(0),
+    user_heaps: Local::new(0),
 };
 
 const SLAB_BYTES: usize = 64 * 1024;
@@ -585,7 +615,9 @@ fn reclaim_after_fork() {
                 live += 1;
                 return;
             }
-            if h.owner.get() != 0 {
+            // First-class heaps (owner bit 1) belong to objects, not threads;
+            // one owned by the surviving thread is still in use.
+            if h.owner.get() != 0 && h.owner.get() & USER_OWNER_BIT == 0 {
                 h.forget_all();
                 h.owner.set(0);
                 h.free_next.set(free_list);
@@ -599,7 +631,7 @@ fn reclaim_after_fork() {
         let owner = p.owner.load(Relaxed) & !OWNER_FULL;
         match p.state.load(Relaxed) {
             state::EMPTY => true,
-            state::USED if owner != me && owner != LOCKED_OWNER => {
+            state::USED if owner != me && owner != LOCKED_OWNER && owner & USER_OWNER_BIT == 0 => {
                 p.collect_remote();
                 if p.is_empty() {
                     return true;
