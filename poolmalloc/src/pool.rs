@@ -258,6 +258,44 @@ impl Pool {
         u
     }
 
+    /// Pushes a block onto the local list and calls `emptied` if the pool
+    /// then has no block in use. Owner only.
+    ///
+    /// # Safety
+    /// `b` must be a block of this pool that is handed out.
+    #[inline(always)]
+    pub unsafe fn push_then(&self, b: *mut Block, emptied: impl FnOnce()) {
+        // SAFETY: the caller hands the block back; its first word is ours.
+        unsafe { (*b).next = self.free.get() };
+        self.free.set(b);
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        {
+            // SAFETY: one `sub` on the owner's own counter: only the owner
+            // writes `used`, and an aligned 4-byte store is single-copy atomic
+            // on x86-64, so to other threads (which only load it) this is the
+            // relaxed load and relaxed store the portable branch does, in one
+            // instruction whose zero flag decides the branch.
+            unsafe {
+                core::arch::asm!(
+                    "sub dword ptr [{pool} + {used}], 1",
+                    "jz {emptied}",
+                    pool = in(reg) self as *const Pool,
+                    used = const core::mem::offset_of!(Pool, used),
+                    emptied = label { emptied() },
+                    options(nostack)
+                );
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        {
+            let u = self.used() - 1;
+            self.used.store(u, Relaxed);
+            if u == 0 {
+                emptied();
+            }
+        }
+    }
+
     /// Carves up to a page of never-used blocks into the local list. Returns
     /// false if the bump pointer is exhausted. Owner only.
     pub fn carve(&self) -> bool {

@@ -169,13 +169,13 @@ pub fn alloc(class: usize, size: usize, align: usize) -> *mut u8 {
     if !b.is_null() {
         return b.cast();
     }
-    alloc_slow(h, class, size, align)
+    alloc_slow(size, class, h, align)
 }
 
 /// Slow path of [`alloc`]; sets `errno` to `ENOMEM` when it returns null.
 #[cold]
 #[inline(never)]
-fn alloc_slow(h: *mut Heap, class: usize, size: usize, align: usize) -> *mut u8 {
+fn alloc_slow(size: usize, class: usize, h: *mut Heap, align: usize) -> *mut u8 {
     let p = alloc_slow_inner(h, class, size, align);
     if p.is_null() {
         os::set_errno(libc::ENOMEM);
@@ -225,14 +225,11 @@ pub unsafe fn free(p: *mut u8) {
     let pr = unsafe { &*pool };
     if pr.owner.load(Relaxed) == thread_id() {
         // SAFETY: we own the pool and `p` is one of its handed-out blocks.
-        if unsafe { pr.push(p.cast()) } == 0 {
-            // SAFETY: owner matched without OWNER_FULL: a USED pool of ours.
-            unsafe { pool_emptied(pool) };
-        }
+        unsafe { pr.push_then(p.cast(), || pool_emptied(pool)) };
         return;
     }
     // SAFETY: forwarded from the caller.
-    unsafe { free_slow(pool, p) }
+    unsafe { free_slow(p, pool) }
 }
 
 #[cold]
@@ -245,7 +242,7 @@ unsafe fn pool_emptied(pool: *mut Pool) {
 
 #[cold]
 #[inline(never)]
-unsafe fn free_slow(pool: *mut Pool, p: *mut u8) {
+unsafe fn free_slow(p: *mut u8, pool: *mut Pool) {
     if options::debug() {
         // Every block is a debug block: check it and free it there.
         // SAFETY: forwarded from the caller.
