@@ -1,0 +1,95 @@
+//! The in-process comparators: allocators that a worker calls directly
+//! through `GlobalAlloc`. None of them is this program's global allocator;
+//! the harness itself allocates from `System`.
+
+use clap::ValueEnum;
+use std::alloc::System;
+
+pub static POOLMALLOC: poolmalloc::PoolMalloc = poolmalloc::PoolMalloc;
+pub static POOLMALLOC_LOCKED: poolmalloc::LockedPoolMalloc = poolmalloc::LockedPoolMalloc;
+pub static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+pub static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+pub static SYSTEM: System = System;
+
+/// An allocator a worker can run a workload with.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Allocator {
+    /// poolmalloc with per-thread heaps (`poolmalloc::PoolMalloc`).
+    #[value(name = "poolmalloc")]
+    PoolMalloc,
+    /// poolmalloc in locked mode (`poolmalloc::LockedPoolMalloc`).
+    #[value(name = "poolmalloc-locked")]
+    PoolMallocLocked,
+    /// `mimalloc::MiMalloc` (the mimalloc crate's bundled build).
+    #[value(name = "mimalloc")]
+    MiMalloc,
+    /// `tikv_jemallocator::Jemalloc` (jemalloc 5.3, prefixed symbols).
+    Jemalloc,
+    /// `std::alloc::System`: glibc malloc.
+    System,
+}
+
+impl Allocator {
+    /// Every in-process comparator, poolmalloc first.
+    pub const ALL: [Allocator; 5] = [
+        Allocator::PoolMalloc,
+        Allocator::PoolMallocLocked,
+        Allocator::MiMalloc,
+        Allocator::Jemalloc,
+        Allocator::System,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Allocator::PoolMalloc => "poolmalloc",
+            Allocator::PoolMallocLocked => "poolmalloc-locked",
+            Allocator::MiMalloc => "mimalloc",
+            Allocator::Jemalloc => "jemalloc",
+            Allocator::System => "system",
+        }
+    }
+}
+
+/// Evaluates `$body` with `$a` bound to the `&'static` instance of the
+/// allocator `$which` names, so generic code is instantiated once per
+/// allocator and every call is static.
+macro_rules! with_allocator {
+    ($which:expr, |$a:ident| $body:expr) => {
+        match $which {
+            $crate::alloc::Allocator::PoolMalloc => {
+                let $a = &$crate::alloc::POOLMALLOC;
+                $body
+            }
+            $crate::alloc::Allocator::PoolMallocLocked => {
+                let $a = &$crate::alloc::POOLMALLOC_LOCKED;
+                $body
+            }
+            $crate::alloc::Allocator::MiMalloc => {
+                let $a = &$crate::alloc::MIMALLOC;
+                $body
+            }
+            $crate::alloc::Allocator::Jemalloc => {
+                let $a = &$crate::alloc::JEMALLOC;
+                $body
+            }
+            $crate::alloc::Allocator::System => {
+                let $a = &$crate::alloc::SYSTEM;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_allocator;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_command_line() {
+        for a in Allocator::ALL {
+            assert_eq!(a.to_possible_value().unwrap().get_name(), a.name());
+        }
+        assert_eq!(Allocator::value_variants(), Allocator::ALL);
+    }
+}

@@ -1,0 +1,228 @@
+//! Command-line syntax: the subcommands and their options.
+
+use crate::alloc::Allocator;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "poolmalloc",
+    version,
+    about = "Benchmark poolmalloc against other allocators, or run a program on it",
+    long_about = "Benchmark poolmalloc against mimalloc, jemalloc, tcmalloc and glibc, or run any \
+                  dynamically linked program with libpoolmalloc.so preloaded.",
+    after_help = "Examples:\n  \
+                  poolmalloc bench --quick\n  \
+                  poolmalloc bench --only server,python --runs 7 --svg ratios.svg\n  \
+                  poolmalloc bench --instructions\n  \
+                  poolmalloc run --stats -- python3 script.py\n  \
+                  poolmalloc run --python -- python3 -m pytest"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the workload suite and compare allocators side by side.
+    #[command(long_about = BENCH_ABOUT)]
+    Bench(BenchArgs),
+
+    /// Run a program with libpoolmalloc.so preloaded as its malloc.
+    #[command(long_about = RUN_ABOUT)]
+    Run(RunArgs),
+
+    /// Internal: run one workload with one allocator and print one JSON line.
+    #[command(name = "__worker", hide = true)]
+    Worker(WorkerArgs),
+
+    /// Internal: do nothing; measures the harness's own peak RSS.
+    #[command(name = "__baseline", hide = true)]
+    Baseline,
+
+    /// Internal: the Rust-front instruction-count loop, run under callgrind.
+    #[command(name = "__instr", hide = true)]
+    InstrWorker(InstrWorkerArgs),
+}
+
+const BENCH_ABOUT: &str = "\
+Run the workload suite and compare allocators side by side.
+
+Every measurement runs in a fresh child process. In-process workloads call \
+poolmalloc, poolmalloc-locked, mimalloc, jemalloc and the system allocator \
+directly through GlobalAlloc; the python workload runs CPython under \
+pymalloc and with each allocator preloaded. Allocators alternate within each \
+run, and each figure is the median over all runs: time (or operations per \
+second), and peak RSS as reported by wait4. Ratios are comparator / poolmalloc, \
+so a ratio above 1 means poolmalloc used less time or memory.
+
+With --instructions, counts instructions per malloc+free pair under \
+valgrind's callgrind instead (16 B and 256 B, batches of 100), through the C \
+ABI and through the Rust GlobalAlloc front.";
+
+const RUN_ABOUT: &str = "\
+Run a program with libpoolmalloc.so preloaded as its malloc.
+
+The library is put first in LD_PRELOAD, in front of any entries already \
+there. The exit status is the program's own, or 128 + the signal number if \
+a signal killed it. Only dynamically linked programs can be preloaded.";
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Small sizes, 3 runs: a smoke run of the whole suite in seconds (used by CI).
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Run only these workloads (comma-separated; see the list in the README or the error message).
+    #[arg(long, value_name = "NAME,..", value_delimiter = ',', num_args = 1..)]
+    pub only: Vec<String>,
+
+    /// Threads for the multithreaded workloads [default: number of CPUs].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+
+    /// Runs per workload and allocator; each figure is the median [default: 5, or 3 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub runs: Option<u32>,
+
+    /// Write every raw figure and the medians as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Write the table of medians and ratios as CSV.
+    #[arg(long, value_name = "FILE", conflicts_with = "instructions")]
+    pub csv: Option<PathBuf>,
+
+    /// Write a bar chart of time ratios (comparator / poolmalloc) as SVG.
+    #[arg(long, value_name = "FILE", conflicts_with = "instructions")]
+    pub svg: Option<PathBuf>,
+
+    /// Count instructions per malloc+free pair under valgrind instead of timing the suite.
+    #[arg(long, conflicts_with_all = ["only", "threads", "runs"])]
+    pub instructions: bool,
+
+    /// List the workloads and what each one stresses, then exit.
+    #[arg(long, conflicts_with_all = ["instructions", "json", "csv", "svg"])]
+    pub list: bool,
+
+    /// The C library to preload for poolmalloc [default: libpoolmalloc.so next to this executable].
+    #[arg(long, value_name = "PATH")]
+    pub lib: Option<PathBuf>,
+
+    /// Kill any single measurement that runs longer than this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Print poolmalloc's statistics report when the program exits, then its time and peak RSS.
+    #[arg(long)]
+    pub stats: bool,
+
+    /// Use locked mode: one heap behind one lock (POOLMALLOC_THREADS=locked).
+    #[arg(long)]
+    pub locked: bool,
+
+    /// Make CPython use malloc for its objects too (PYTHONMALLOC=malloc).
+    #[arg(long)]
+    pub python: bool,
+
+    /// The library to preload [default: libpoolmalloc.so next to this executable].
+    #[arg(long, value_name = "PATH")]
+    pub lib: Option<PathBuf>,
+
+    /// The program to run, and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// Workload size.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Size {
+    /// Seconds for the whole suite.
+    Quick,
+    /// For real measurement.
+    Full,
+}
+
+impl Size {
+    pub fn name(self) -> &'static str {
+        match self {
+            Size::Quick => "quick",
+            Size::Full => "full",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Workload name.
+    pub workload: String,
+
+    /// Allocator under test.
+    pub allocator: Allocator,
+
+    #[arg(long, value_enum, default_value_t = Size::Quick)]
+    pub size: Size,
+
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+
+    #[arg(long)]
+    pub variant: Option<String>,
+}
+
+/// The allocators the Rust-front instruction loop can run, plus a baseline.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstrTarget {
+    /// A do-nothing allocator: the loop's own instructions.
+    Null,
+    #[value(name = "poolmalloc")]
+    PoolMalloc,
+    #[value(name = "poolmalloc-locked")]
+    PoolMallocLocked,
+    #[value(name = "mimalloc")]
+    MiMalloc,
+    Jemalloc,
+    System,
+}
+
+#[derive(Args, Debug)]
+pub struct InstrWorkerArgs {
+    pub target: InstrTarget,
+
+    #[arg(long)]
+    pub batches: u32,
+
+    #[arg(long)]
+    pub warmup: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_the_rest_of_the_line() {
+        let cli = Cli::try_parse_from(["poolmalloc", "run", "--stats", "--", "python3", "-c", "pass"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert!(args.stats);
+        assert_eq!(args.command, ["python3", "-c", "pass"]);
+    }
+
+    #[test]
+    fn only_splits_on_commas() {
+        let cli = Cli::try_parse_from(["poolmalloc", "bench", "--only", "numeric,server"]).unwrap();
+        let Command::Bench(args) = cli.command else { panic!("not bench") };
+        assert_eq!(args.only, ["numeric", "server"]);
+    }
+}

@@ -1,0 +1,417 @@
+//! The workload registry, and what the workloads share.
+//!
+//! Each in-process workload is a generic function over the allocator under
+//! test, `A: GlobalAlloc + Sync`, called directly (never through the global
+//! allocator). It times only its own loop and returns an [`Outcome`] whose
+//! checksum is built from the memory it allocated, so no work can be
+//! optimised away and a wrong block shows up as a different checksum.
+//! Setup that is the same for every allocator (tables of slots, threads'
+//! stacks, channels) comes from the harness's own allocator, `System`.
+
+pub mod false_sharing;
+pub mod large;
+pub mod migrate;
+pub mod network;
+pub mod numeric;
+pub mod pareto;
+pub mod producer_consumer;
+pub mod python;
+pub mod random_sizes;
+pub mod server;
+pub mod strings;
+pub mod thread_leak;
+
+use crate::cli::Size;
+use serde::{Deserialize, Serialize};
+use std::alloc::{GlobalAlloc, Layout};
+use std::time::Instant;
+
+/// What a workload's figure measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Wall time of a fixed amount of work; lower is better.
+    Seconds,
+    /// Operations per second over a fixed time; higher is better.
+    OpsPerSec,
+}
+
+/// How many threads a case runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threads {
+    One,
+    /// The `--threads` count.
+    All,
+}
+
+/// One measured case of a workload.
+#[derive(Debug)]
+pub struct Variant {
+    /// Empty for a workload with a single case.
+    pub name: &'static str,
+    pub threads: Threads,
+}
+
+/// How a workload is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runner {
+    /// A worker process calls each in-process allocator through `GlobalAlloc`.
+    InProcess(Id),
+    /// CPython runs embedded scripts under each allocator; see [`python`].
+    Python,
+}
+
+/// The in-process workloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Id {
+    Numeric,
+    Strings,
+    Server,
+    ProducerConsumer,
+    RandomSizes,
+    Pareto,
+    Migrate,
+    FalseSharing,
+    Large,
+    ThreadLeak,
+    Network,
+}
+
+#[derive(Debug)]
+pub struct Workload {
+    pub name: &'static str,
+    /// What it stresses, one line.
+    pub stresses: &'static str,
+    pub metric: Metric,
+    /// Whether every allocator must produce the same checksum (seeded work
+    /// whose result does not depend on thread scheduling).
+    pub deterministic: bool,
+    pub variants: &'static [Variant],
+    pub runner: Runner,
+}
+
+const SINGLE: &[Variant] = &[Variant { name: "", threads: Threads::One }];
+const MULTI: &[Variant] = &[Variant { name: "", threads: Threads::All }];
+
+/// Every workload, in the order the suite runs them.
+///
+/// The `typed` workload (`TypedPool<T>` against `Box::new`) belongs in this
+/// table once the library has typed pools. It compares two APIs of
+/// poolmalloc rather than allocators, so it gets its own [`Runner`] variant
+/// and its own comparators instead of the `GlobalAlloc` matrix.
+pub const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "numeric",
+        stresses: "single-thread small-object speed and LIFO reuse (bignum temporaries, 16-64 B)",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: SINGLE,
+        runner: Runner::InProcess(Id::Numeric),
+    },
+    Workload {
+        name: "strings",
+        stresses: "realloc within and across size classes, fragmentation from mixed free order",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: SINGLE,
+        runner: Runner::InProcess(Id::Strings),
+    },
+    Workload {
+        name: "server",
+        stresses: "cross-thread frees and thread churn: tables of 8-1000 B blocks handed to new threads",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: MULTI,
+        runner: Runner::InProcess(Id::Server),
+    },
+    Workload {
+        name: "producer-consumer",
+        stresses: "the remote-free path under a steady stream of 64 B blocks",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: MULTI,
+        runner: Runner::InProcess(Id::ProducerConsumer),
+    },
+    Workload {
+        name: "random-sizes",
+        stresses: "mixed size classes, 4 B-32 KiB with inverse-square sizes, for a fixed time",
+        metric: Metric::OpsPerSec,
+        deterministic: false,
+        variants: MULTI,
+        runner: Runner::InProcess(Id::RandomSizes),
+    },
+    Workload {
+        name: "pareto",
+        stresses: "scaling from 1 to N threads with Pareto sizes up to 1 KiB",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: &[Variant { name: "1t", threads: Threads::One }, Variant { name: "nt", threads: Threads::All }],
+        runner: Runner::InProcess(Id::Pareto),
+    },
+    Workload {
+        name: "migrate",
+        stresses:
+            "abandoned heaps and reclaiming: power-of-two blocks reallocated and moved between short-lived threads",
+        metric: Metric::Seconds,
+        deterministic: false,
+        variants: MULTI,
+        runner: Runner::InProcess(Id::Migrate),
+    },
+    Workload {
+        name: "false-sharing",
+        stresses: "passive and active false sharing of small blocks written hard by several threads",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: &[
+            Variant { name: "passive", threads: Threads::All },
+            Variant { name: "active", threads: Threads::All },
+        ],
+        runner: Runner::InProcess(Id::FalseSharing),
+    },
+    Workload {
+        name: "large",
+        stresses: "the large path: 5-25 MiB blocks allocated, grown and freed; mremap; giving memory back",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: SINGLE,
+        runner: Runner::InProcess(Id::Large),
+    },
+    Workload {
+        name: "thread-leak",
+        stresses: "threads exiting with live blocks freed later elsewhere; peak RSS must stay flat",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: MULTI,
+        runner: Runner::InProcess(Id::ThreadLeak),
+    },
+    Workload {
+        name: "network",
+        stresses: "1.5, 9 and 64 KiB packet buffers filled and handed to another thread",
+        metric: Metric::Seconds,
+        deterministic: true,
+        // Plain allocation; a `BufferPool` case will sit next to it.
+        variants: &[Variant { name: "malloc", threads: Threads::All }],
+        runner: Runner::InProcess(Id::Network),
+    },
+    Workload {
+        name: "python",
+        stresses: "the allocator as CPython's object allocator (PYTHONMALLOC=malloc and LD_PRELOAD)",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: python::VARIANTS,
+        runner: Runner::Python,
+    },
+];
+
+/// The workload with this name.
+pub fn find(name: &str) -> Option<&'static Workload> {
+    WORKLOADS.iter().find(|w| w.name == name)
+}
+
+/// The names of every workload, for error messages.
+pub fn names() -> String {
+    WORKLOADS.iter().map(|w| w.name).collect::<Vec<_>>().join(", ")
+}
+
+/// The workloads `--only` selects, in suite order; all of them for an empty list.
+pub fn select(only: &[String]) -> anyhow::Result<Vec<&'static Workload>> {
+    let mut wanted = Vec::new();
+    for name in only.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        if find(name).is_none() {
+            anyhow::bail!("unknown workload `{name}`; valid workloads: {}", names());
+        }
+        wanted.push(name);
+    }
+    Ok(WORKLOADS.iter().filter(|w| wanted.is_empty() || wanted.contains(&w.name)).collect())
+}
+
+impl Workload {
+    /// The label of one case: `name` or `name/variant`.
+    pub fn label(&self, variant: &Variant) -> String {
+        if variant.name.is_empty() {
+            self.name.to_string()
+        } else {
+            format!("{}/{}", self.name, variant.name)
+        }
+    }
+
+    pub fn variant(&self, name: Option<&str>) -> Option<&'static Variant> {
+        self.variants.iter().find(|v| v.name == name.unwrap_or(""))
+    }
+}
+
+/// What a worker is asked to do.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub size: Size,
+    pub threads: usize,
+    pub variant: &'static str,
+}
+
+impl Params {
+    /// `quick` or `full`, by size.
+    pub fn pick<T>(&self, quick: T, full: T) -> T {
+        match self.size {
+            Size::Quick => quick,
+            Size::Full => full,
+        }
+    }
+}
+
+/// What a worker reports: one JSON line on stdout.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Outcome {
+    /// Wall time of the measured loop.
+    pub seconds: f64,
+    /// Allocations (or operations) the loop made.
+    pub ops: u64,
+    /// A value built from the blocks' contents.
+    pub checksum: u64,
+}
+
+impl Outcome {
+    pub fn ops_per_sec(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.ops as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// A workload's verdict: the figures, or a description of a corrupted block.
+pub type WorkResult = Result<Outcome, String>;
+
+/// Runs an in-process workload with allocator `a`.
+pub fn run<A: GlobalAlloc + Sync>(id: Id, a: &'static A, p: &Params) -> WorkResult {
+    match id {
+        Id::Numeric => numeric::run(a, p),
+        Id::Strings => strings::run(a, p),
+        Id::Server => server::run(a, p),
+        Id::ProducerConsumer => producer_consumer::run(a, p),
+        Id::RandomSizes => random_sizes::run(a, p),
+        Id::Pareto => pareto::run(a, p),
+        Id::Migrate => migrate::run(a, p),
+        Id::FalseSharing => false_sharing::run(a, p),
+        Id::Large => large::run(a, p),
+        Id::ThreadLeak => thread_leak::run(a, p),
+        Id::Network => network::run(a, p),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared helpers.
+
+/// The seed every workload derives its generators from.
+pub const SEED: u64 = 0x706f_6f6c_6d61_6c6c;
+
+/// A layout the workloads build from constants.
+pub fn layout(size: usize, align: usize) -> Layout {
+    Layout::from_size_align(size, align).expect("workload sizes and alignments are valid")
+}
+
+/// Allocates a block from `a`; a null result ends the process through
+/// `handle_alloc_error`, which the harness reports as a failed run.
+#[inline(always)]
+pub fn alloc<A: GlobalAlloc + ?Sized>(a: &A, layout: Layout) -> *mut u8 {
+    assert!(layout.size() != 0);
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { a.alloc(layout) };
+    if p.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    p
+}
+
+/// Resizes a block of `a`; a null result ends the process.
+///
+/// # Safety
+/// `p` must be a live block of `a` allocated with `layout`, and `new_size`
+/// must be non-zero.
+#[inline(always)]
+pub unsafe fn realloc<A: GlobalAlloc + ?Sized>(a: &A, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    // SAFETY: by the caller.
+    let q = unsafe { a.realloc(p, layout, new_size) };
+    if q.is_null() {
+        std::alloc::handle_alloc_error(self::layout(new_size, layout.align()));
+    }
+    q
+}
+
+/// A heap block handed between threads.
+#[derive(Clone, Copy, Debug)]
+pub struct SendPtr(pub *mut u8);
+
+// SAFETY: a block belongs to whoever holds its pointer; the workloads hand
+// each block to exactly one thread at a time, through joins, channels or
+// atomic slots that order the accesses.
+unsafe impl Send for SendPtr {}
+
+/// Mixes a value into a checksum (order-sensitive).
+#[inline(always)]
+pub fn mix(h: u64, v: u64) -> u64 {
+    (h ^ v).wrapping_mul(0x0000_0100_0000_01B3).rotate_left(17)
+}
+
+/// A pattern word derived from a value, to write into blocks and check.
+#[inline(always)]
+pub fn cookie(v: u64) -> u64 {
+    (v ^ 0x5DEE_CE66_D1CE_4E5B).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (v >> 29)
+}
+
+/// Times a closure that does the measured work.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
+    let start = Instant::now();
+    let value = f();
+    (start.elapsed().as_secs_f64(), value)
+}
+
+/// Joins a worker thread, turning a panic into an error message.
+pub fn join<T>(h: std::thread::JoinHandle<T>) -> Result<T, String> {
+    h.join().map_err(|_| "a workload thread panicked".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_variants_resolve() {
+        for (i, w) in WORKLOADS.iter().enumerate() {
+            assert!(WORKLOADS[..i].iter().all(|o| o.name != w.name));
+            assert!(!w.variants.is_empty());
+            for v in w.variants {
+                let name = if v.name.is_empty() { None } else { Some(v.name) };
+                assert!(std::ptr::eq(w.variant(name).unwrap(), v));
+            }
+        }
+    }
+
+    #[test]
+    fn select_rejects_unknown_names() {
+        assert_eq!(select(&[]).unwrap().len(), WORKLOADS.len());
+        let only = select(&["server".into(), "numeric".into()]).unwrap();
+        assert_eq!(only.iter().map(|w| w.name).collect::<Vec<_>>(), ["numeric", "server"]);
+        let err = select(&["nope".into()]).unwrap_err().to_string();
+        assert!(err.contains("unknown workload `nope`") && err.contains("numeric"), "{err}");
+    }
+
+    /// Every in-process workload runs at quick size with poolmalloc and the
+    /// system allocator, and deterministic ones agree on the checksum.
+    #[test]
+    fn workloads_agree_across_allocators() {
+        for w in WORKLOADS {
+            let Runner::InProcess(id) = w.runner else { continue };
+            for v in w.variants {
+                let p = Params { size: Size::Quick, threads: 2, variant: v.name };
+                let pm = run(id, &crate::alloc::POOLMALLOC, &p).unwrap();
+                let sys = run(id, &crate::alloc::SYSTEM, &p).unwrap();
+                assert!(pm.seconds > 0.0 && pm.ops > 0, "{}", w.label(v));
+                if w.deterministic {
+                    assert_eq!(pm.checksum, sys.checksum, "{}", w.label(v));
+                    assert_eq!(pm.ops, sys.ops, "{}", w.label(v));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! End-to-end tests of the `poolmalloc` command.
+//!
+//! The `run` tests preload `libpoolmalloc.so`, which the command finds next
+//! to its own executable. `cargo test --workspace --release` builds both
+//! into `target/release/`.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn poolmalloc() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_poolmalloc"));
+    cmd.env_remove("LD_PRELOAD").env_remove("POOLMALLOC_SHOW_STATS").env_remove("POOLMALLOC_THREADS");
+    cmd
+}
+
+/// The library the `run` tests need, with a clear failure when it was not built.
+fn library() -> PathBuf {
+    let lib = Path::new(env!("CARGO_BIN_EXE_poolmalloc")).with_file_name("libpoolmalloc.so");
+    assert!(
+        lib.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace --release`, or build the C library \
+         first with `cargo build --release -p poolmalloc-c`",
+        lib.display()
+    );
+    lib
+}
+
+fn have(program: &str) -> bool {
+    std::process::Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// A failure message is exactly one `poolmalloc: error:` line, with no panic.
+fn one_error_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr).into_owned();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{text}");
+    assert!(lines[0].starts_with("poolmalloc: error: "), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    text
+}
+
+#[test]
+fn help_lists_the_commands() {
+    poolmalloc()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("bench").and(predicate::str::contains("run")))
+        .stdout(predicate::str::contains("__worker").not());
+    poolmalloc()
+        .args(["bench", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--quick").and(predicate::str::contains("--instructions")));
+    poolmalloc().args(["run", "--help"]).assert().success().stdout(predicate::str::contains("--stats"));
+}
+
+#[test]
+fn quick_bench_writes_every_in_process_comparator_to_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    poolmalloc()
+        .args(["bench", "--quick", "--only", "numeric", "--json"])
+        .arg(&json)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("numeric").and(predicate::str::contains("poolmalloc/mimalloc")));
+
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["size"], "quick");
+    assert_eq!(report["runs"], 3);
+    let cases = report["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 1);
+    assert_eq!(cases[0]["case"], "numeric");
+    let comparators = cases[0]["comparators"].as_array().unwrap();
+    for name in ["poolmalloc", "poolmalloc-locked", "mimalloc", "jemalloc", "system"] {
+        let c = comparators.iter().find(|c| c["allocator"] == name).unwrap_or_else(|| panic!("no {name} in {report}"));
+        let runs = c["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 3, "{name}");
+        for r in runs {
+            assert!(r["seconds"].as_f64().unwrap() > 0.0, "{name}");
+            assert!(r["peak_rss_bytes"].as_u64().unwrap() > 0, "{name}");
+        }
+        assert!(c["median"]["seconds"].as_f64().unwrap() > 0.0, "{name}");
+        assert!(c["time_ratio_to_poolmalloc"].as_f64().unwrap() > 0.0, "{name}");
+        assert!(c["rss_ratio_to_poolmalloc"].as_f64().unwrap() > 0.0, "{name}");
+    }
+    assert!(report["geomeans"].as_array().unwrap().iter().any(|g| g["versus"] == "mimalloc"));
+}
+
+#[test]
+fn unknown_workload_is_a_clean_error() {
+    let out = poolmalloc().args(["bench", "--only", "numeric,nope"]).assert().failure().code(1).get_output().clone();
+    let text = one_error_line(&out.stderr);
+    assert!(text.contains("unknown workload `nope`") && text.contains("numeric") && text.contains("python"), "{text}");
+}
+
+#[test]
+fn unwritable_output_is_a_clean_error() {
+    let out = poolmalloc()
+        .args(["bench", "--quick", "--only", "numeric", "--json", "/nonexistent-dir/out.json"])
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    let text = one_error_line(&out.stderr);
+    assert!(text.contains("cannot write `/nonexistent-dir/out.json`"), "{text}");
+}
+
+#[test]
+fn run_passes_the_exit_status_through() {
+    library();
+    poolmalloc().args(["run", "--", "/bin/true"]).assert().code(0);
+    poolmalloc().args(["run", "--", "/bin/false"]).assert().code(1);
+    poolmalloc().args(["run", "--", "sh", "-c", "exit 7"]).assert().code(7);
+}
+
+#[test]
+fn run_reports_death_by_signal_as_128_plus_signal() {
+    library();
+    poolmalloc()
+        .args(["run", "--", "sh", "-c", "kill -SEGV $$"])
+        .assert()
+        .code(128 + 11)
+        .stderr(predicate::str::contains("SIGSEGV"));
+}
+
+#[test]
+fn run_sets_up_the_environment() {
+    let lib = library();
+    let lib = lib.canonicalize().unwrap();
+    poolmalloc()
+        .args(["run", "--python", "--locked", "--", "sh", "-c", "echo $LD_PRELOAD $PYTHONMALLOC $POOLMALLOC_THREADS"])
+        .env("LD_PRELOAD", "/nonexistent/libother.so")
+        .assert()
+        .success()
+        .stdout(format!("{}:/nonexistent/libother.so malloc locked\n", lib.display()));
+}
+
+#[test]
+fn run_of_a_missing_program_is_a_clean_error() {
+    library();
+    let out =
+        poolmalloc().args(["run", "--", "nonexistent-program-xyz"]).assert().failure().code(127).get_output().clone();
+    let text = one_error_line(&out.stderr);
+    assert!(text.contains("cannot run `nonexistent-program-xyz`: command not found"), "{text}");
+}
+
+#[test]
+fn run_with_a_missing_library_is_a_clean_error() {
+    let out = poolmalloc()
+        .args(["run", "--lib", "/nonexistent/libpoolmalloc.so", "--", "/bin/true"])
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    let text = one_error_line(&out.stderr);
+    assert!(text.contains("/nonexistent/libpoolmalloc.so` not found"), "{text}");
+}
+
+#[test]
+fn run_stats_prints_the_report_for_python() {
+    library();
+    if !have("python3") {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    poolmalloc()
+        .args(["run", "--stats", "--", "python3", "-c", "pass"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("poolmalloc ").and(predicate::str::contains("statistics")))
+        .stderr(predicate::str::contains("peak RSS"));
+}
