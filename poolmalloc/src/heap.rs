@@ -98,6 +98,10 @@ pub struct Heap {
     pub reg_next: Local<*mut Heap>,
     /// Next heap on the free-heap list. Registry lock.
     pub free_next: Local<*mut Heap>,
+    /// Blocks this heap's thread freed into one other heap's pool, not yet
+    /// pushed: consecutive remote frees into the same pool are handed over
+    /// as one chain with one compare-and-swap. Heap user.
+    batch: RemoteBatch,
     /// Whether the heap adopts abandoned pools. Thread heaps and the locked
     /// heap do; a first-class `Heap` does not, since dropping it releases
     /// all of its pools at once. Heap user.
@@ -120,6 +124,7 @@ impl Heap {
             reg_next: Local::new(ptr::null_mut()),
             free_next: Local::new(ptr::null_mut()),
             adopts: Local::new(true),
+            batch: RemoteBatch::new(),
         }
     }
 
@@ -149,6 +154,7 @@ impl Heap {
     #[cold]
     pub fn alloc_slow(&self, class: usize) -> *mut u8 {
         debug_assert!(self.kind == Kind::Real);
+        self.flush_remote();
         let owner = self.owner.get();
         loop {
             let p = self.current[class].get();
@@ -404,6 +410,7 @@ impl Heap {
     /// Collects remote frees everywhere and gives every empty pool (and the
     /// stash) back to the arenas.
     pub fn trim(&self) {
+        self.flush_remote();
         for class in 0..NUM_CLASSES {
             let cur = self.current[class].get();
             if cur != empty_pool() {
@@ -449,6 +456,7 @@ impl Heap {
     /// abandoned lists for other heaps to adopt. Afterwards the heap holds
     /// nothing and can be reused.
     pub fn abandon(&self) {
+        self.flush_remote();
         for class in 0..NUM_CLASSES {
             let cur = self.current[class].get();
             self.current[class].set(empty_pool());
@@ -492,6 +500,8 @@ impl Heap {
     /// Forgets every pool without touching them (fork child: the pools are
     /// reclaimed by walking the arenas instead).
     pub fn forget_all(&self) {
+        self.batch.pool.set(ptr::null_mut());
+        self.batch.len.set(0);
         for class in 0..NUM_CLASSES {
             self.current[class].set(empty_pool());
             self.avail[class].clear();
@@ -536,6 +546,71 @@ impl Heap {
                 assert_eq!(n, list.len());
             }
         }
+    }
+}
+
+/// Remote frees held back to be pushed as one chain (see `Heap::batch`).
+/// At most [`REMOTE_BATCH`] blocks, all of one pool; they count as in use
+/// until pushed.
+struct RemoteBatch {
+    pool: Local<*mut Pool>,
+    head: Local<*mut Block>,
+    tail: Local<*mut Block>,
+    len: Local<u32>,
+}
+
+/// Most remote frees a heap holds back before pushing them.
+pub const REMOTE_BATCH: u32 = 32;
+
+impl RemoteBatch {
+    const fn new() -> Self {
+        RemoteBatch {
+            pool: Local::new(ptr::null_mut()),
+            head: Local::new(ptr::null_mut()),
+            tail: Local::new(ptr::null_mut()),
+            len: Local::new(0),
+        }
+    }
+}
+
+impl Heap {
+    /// A free of a block of another heap's pool, by this heap's thread.
+    /// Consecutive frees into one pool are chained and pushed together.
+    ///
+    /// # Safety
+    /// `b` must be a handed-out block of `pool`, given up by the caller;
+    /// `pool` is not this heap's.
+    pub unsafe fn free_remote(&self, pool: *mut Pool, b: *mut Block) {
+        let bt = &self.batch;
+        if bt.pool.get() != pool {
+            self.flush_remote();
+            bt.pool.set(pool);
+            bt.tail.set(b);
+            bt.head.set(ptr::null_mut());
+        }
+        // SAFETY: the caller gives `b` up; its first word is ours.
+        unsafe { (*b).next = bt.head.get() };
+        bt.head.set(b);
+        bt.len.set(bt.len.get() + 1);
+        if bt.len.get() >= REMOTE_BATCH {
+            self.flush_remote();
+        }
+    }
+
+    /// Pushes the held-back remote frees, if any.
+    pub fn flush_remote(&self) {
+        let bt = &self.batch;
+        let pool = bt.pool.get();
+        if pool.is_null() {
+            return;
+        }
+        let n = bt.len.get();
+        // SAFETY: the chain holds blocks of `pool`, which stays live while
+        // they count as in use.
+        unsafe { (*pool).push_remote_chain(bt.head.get(), bt.tail.get(), n) };
+        bump(&self.counters.remote_frees, n as u64);
+        bt.pool.set(ptr::null_mut());
+        bt.len.set(0);
     }
 }
 

@@ -31,6 +31,16 @@ pub struct Block {
 
 /// Low bit of the head word: the owner wants to hear about the next push.
 const FULL: usize = 1;
+/// The top 16 bits of the head word count the blocks on the list, so the
+/// owner can take the list over without walking it. User addresses fit in
+/// 48 bits, and a pool holds at most 4096 blocks.
+const COUNT_SHIFT: u32 = 48;
+const PTR_MASK: usize = ((1 << COUNT_SHIFT) - 1) & !FULL;
+
+#[inline]
+fn count_of(w: usize) -> u32 {
+    (w >> COUNT_SHIFT) as u32
+}
 
 /// The remote-free stack of one pool.
 pub struct RemoteList {
@@ -63,12 +73,28 @@ impl RemoteList {
     /// `b` must point to a block the caller owns and gives up, at least
     /// pointer-sized and aligned to 2.
     pub unsafe fn push(&self, b: *mut Block) -> bool {
+        // SAFETY: forwarded; a single block is a chain from itself to itself.
+        unsafe { self.push_chain(b, b, 1) }
+    }
+
+    /// Pushes a chain of `n` blocks linked through their first words, from
+    /// `head` to `tail`, with one compare-and-swap. Returns as [`push`].
+    ///
+    /// # Safety
+    /// Every block of the chain must be one the caller owns and gives up;
+    /// `tail` must be reachable from `head` in `n - 1` links; the list must
+    /// not come to hold more than 65535 blocks.
+    ///
+    /// [`push`]: RemoteList::push
+    pub unsafe fn push_chain(&self, head: *mut Block, tail: *mut Block, n: u32) -> bool {
+        debug_assert!(head as usize & !PTR_MASK == 0, "block address beyond 48 bits");
         let mut old = self.word.load(Relaxed);
         loop {
-            // SAFETY: the caller gives the block up; its first word is ours
-            // until the CAS publishes it.
-            unsafe { (*b).next = (old & !FULL) as *mut Block };
-            match self.word.compare_exchange_weak(old, b as usize, AcqRel, Relaxed) {
+            // SAFETY: the caller gives the blocks up; the tail's first word is
+            // ours until the CAS publishes the chain.
+            unsafe { (*tail).next = (old & PTR_MASK) as *mut Block };
+            let new = head as usize | ((count_of(old) + n) as usize) << COUNT_SHIFT;
+            match self.word.compare_exchange_weak(old, new, AcqRel, Relaxed) {
                 Ok(_) => return old & FULL != 0,
                 Err(cur) => old = cur,
             }
@@ -78,18 +104,18 @@ impl RemoteList {
     /// Whether blocks are waiting.
     #[inline]
     pub fn has_blocks(&self) -> bool {
-        self.word.load(Relaxed) & !FULL != 0
+        self.word.load(Relaxed) & PTR_MASK != 0
     }
 
-    /// Takes every waiting block, as a null-terminated list (null if none).
-    /// Owner only, and only while the flag is clear.
-    pub fn take(&self) -> *mut Block {
+    /// Takes every waiting block, as a null-terminated list (null if none)
+    /// and its length. Owner only, and only while the flag is clear.
+    pub fn take(&self) -> (*mut Block, u32) {
         if !self.has_blocks() {
-            return core::ptr::null_mut();
+            return (core::ptr::null_mut(), 0);
         }
         let w = self.word.swap(0, Acquire);
         debug_assert_eq!(w & FULL, 0, "take with the FULL flag set");
-        (w & !FULL) as *mut Block
+        ((w & PTR_MASK) as *mut Block, count_of(w))
     }
 
     /// Sets the flag on an empty list. False if blocks are waiting.

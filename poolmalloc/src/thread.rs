@@ -26,7 +26,7 @@
 //!   torn mid-update, so they are not trusted).
 
 use crate::arena;
-use crate::heap::{self, Heap, Kind, ABANDONED};
+use crate::heap::{Heap, Kind, ABANDONED};
 use crate::lock::RawLock;
 use crate::options;
 use crate::os;
@@ -267,14 +267,23 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool) {
         // blocks, and we hold its lock.
         unsafe { locked_free_held(pool, p.cast()) };
     } else {
-        // SAFETY: `p` is a handed-out block of `pool` that the caller gives up.
-        unsafe { pr.push_remote(p.cast()) };
-        let h = tls::get();
+        let mut h = tls::get();
+        // SAFETY: the slot points at a live heap.
+        if unsafe { (*h).kind } == Kind::Uninit {
+            // A thread that frees before it ever allocates (a consumer) gets
+            // its heap now, so its remote frees are batched.
+            init_thread();
+            h = tls::get();
+        }
         // SAFETY: the slot points at a live heap.
         if unsafe { (*h).kind } == Kind::Real {
-            // SAFETY: as above; only this thread writes its counters.
-            heap::bump(unsafe { &(*h).counters.remote_frees }, 1);
+            // SAFETY: our own heap; `p` is a handed-out block of `pool` (owned
+            // by someone else) that the caller gives up.
+            unsafe { (*h).free_remote(pool, p.cast()) };
         } else {
+            // SAFETY: `p` is a handed-out block of `pool` that the caller
+            // gives up.
+            unsafe { pr.push_remote(p.cast()) };
             ORPHAN_REMOTE_FREES.fetch_add(1, Relaxed);
         }
     }

@@ -20,13 +20,17 @@ fn blocks(n: usize) -> Vec<usize> {
     (0..n).map(|_| Box::into_raw(Box::new(Slot(Block { next: std::ptr::null_mut() }))) as usize).collect()
 }
 
-fn drain(list: *mut Block, out: &mut Vec<usize>) {
+/// Appends the blocks of a taken list to `out`, checking the count the
+/// list's head word carried.
+fn drain((list, count): (*mut Block, u32), out: &mut Vec<usize>) {
+    let before = out.len();
     let mut b = list;
     while !b.is_null() {
         out.push(b as usize);
         // SAFETY: blocks on a taken list are the test's boxes.
         b = unsafe { (*b).next };
     }
+    assert_eq!(out.len() - before, count as usize, "the head word counts the blocks");
 }
 
 /// Pushes `mine` onto `list`, counting the pushes that report they cleared
