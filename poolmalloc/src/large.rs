@@ -9,7 +9,10 @@
 //!
 //! Freed spans go to a small cache ([`CACHE_SLOTS`] entries, at most
 //! [`CACHE_MAX_BYTES`]) so a `malloc`/`free` loop of a few MiB does not make a
-//! system call each time. Cached spans are unmapped once older than the purge
+//! system call each time. A request takes the smallest cached span that is
+//! long enough and gives the excess back (`mremap` shrinks it in place), or
+//! grows the longest shorter one in place: either way it reuses resident
+//! pages instead of faulting fresh ones in. Cached spans are unmapped once older than the purge
 //! delay (checked on later large operations) and at `trim()`.
 //!
 //! `realloc` grows a span in place when the pages after it are free
@@ -32,7 +35,7 @@ pub const HEADER: usize = 64;
 /// Cached spans kept at most.
 pub const CACHE_SLOTS: usize = 8;
 /// Total bytes of cached spans kept at most.
-pub const CACHE_MAX_BYTES: usize = 32 << 20;
+pub const CACHE_MAX_BYTES: usize = 64 << 20;
 /// A span larger than this is never cached.
 const CACHE_MAX_SPAN: usize = 32 << 20;
 
@@ -166,32 +169,67 @@ fn unmap_span(base: *mut u8, map_len: usize) {
 /// base suits `align`.
 fn take_cached(map_len: usize, align: usize) -> Option<*mut u8> {
     let _g = LOCK.guard();
+    // The smallest cached span that is long enough; failing that, the
+    // largest shorter one, to try to grow in place.
     let mut best: Option<usize> = None;
+    let mut shorter: Option<usize> = None;
     for i in 0..CACHE_SLOTS {
         let (b, l) = (CACHE.base[i].get(), CACHE.len[i].get());
-        let fits = b != 0 && l >= map_len && l - map_len <= map_len / 4 && b % align.max(GRANULE) == 0;
-        if fits && best.is_none_or(|j| CACHE.len[j].get() > l) {
-            best = Some(i);
+        if b == 0 || b % align.max(GRANULE) != 0 {
+            continue;
+        }
+        if l >= map_len {
+            if best.is_none_or(|j| CACHE.len[j].get() > l) {
+                best = Some(i);
+            }
+        } else if shorter.is_none_or(|j| CACHE.len[j].get() < l) {
+            shorter = Some(i);
         }
     }
-    let i = best?;
+    let i = best.or(shorter)?;
     let (b, l) = (CACHE.base[i].get(), CACHE.len[i].get());
     CACHE.base[i].set(0);
     CACHE.bytes.set(CACHE.bytes.get() - l);
-    COUNTERS.cache_hits.fetch_add(1, Relaxed);
     drop(_g);
     let base = b as *mut u8;
-    if l > map_len {
-        // Give the excess back so the span is exactly as long as recorded.
+    if l != map_len {
+        // Reusing resident pages saves faulting fresh ones in. A longer span
+        // gives its excess back so that it is exactly as long as recorded; a
+        // shorter one grows only where the address space after it is free.
         // SAFETY: the cached span is ours and unused.
         if !unsafe { os::remap_in_place(base, l, map_len) } {
-            unmap_span(base, l);
+            if l > map_len {
+                unmap_span(base, l);
+            } else {
+                // Could not grow: put it back for a later, smaller request.
+                cache_put(base, l, os::now_ms());
+            }
             return None;
         }
         ownership::unmark(base as usize, l);
         ownership::mark(base as usize, map_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
     }
+    COUNTERS.cache_hits.fetch_add(1, Relaxed);
     Some(base)
+}
+
+/// Puts a span into the cache if there is room; otherwise unmaps it.
+fn cache_put(base: *mut u8, map_len: usize, now: u64) {
+    let _g = LOCK.guard();
+    expire(now);
+    if CACHE.bytes.get() + map_len <= CACHE_MAX_BYTES {
+        for i in 0..CACHE_SLOTS {
+            if CACHE.base[i].get() == 0 {
+                CACHE.base[i].set(base as usize);
+                CACHE.len[i].set(map_len);
+                CACHE.at[i].set(now);
+                CACHE.bytes.set(CACHE.bytes.get() + map_len);
+                return;
+            }
+        }
+    }
+    drop(_g);
+    unmap_span(base, map_len);
 }
 
 /// The span header for a block pointer, validated. `None` if `p` is not the
@@ -240,22 +278,10 @@ pub fn free(p: *mut u8) -> bool {
     COUNTERS.requested_bytes.fetch_sub(s.size, Relaxed);
     s.magic = 0; // a second free of `p` no longer validates
     if options::purge_delay_ms() != 0 && map_len <= CACHE_MAX_SPAN {
-        let now = os::now_ms();
-        let _g = LOCK.guard();
-        expire(now);
-        if CACHE.bytes.get() + map_len <= CACHE_MAX_BYTES {
-            for i in 0..CACHE_SLOTS {
-                if CACHE.base[i].get() == 0 {
-                    CACHE.base[i].set(base as usize);
-                    CACHE.len[i].set(map_len);
-                    CACHE.at[i].set(now);
-                    CACHE.bytes.set(CACHE.bytes.get() + map_len);
-                    return true;
-                }
-            }
-        }
+        cache_put(base, map_len, os::now_ms());
+    } else {
+        unmap_span(base, map_len);
     }
-    unmap_span(base, map_len);
     true
 }
 
