@@ -10,8 +10,14 @@
 //! * **Thread ids.** A pool's owner is the owning thread's id: the address of
 //!   its thread control block, which the CPU's thread pointer register holds
 //!   (`fs:0` on x86-64). Comparing it costs one load.
-//! * **Cross-thread frees** push onto the pool's remote list (one CAS); see
-//!   [`crate::pool`].
+//! * **Cross-thread frees** push onto the pool's remote list; see
+//!   [`crate::pool`] and [`crate::remote`]. The freeing thread's heap holds
+//!   back consecutive frees into one pool (at most
+//!   [`REMOTE_BATCH`](crate::heap::REMOTE_BATCH)) and pushes them as one chain
+//!   with one CAS; it pushes them when a block of another pool comes, when it
+//!   next takes its allocation slow path, at `trim()`, and at thread exit.
+//!   Until then they count as in use. A thread that frees before it ever
+//!   allocates gets its heap at its first cross-thread free.
 //! * **Thread exit.** A pthread key destructor abandons the heap: empty pools
 //!   go back to the arenas, the others to the abandoned lists, and the slot
 //!   points at a "dead" sentinel that sends any later allocation of the
