@@ -27,7 +27,7 @@
 //! | 6 | [`thread`] | per-thread heaps, locked mode, thread exit, fork |
 //! | 7 | [`large`] | spans above the largest class; span cache; mremap |
 //! | 8 | [`alloc`], [`global`], [`owned`] | routing; `PoolMalloc`, `LockedPoolMalloc`; first-class `Heap` |
-//! | x | [`options`], [`stats`], [`debug`], [`report`], [`lock`], [`sync`] | cross-cutting |
+//! | x | [`options`], [`mod@stats`], [`debug`], [`report`], [`lock`], [`sync`] | cross-cutting |
 //!
 //! Layer 4 is pure data used from layer 3 up. [`design`] holds the design
 //! notes: the layer diagram, a glossary and the state machines.
