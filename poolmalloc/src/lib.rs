@@ -27,6 +27,7 @@
 //! | 6 | [`thread`] | per-thread heaps, locked mode, thread exit, fork |
 //! | 7 | [`large`] | spans above the largest class; span cache; mremap |
 //! | 8 | [`alloc`], [`global`], [`owned`] | routing; `PoolMalloc`, `LockedPoolMalloc`; first-class `Heap` |
+//! | 8 | [`typed`], [`buffer`] | `TypedPool<T>` free lists with per-thread caches; `BufferPool` byte buffers |
 //! | x | [`options`], [`mod@stats`], [`debug`], [`report`], [`lock`], [`sync`] | cross-cutting |
 //!
 //! Layer 4 is pure data used from layer 3 up. [`design`] holds the design
@@ -47,6 +48,8 @@
 pub mod alloc;
 #[cfg(not(loom))]
 pub mod arena;
+#[cfg(not(loom))]
+pub mod buffer;
 #[cfg(not(loom))]
 pub mod debug;
 #[cfg(not(loom))]
@@ -79,7 +82,11 @@ pub mod stats;
 pub mod sync;
 #[cfg(not(loom))]
 pub mod thread;
+#[cfg(not(loom))]
+pub mod typed;
 
+#[cfg(not(loom))]
+pub use buffer::{Buffer, BufferPool};
 #[cfg(not(loom))]
 pub use debug::DebugPoolMalloc;
 #[cfg(not(loom))]
@@ -88,6 +95,8 @@ pub use global::{LockedPoolMalloc, PoolMalloc};
 pub use owned::Heap;
 #[cfg(not(loom))]
 pub use stats::{stats, Stats};
+#[cfg(not(loom))]
+pub use typed::{PoolBox, TypedPool};
 
 /// The library version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
