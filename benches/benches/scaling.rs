@@ -145,8 +145,11 @@ fn main() {
         }
         println!();
         // Producer-consumer needs threads in pairs.
-        let threads: Vec<usize> =
-            if wname == "local" { threads.clone() } else { threads.iter().map(|&t| t & !1).filter(|&t| t >= 2).collect() };
+        let threads: Vec<usize> = if wname == "local" {
+            threads.clone()
+        } else {
+            threads.iter().map(|&t| t & !1).filter(|&t| t >= 2).collect()
+        };
         let mut results = vec![vec![0.0; allocs.len()]; threads.len()];
         for (ti, &t) in threads.iter().enumerate() {
             let mut samples = vec![Vec::new(); allocs.len()];
