@@ -7,6 +7,7 @@ use std::alloc::System;
 
 pub static POOLMALLOC: poolmalloc::PoolMalloc = poolmalloc::PoolMalloc;
 pub static POOLMALLOC_LOCKED: poolmalloc::LockedPoolMalloc = poolmalloc::LockedPoolMalloc;
+pub static POOLMALLOC_DEBUG: poolmalloc::DebugPoolMalloc = poolmalloc::DebugPoolMalloc;
 pub static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static SYSTEM: System = System;
@@ -20,6 +21,9 @@ pub enum Allocator {
     /// poolmalloc in locked mode (`poolmalloc::LockedPoolMalloc`).
     #[value(name = "poolmalloc-locked")]
     PoolMallocLocked,
+    /// poolmalloc's debug mode (`poolmalloc::DebugPoolMalloc`): only with `bench --with-debug`.
+    #[value(name = "poolmalloc-debug")]
+    PoolMallocDebug,
     /// `mimalloc::MiMalloc` (the mimalloc crate's bundled build).
     #[value(name = "mimalloc")]
     MiMalloc,
@@ -30,7 +34,7 @@ pub enum Allocator {
 }
 
 impl Allocator {
-    /// Every in-process comparator, poolmalloc first.
+    /// The in-process comparators the suite runs by default, poolmalloc first.
     pub const ALL: [Allocator; 5] = [
         Allocator::PoolMalloc,
         Allocator::PoolMallocLocked,
@@ -39,10 +43,21 @@ impl Allocator {
         Allocator::System,
     ];
 
+    /// Every allocator a worker can run: the default ones, then debug mode.
+    pub const EVERY: [Allocator; 6] = [
+        Allocator::PoolMalloc,
+        Allocator::PoolMallocLocked,
+        Allocator::MiMalloc,
+        Allocator::Jemalloc,
+        Allocator::System,
+        Allocator::PoolMallocDebug,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Allocator::PoolMalloc => "poolmalloc",
             Allocator::PoolMallocLocked => "poolmalloc-locked",
+            Allocator::PoolMallocDebug => "poolmalloc-debug",
             Allocator::MiMalloc => "mimalloc",
             Allocator::Jemalloc => "jemalloc",
             Allocator::System => "system",
@@ -62,6 +77,10 @@ macro_rules! with_allocator {
             }
             $crate::alloc::Allocator::PoolMallocLocked => {
                 let $a = &$crate::alloc::POOLMALLOC_LOCKED;
+                $body
+            }
+            $crate::alloc::Allocator::PoolMallocDebug => {
+                let $a = &$crate::alloc::POOLMALLOC_DEBUG;
                 $body
             }
             $crate::alloc::Allocator::MiMalloc => {
@@ -87,9 +106,14 @@ mod tests {
 
     #[test]
     fn names_match_the_command_line() {
-        for a in Allocator::ALL {
+        for a in Allocator::EVERY {
             assert_eq!(a.to_possible_value().unwrap().get_name(), a.name());
         }
-        assert_eq!(Allocator::value_variants(), Allocator::ALL);
+        let mut every = Allocator::EVERY.to_vec();
+        every.sort_by_key(|a| a.name());
+        let mut variants = Allocator::value_variants().to_vec();
+        variants.sort_by_key(|a| a.name());
+        assert_eq!(variants, every);
+        assert!(Allocator::ALL.iter().all(|a| Allocator::EVERY.contains(a)));
     }
 }

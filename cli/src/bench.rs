@@ -14,9 +14,9 @@ use crate::instructions;
 use crate::libs;
 use crate::output::Outputs;
 use crate::proc::{self, Finished};
-use crate::report::{self, CaseResult, ComparatorResult, Failure, Machine, Report, RunFigure};
+use crate::report::{self, CaseResult, ComparatorResult, Failure, Machine, Report, Role, RunFigure};
 use crate::svg;
-use crate::workloads::{self, python, Outcome, Runner, Threads, Variant, Workload};
+use crate::workloads::{self, python, Api, Outcome, Runner, Threads, Variant, Workload};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -28,6 +28,8 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 enum Comparator {
     InProcess(Allocator),
+    /// A poolmalloc API, in a worker process.
+    Api(Api),
     Python(python::Comparator),
 }
 
@@ -35,13 +37,23 @@ impl Comparator {
     fn name(&self) -> &str {
         match self {
             Comparator::InProcess(a) => a.name(),
+            Comparator::Api(a) => a.name(),
             Comparator::Python(c) => c.name,
+        }
+    }
+
+    fn role(&self) -> Role {
+        match self {
+            Comparator::InProcess(Allocator::PoolMallocDebug) => Role::Debug,
+            Comparator::InProcess(_) | Comparator::Python(_) => Role::Allocator,
+            Comparator::Api(_) => Role::Api,
         }
     }
 
     fn how(&self) -> String {
         match self {
             Comparator::InProcess(_) => "GlobalAlloc, in a worker process".to_string(),
+            Comparator::Api(a) => a.how().to_string(),
             Comparator::Python(c) => match (&c.preload, c.malloc) {
                 (Some(lib), _) => format!("PYTHONMALLOC=malloc LD_PRELOAD={}", lib.display()),
                 (None, true) => "PYTHONMALLOC=malloc (glibc malloc)".to_string(),
@@ -103,7 +115,7 @@ pub fn main(args: &BenchArgs) -> Result<ExitCode> {
         eprintln!("poolmalloc: note: {k}={v} is set and applies to every poolmalloc run");
     }
 
-    let cases = build_cases(&selected, &python, threads);
+    let cases = build_cases(&selected, &python, threads, args.with_debug);
     if cases.is_empty() {
         bail!("nothing to run: every selected workload was skipped");
     }
@@ -112,12 +124,14 @@ pub fn main(args: &BenchArgs) -> Result<ExitCode> {
 
     report::analyse(&mut results);
     let geomeans = report::geomeans(&results);
+    let apis = report::api_ratios(&results);
+    let debug_cost = report::debug_cost(&results);
     let subtitle = format!(
         "poolmalloc bench, {} size, {runs} runs, {threads} threads, {}",
         size.name(),
         format::utc_now().get(..10).unwrap_or_default()
     );
-    print_summary(&results, &geomeans, baseline, &subtitle);
+    print_summary(&results, &geomeans, &apis, debug_cost.as_ref(), baseline, &subtitle);
     let mut mismatches = 0usize;
     for c in &results {
         if let Some(m) = &c.checksum_mismatch {
@@ -141,6 +155,8 @@ pub fn main(args: &BenchArgs) -> Result<ExitCode> {
         skipped: python.skipped,
         cases: results,
         geomeans,
+        apis,
+        debug_cost,
     };
     write_outputs(&mut outputs, &report, &subtitle)?;
 
@@ -177,23 +193,35 @@ impl PythonSetup {
     }
 }
 
-/// Every case of the selected workloads, with the comparators that run it.
-fn build_cases(selected: &[&'static Workload], python: &PythonSetup, threads: usize) -> Vec<Case> {
+/// Every case of the selected workloads, with the comparators that run it:
+/// the in-process allocators (and debug mode, with `with_debug`) where the
+/// case runs them, then the case's poolmalloc APIs.
+fn build_cases(selected: &[&'static Workload], python: &PythonSetup, threads: usize, with_debug: bool) -> Vec<Case> {
     let mut cases = Vec::new();
     for &w in selected {
-        let comparators: Vec<Comparator> = match w.runner {
-            Runner::InProcess(_) => Allocator::ALL.iter().map(|&a| Comparator::InProcess(a)).collect(),
-            Runner::Python if python.interpreter.is_some() => {
-                python.comparators.iter().cloned().map(Comparator::Python).collect()
-            }
-            Runner::Python => continue,
-        };
+        if w.runner == Runner::Python && python.interpreter.is_none() {
+            continue;
+        }
         for v in w.variants {
+            let comparators: Vec<Comparator> = match w.runner {
+                Runner::InProcess(_) => {
+                    let mut list = Vec::new();
+                    if v.allocators {
+                        list.extend(Allocator::ALL.iter().map(|&a| Comparator::InProcess(a)));
+                        if with_debug {
+                            list.push(Comparator::InProcess(Allocator::PoolMallocDebug));
+                        }
+                    }
+                    list.extend(v.apis.iter().map(|&a| Comparator::Api(a)));
+                    list
+                }
+                Runner::Python => python.comparators.iter().cloned().map(Comparator::Python).collect(),
+            };
             let t = match v.threads {
                 Threads::One => 1,
                 Threads::All => threads,
             };
-            cases.push(Case { workload: w, variant: v, threads: t, comparators: comparators.clone() });
+            cases.push(Case { workload: w, variant: v, threads: t, comparators });
         }
     }
     cases
@@ -246,7 +274,8 @@ fn run_all(plan: &Plan, cases: &[Case], runs: u32) -> (Vec<CaseResult>, Option<u
             metric: c.workload.metric,
             deterministic: c.workload.deterministic,
             python: c.workload.runner == Runner::Python,
-            comparators: c.comparators.iter().map(|k| ComparatorResult::new(k.name(), k.how())).collect(),
+            comparators: c.comparators.iter().map(|k| ComparatorResult::new(k.name(), k.how(), k.role())).collect(),
+            reference_case: c.variant.reference.and_then(|r| c.workload.variant(Some(r))).map(|r| c.workload.label(r)),
             checksum_mismatch: None,
         })
         .collect();
@@ -277,13 +306,32 @@ fn run_all(plan: &Plan, cases: &[Case], runs: u32) -> (Vec<CaseResult>, Option<u
 
 fn print_workloads() {
     for w in workloads::WORKLOADS {
-        let cases: Vec<String> = w.variants.iter().filter(|v| !v.name.is_empty()).map(|v| w.label(v)).collect();
-        let cases = if cases.is_empty() { String::new() } else { format!(" [{}]", cases.join(", ")) };
+        let cases: Vec<String> = w
+            .variants
+            .iter()
+            .filter(|v| !v.name.is_empty() || !v.apis.is_empty())
+            .map(|v| {
+                let apis: Vec<&str> = v.apis.iter().map(|a| a.name()).collect();
+                match (apis.is_empty(), v.allocators) {
+                    (true, _) => w.label(v),
+                    (false, true) => format!("{}: allocators + {}", w.label(v), apis.join(", ")),
+                    (false, false) => format!("{}: {}", w.label(v), apis.join(", ")),
+                }
+            })
+            .collect();
+        let cases = if cases.is_empty() { String::new() } else { format!(" [{}]", cases.join("; ")) };
         println!("{:<18} {}{cases}", w.name, w.stresses);
     }
 }
 
-fn print_summary(results: &[CaseResult], geomeans: &[report::Geomean], baseline: Option<u64>, subtitle: &str) {
+fn print_summary(
+    results: &[CaseResult],
+    geomeans: &[report::Geomean],
+    apis: &[report::CaseRatio],
+    debug_cost: Option<&report::DebugCost>,
+    baseline: Option<u64>,
+    subtitle: &str,
+) {
     println!("{subtitle}");
     if let Some(t) = report::in_process_table(results) {
         println!("{t}");
@@ -300,6 +348,14 @@ fn print_summary(results: &[CaseResult], geomeans: &[report::Geomean], baseline:
     }
     for line in report::geomean_lines(geomeans) {
         println!("{line}");
+    }
+    for line in report::api_lines(apis) {
+        println!("{line}");
+    }
+    if let Some(cost) = debug_cost {
+        for line in report::debug_lines(cost) {
+            println!("{line}");
+        }
     }
 }
 
@@ -338,9 +394,9 @@ fn measure_baseline(plan: &Plan) -> Result<u64, String> {
 /// Runs one measurement; the error is a one-line reason.
 fn measure(plan: &Plan, case: &Case, comparator: &Comparator) -> Result<RunFigure, String> {
     match comparator {
-        Comparator::InProcess(a) => {
+        Comparator::InProcess(_) | Comparator::Api(_) => {
             let mut cmd = worker_command(&plan.exe);
-            cmd.arg("__worker").arg(case.workload.name).arg(a.name()).args([
+            cmd.arg("__worker").arg(case.workload.name).arg(comparator.name()).args([
                 "--size",
                 plan.size.name(),
                 "--threads",

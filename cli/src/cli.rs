@@ -1,6 +1,5 @@
 //! Command-line syntax: the subcommands and their options.
 
-use crate::alloc::Allocator;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -52,7 +51,9 @@ Run the workload suite and compare allocators side by side.
 
 Every measurement runs in a fresh child process. In-process workloads call \
 poolmalloc, poolmalloc-locked, mimalloc, jemalloc and the system allocator \
-directly through GlobalAlloc; the python workload runs CPython under \
+directly through GlobalAlloc (with --with-debug, poolmalloc's debug mode \
+too); the typed and network workloads also measure poolmalloc's TypedPool \
+and BufferPool doing the same work. The python workload runs CPython under \
 pymalloc and with each allocator preloaded. Allocators alternate within each \
 run, and each figure is the median over all runs: time (or operations per \
 second), and peak RSS as reported by wait4. Ratios are comparator / poolmalloc, \
@@ -99,8 +100,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "instructions")]
     pub svg: Option<PathBuf>,
 
+    /// Also run poolmalloc's debug mode (poolmalloc-debug) on the in-process workloads and report what it costs.
+    #[arg(long)]
+    pub with_debug: bool,
+
     /// Count instructions per malloc+free pair under valgrind instead of timing the suite.
-    #[arg(long, conflicts_with_all = ["only", "threads", "runs"])]
+    #[arg(long, conflicts_with_all = ["only", "threads", "runs", "with_debug"])]
     pub instructions: bool,
 
     /// List the workloads and what each one stresses, then exit.
@@ -162,8 +167,8 @@ pub struct WorkerArgs {
     /// Workload name.
     pub workload: String,
 
-    /// Allocator under test.
-    pub allocator: Allocator,
+    /// Allocator under test, or a poolmalloc API the case measures (`typed-pool`, `buffer-pool`).
+    pub allocator: String,
 
     #[arg(long, value_enum, default_value_t = Size::Quick)]
     pub size: Size,
@@ -224,5 +229,14 @@ mod tests {
         let cli = Cli::try_parse_from(["poolmalloc", "bench", "--only", "numeric,server"]).unwrap();
         let Command::Bench(args) = cli.command else { panic!("not bench") };
         assert_eq!(args.only, ["numeric", "server"]);
+        assert!(!args.with_debug);
+    }
+
+    #[test]
+    fn with_debug_does_not_go_with_instructions() {
+        let cli = Cli::try_parse_from(["poolmalloc", "bench", "--quick", "--with-debug"]).unwrap();
+        let Command::Bench(args) = cli.command else { panic!("not bench") };
+        assert!(args.with_debug);
+        assert!(Cli::try_parse_from(["poolmalloc", "bench", "--instructions", "--with-debug"]).is_err());
     }
 }

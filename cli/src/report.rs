@@ -18,6 +18,21 @@ use std::fmt::Write as _;
 pub const POOLMALLOC: &str = "poolmalloc";
 /// CPython's own allocator, the second reference for the python workload.
 pub const PYMALLOC: &str = "pymalloc";
+/// The other allocator the poolmalloc APIs are compared with by name.
+pub const MIMALLOC: &str = "mimalloc";
+
+/// What a comparator is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// An allocator (or a way of running CPython): in the geometric means.
+    Allocator,
+    /// poolmalloc's debug mode: reported as what debug mode costs instead.
+    Debug,
+    /// A poolmalloc API doing the same work (`typed-pool`, `buffer-pool`):
+    /// reported against the allocators instead.
+    Api,
+}
 
 /// One successful run.
 #[derive(Clone, Debug, Serialize)]
@@ -51,6 +66,7 @@ pub struct Medians {
 #[derive(Debug, Serialize)]
 pub struct ComparatorResult {
     pub allocator: String,
+    pub role: Role,
     /// How it was run: through `GlobalAlloc`, or preloaded into CPython.
     pub how: String,
     pub runs: Vec<RunFigure>,
@@ -65,9 +81,10 @@ pub struct ComparatorResult {
 }
 
 impl ComparatorResult {
-    pub fn new(allocator: &str, how: String) -> Self {
+    pub fn new(allocator: &str, how: String, role: Role) -> Self {
         ComparatorResult {
             allocator: allocator.to_string(),
+            role,
             how,
             runs: Vec::new(),
             failures: Vec::new(),
@@ -92,6 +109,10 @@ pub struct CaseResult {
     /// Whether this is a CPython case (comparators are ways of running CPython).
     pub python: bool,
     pub comparators: Vec<ComparatorResult>,
+    /// The case whose `poolmalloc` row the ratios are taken against, when
+    /// this case has none of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_case: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checksum_mismatch: Option<String>,
 }
@@ -107,6 +128,28 @@ pub struct Geomean {
     pub time: f64,
     /// Geometric mean of peak RSS(poolmalloc) ÷ peak RSS(versus).
     pub rss: f64,
+}
+
+/// One case's ratio of one comparator to another, comparator ÷ reference.
+#[derive(Debug, Serialize)]
+pub struct CaseRatio {
+    pub case: String,
+    pub comparator: String,
+    /// The comparator it is divided by, and the case that one ran in.
+    pub versus: String,
+    pub versus_case: String,
+    pub time: f64,
+    pub rss: f64,
+}
+
+/// What debug mode costs: time(poolmalloc-debug) ÷ time(poolmalloc).
+#[derive(Debug, Serialize)]
+pub struct DebugCost {
+    pub cases: Vec<CaseRatio>,
+    /// Geometric mean over the cases of time(poolmalloc-debug) ÷ time(poolmalloc).
+    pub geomean_time: f64,
+    /// The same for peak RSS.
+    pub geomean_rss: f64,
 }
 
 /// The machine the figures come from.
@@ -163,6 +206,12 @@ pub struct Report {
     pub skipped: Vec<String>,
     pub cases: Vec<CaseResult>,
     pub geomeans: Vec<Geomean>,
+    /// Each poolmalloc API against poolmalloc and mimalloc doing the same
+    /// work through `GlobalAlloc`.
+    pub apis: Vec<CaseRatio>,
+    /// With `--with-debug`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debug_cost: Option<DebugCost>,
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -200,14 +249,24 @@ fn ratios(metric: Metric, m: &Medians, reference: Option<&Medians>) -> (Option<f
     (time.is_finite().then_some(time), rss.is_finite().then_some(rss))
 }
 
+/// The median of comparator `name` in the case labelled `label`.
+fn median_of(cases: &[CaseResult], label: &str, name: &str) -> Option<Medians> {
+    let case = cases.iter().find(|c| c.case == label)?;
+    case.comparators.iter().find(|c| c.allocator == name).and_then(|c| c.median)
+}
+
 /// Fills in medians, ratios and checksum mismatches.
 pub fn analyse(cases: &mut [CaseResult]) {
     for case in cases.iter_mut() {
         for c in &mut case.comparators {
             c.median = medians(&c.runs);
         }
-        let find = |name: &str| case.comparators.iter().find(|c| c.allocator == name).and_then(|c| c.median);
-        let (pm, py) = (find(POOLMALLOC), find(PYMALLOC));
+    }
+    for i in 0..cases.len() {
+        let reference = cases[i].reference_case.clone().unwrap_or_else(|| cases[i].case.clone());
+        let pm = median_of(cases, &reference, POOLMALLOC);
+        let py = median_of(cases, &cases[i].case, PYMALLOC);
+        let case = &mut cases[i];
         for c in &mut case.comparators {
             let Some(m) = c.median else { continue };
             (c.time_ratio_to_poolmalloc, c.rss_ratio_to_poolmalloc) = ratios(case.metric, &m, pm.as_ref());
@@ -245,7 +304,7 @@ pub fn geomeans(cases: &[CaseResult]) -> Vec<Geomean> {
     for (scope, python) in [("in-process", false), ("python", true)] {
         let mut names: Vec<&str> = Vec::new();
         for case in cases.iter().filter(|c| c.python == python) {
-            for c in &case.comparators {
+            for c in case.comparators.iter().filter(|c| c.role == Role::Allocator) {
                 if c.allocator != POOLMALLOC && !names.contains(&c.allocator.as_str()) {
                     names.push(&c.allocator);
                 }
@@ -272,6 +331,105 @@ pub fn geomeans(cases: &[CaseResult]) -> Vec<Geomean> {
         }
     }
     out
+}
+
+/// Time and RSS of `m` ÷ `r`, when both are finite.
+fn ratio_pair(metric: Metric, m: &Medians, r: &Medians) -> Option<(f64, f64)> {
+    match ratios(metric, m, Some(r)) {
+        (Some(t), Some(r)) => Some((t, r)),
+        _ => None,
+    }
+}
+
+/// Every API row against the poolmalloc and mimalloc rows of its
+/// reference case (its own case, or the one named in `reference_case`).
+pub fn api_ratios(cases: &[CaseResult]) -> Vec<CaseRatio> {
+    let mut out = Vec::new();
+    for case in cases {
+        let reference = case.reference_case.as_deref().unwrap_or(&case.case);
+        for c in case.comparators.iter().filter(|c| c.role == Role::Api) {
+            let Some(m) = c.median else { continue };
+            for versus in [POOLMALLOC, MIMALLOC] {
+                let Some(r) = median_of(cases, reference, versus) else { continue };
+                if let Some((time, rss)) = ratio_pair(case.metric, &m, &r) {
+                    out.push(CaseRatio {
+                        case: case.case.clone(),
+                        comparator: c.allocator.clone(),
+                        versus: versus.to_string(),
+                        versus_case: reference.to_string(),
+                        time,
+                        rss,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Debug mode against poolmalloc, per case and as geometric means; `None`
+/// when no case ran both.
+pub fn debug_cost(cases: &[CaseResult]) -> Option<DebugCost> {
+    let mut out = Vec::new();
+    for case in cases {
+        for c in case.comparators.iter().filter(|c| c.role == Role::Debug) {
+            if let (Some(time), Some(rss)) = (c.time_ratio_to_poolmalloc, c.rss_ratio_to_poolmalloc) {
+                out.push(CaseRatio {
+                    case: case.case.clone(),
+                    comparator: c.allocator.clone(),
+                    versus: POOLMALLOC.to_string(),
+                    versus_case: case.reference_case.clone().unwrap_or_else(|| case.case.clone()),
+                    time,
+                    rss,
+                });
+            }
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    let time: Vec<f64> = out.iter().map(|r| r.time).collect();
+    let rss: Vec<f64> = out.iter().map(|r| r.rss).collect();
+    Some(DebugCost { geomean_time: geomean(&time), geomean_rss: geomean(&rss), cases: out })
+}
+
+/// The lines on the poolmalloc APIs, one per API row.
+pub fn api_lines(ratios: &[CaseRatio]) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut last: Option<(&str, &str)> = None;
+    for r in ratios {
+        let part = format!("{}/{} = {}", r.comparator, r.versus, format::ratio(r.time));
+        if last == Some((&r.case, &r.comparator)) {
+            if let Some(l) = lines.last_mut() {
+                l.push_str(", ");
+                l.push_str(&part);
+            }
+        } else {
+            let whose = if r.versus_case == r.case {
+                "Box::new through each allocator".to_string()
+            } else {
+                format!("plain allocation in {}", r.versus_case)
+            };
+            lines.push(format!("{}: API vs {whose}: time {part}", r.case));
+        }
+        last = Some((&r.case, &r.comparator));
+    }
+    lines
+}
+
+/// The lines on what debug mode costs.
+pub fn debug_lines(cost: &DebugCost) -> Vec<String> {
+    let mut lines = vec!["What debug mode costs, time(poolmalloc-debug) ÷ time(poolmalloc):".to_string()];
+    for r in &cost.cases {
+        lines.push(format!("  {:<24} time {:>8}, peak RSS {:>6}", r.case, format::ratio(r.time), format::ratio(r.rss)));
+    }
+    lines.push(format!(
+        "geomean over {} workloads: time poolmalloc-debug/poolmalloc = {}, peak RSS poolmalloc-debug/poolmalloc = {}",
+        cost.cases.len(),
+        format::ratio(cost.geomean_time),
+        format::ratio(cost.geomean_rss)
+    ));
+    lines
 }
 
 fn median_cell(metric: Metric, c: &ComparatorResult) -> String {
@@ -471,13 +629,62 @@ mod tests {
             comparators: figures
                 .iter()
                 .map(|(name, secs, rss)| {
-                    let mut c = ComparatorResult::new(name, "GlobalAlloc".into());
+                    let role = match *name {
+                        "poolmalloc-debug" => Role::Debug,
+                        "typed-pool" => Role::Api,
+                        _ => Role::Allocator,
+                    };
+                    let mut c = ComparatorResult::new(name, "GlobalAlloc".into(), role);
                     c.runs = secs.iter().enumerate().map(|(i, &s)| figure(i as u32 + 1, s, *rss, 7)).collect();
                     c
                 })
                 .collect(),
+            reference_case: None,
             checksum_mismatch: None,
         }
+    }
+
+    #[test]
+    fn debug_and_apis_stay_out_of_the_geomeans() {
+        let mut cases = vec![
+            case(
+                Metric::Seconds,
+                &[
+                    ("poolmalloc", &[1.0], 100),
+                    ("mimalloc", &[2.0], 100),
+                    ("poolmalloc-debug", &[8.0], 200),
+                    ("typed-pool", &[0.5], 100),
+                ],
+            ),
+            case(Metric::Seconds, &[("typed-pool", &[0.25], 50)]),
+        ];
+        cases[1].case = "w/pool".into();
+        cases[1].reference_case = Some("w".into());
+        analyse(&mut cases);
+        let g = geomeans(&cases);
+        assert_eq!(g.iter().map(|g| g.versus.as_str()).collect::<Vec<_>>(), ["mimalloc"]);
+        let cost = debug_cost(&cases).unwrap();
+        assert_eq!(cost.cases.len(), 1);
+        assert!((cost.geomean_time - 8.0).abs() < 1e-9 && (cost.geomean_rss - 2.0).abs() < 1e-9);
+        // The second case has no poolmalloc row: its ratios use the first's.
+        assert_eq!(cases[1].comparators[0].time_ratio_to_poolmalloc, Some(0.25));
+        let apis = api_ratios(&cases);
+        let got: Vec<(&str, &str, f64)> = apis.iter().map(|r| (r.case.as_str(), r.versus.as_str(), r.time)).collect();
+        assert_eq!(
+            got,
+            [
+                ("w", "poolmalloc", 0.5),
+                ("w", "mimalloc", 0.25),
+                ("w/pool", "poolmalloc", 0.25),
+                ("w/pool", "mimalloc", 0.125)
+            ]
+        );
+        let lines = api_lines(&apis);
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[1].contains("plain allocation in w") && lines[1].contains("typed-pool/mimalloc = 0.12"),
+            "{lines:?}"
+        );
     }
 
     #[test]

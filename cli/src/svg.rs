@@ -161,7 +161,7 @@ pub fn chart(cases: &[CaseResult], subtitle: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::ComparatorResult;
+    use crate::report::{ComparatorResult, Role};
     use crate::workloads::Metric;
 
     fn case(name: &str, ratios: &[(&str, Option<f64>)]) -> CaseResult {
@@ -176,11 +176,12 @@ mod tests {
             comparators: ratios
                 .iter()
                 .map(|(n, r)| {
-                    let mut c = ComparatorResult::new(n, String::new());
+                    let mut c = ComparatorResult::new(n, String::new(), Role::Allocator);
                     c.time_ratio_to_poolmalloc = *r;
                     c
                 })
                 .collect(),
+            reference_case: None,
             checksum_mismatch: None,
         }
     }

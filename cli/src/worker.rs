@@ -5,10 +5,11 @@
 //! RSS it reports belongs to this one workload and allocator (plus the
 //! harness's fixed baseline, measured by [`baseline`]).
 
-use crate::alloc::with_allocator;
+use crate::alloc::{with_allocator, Allocator};
 use crate::cli::WorkerArgs;
 use crate::workloads::{self, Params, Runner};
 use anyhow::{anyhow, bail, Result};
+use clap::ValueEnum;
 use std::process::ExitCode;
 
 /// Exit status of a worker whose workload found a corrupted block.
@@ -25,7 +26,18 @@ pub fn main(args: &WorkerArgs) -> Result<ExitCode> {
         anyhow!("workload `{}` has no case `{}`", workload.name, args.variant.as_deref().unwrap_or(""))
     })?;
     let params = Params { size: args.size, threads: args.threads.max(1), variant: variant.name };
-    let result = with_allocator!(args.allocator, |a| workloads::run(id, a, &params));
+    let result = match (Allocator::from_str(&args.allocator, false), variant.api(&args.allocator)) {
+        (Ok(allocator), _) if variant.allocators => with_allocator!(allocator, |a| workloads::run(id, a, &params)),
+        (_, Some(api)) => workloads::run_api(id, api, &params),
+        _ => {
+            let mut valid: Vec<&str> = Vec::new();
+            if variant.allocators {
+                valid.extend(Allocator::EVERY.iter().map(|a| a.name()));
+            }
+            valid.extend(variant.apis.iter().map(|a| a.name()));
+            bail!("`{}` cannot run {}; valid here: {}", args.allocator, workload.label(variant), valid.join(", "));
+        }
+    };
     match result {
         Ok(outcome) => {
             println!("{}", serde_json::to_string(&outcome)?);

@@ -173,3 +173,85 @@ fn run_stats_prints_the_report_for_python() {
         .stderr(predicate::str::contains("poolmalloc ").and(predicate::str::contains("statistics")))
         .stderr(predicate::str::contains("peak RSS"));
 }
+
+#[test]
+fn quick_typed_bench_compares_typed_pool_with_every_allocator() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("typed.json");
+    poolmalloc()
+        .args(["bench", "--quick", "--only", "typed", "--json"])
+        .arg(&json)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("typed-pool").and(predicate::str::contains("typed-pool/mimalloc")));
+
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cases = report["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 1);
+    assert_eq!(cases[0]["case"], "typed");
+    let comparators = cases[0]["comparators"].as_array().unwrap();
+    for name in ["poolmalloc", "poolmalloc-locked", "mimalloc", "jemalloc", "system", "typed-pool"] {
+        let c = comparators.iter().find(|c| c["allocator"] == name).unwrap_or_else(|| panic!("no {name} in {report}"));
+        let runs = c["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 3, "{name}");
+        assert!(runs.iter().all(|r| r["seconds"].as_f64().unwrap() > 0.0 && r["ops"].as_u64().unwrap() > 0));
+        assert!(c["time_ratio_to_poolmalloc"].as_f64().unwrap() > 0.0, "{name}");
+        let role = if name == "typed-pool" { "api" } else { "allocator" };
+        assert_eq!(c["role"], role, "{name}");
+    }
+    assert!(comparators.iter().all(|c| c["allocator"] != "poolmalloc-debug"));
+    assert!(cases[0].get("checksum_mismatch").is_none(), "{report}");
+    // typed-pool against Box::new through poolmalloc and through mimalloc.
+    let apis = report["apis"].as_array().unwrap();
+    for versus in ["poolmalloc", "mimalloc"] {
+        assert!(
+            apis.iter()
+                .any(|r| r["comparator"] == "typed-pool" && r["versus"] == versus && r["time"].as_f64().unwrap() > 0.0),
+            "{report}"
+        );
+    }
+    // The API is not an allocator: no geometric mean for it.
+    assert!(report["geomeans"].as_array().unwrap().iter().all(|g| g["versus"] != "typed-pool"));
+    assert!(report.get("debug_cost").is_none());
+}
+
+#[test]
+fn with_debug_reports_what_debug_mode_costs() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("debug.json");
+    poolmalloc()
+        .args([
+            "bench",
+            "--quick",
+            "--runs",
+            "1",
+            "--only",
+            "numeric,network",
+            "--with-debug",
+            "--threads",
+            "2",
+            "--json",
+        ])
+        .arg(&json)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("What debug mode costs").and(predicate::str::contains("buffer-pool")));
+
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cases = report["cases"].as_array().unwrap();
+    let labels: Vec<&str> = cases.iter().map(|c| c["case"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["numeric", "network/malloc", "network/bufferpool"]);
+    // The buffer-pool case runs once and is compared with network/malloc.
+    let pool = &cases[2];
+    assert_eq!(pool["reference_case"], "network/malloc");
+    let only: Vec<&str> =
+        pool["comparators"].as_array().unwrap().iter().map(|c| c["allocator"].as_str().unwrap()).collect();
+    assert_eq!(only, ["buffer-pool"]);
+    assert!(pool["comparators"][0]["time_ratio_to_poolmalloc"].as_f64().unwrap() > 0.0);
+    // Debug mode: per case and a geometric mean, not among the allocators' means.
+    let cost = &report["debug_cost"];
+    let per_case: Vec<&str> = cost["cases"].as_array().unwrap().iter().map(|c| c["case"].as_str().unwrap()).collect();
+    assert_eq!(per_case, ["numeric", "network/malloc"]);
+    assert!(cost["geomean_time"].as_f64().unwrap() > 0.0 && cost["geomean_rss"].as_f64().unwrap() > 0.0);
+    assert!(report["geomeans"].as_array().unwrap().iter().all(|g| g["versus"] != "poolmalloc-debug"));
+}

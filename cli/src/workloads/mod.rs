@@ -20,6 +20,7 @@ pub mod random_sizes;
 pub mod server;
 pub mod strings;
 pub mod thread_leak;
+pub mod typed;
 
 use crate::cli::Size;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,53 @@ pub struct Variant {
     /// Empty for a workload with a single case.
     pub name: &'static str,
     pub threads: Threads,
+    /// Whether the in-process allocators run this case through `GlobalAlloc`.
+    pub allocators: bool,
+    /// poolmalloc APIs this case also measures, as comparators of their own.
+    pub apis: &'static [Api],
+    /// The case of the same workload (by variant name) whose `poolmalloc`
+    /// row this case's ratios are taken against, when it has none itself.
+    pub reference: Option<&'static str>,
+}
+
+impl Variant {
+    /// A case that every in-process allocator runs, and nothing else.
+    pub const fn new(name: &'static str, threads: Threads) -> Variant {
+        Variant { name, threads, allocators: true, apis: &[], reference: None }
+    }
+
+    /// The API of this case named `name`.
+    pub fn api(&self, name: &str) -> Option<Api> {
+        self.apis.iter().copied().find(|a| a.name() == name)
+    }
+}
+
+/// A comparator that is not an allocator: a poolmalloc API that a case
+/// measures next to the allocators, doing the same work. Only the cases
+/// that list it run it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// `poolmalloc::TypedPool<T>` in place of `Box::new` and drop.
+    TypedPool,
+    /// One shared `poolmalloc::BufferPool` in place of plain allocation.
+    BufferPool,
+}
+
+impl Api {
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::TypedPool => "typed-pool",
+            Api::BufferPool => "buffer-pool",
+        }
+    }
+
+    /// How it runs, for the reports.
+    pub fn how(self) -> &'static str {
+        match self {
+            Api::TypedPool => "poolmalloc::TypedPool<T> (slots from PoolMalloc), in a worker process",
+            Api::BufferPool => "one shared poolmalloc::BufferPool (storage from PoolMalloc), in a worker process",
+        }
+    }
 }
 
 /// How a workload is run.
@@ -75,6 +123,7 @@ pub enum Id {
     Large,
     ThreadLeak,
     Network,
+    Typed,
 }
 
 #[derive(Debug)]
@@ -90,15 +139,10 @@ pub struct Workload {
     pub runner: Runner,
 }
 
-const SINGLE: &[Variant] = &[Variant { name: "", threads: Threads::One }];
-const MULTI: &[Variant] = &[Variant { name: "", threads: Threads::All }];
+const SINGLE: &[Variant] = &[Variant::new("", Threads::One)];
+const MULTI: &[Variant] = &[Variant::new("", Threads::All)];
 
 /// Every workload, in the order the suite runs them.
-///
-/// The `typed` workload (`TypedPool<T>` against `Box::new`) belongs in this
-/// table once the library has typed pools. It compares two APIs of
-/// poolmalloc rather than allocators, so it gets its own [`Runner`] variant
-/// and its own comparators instead of the `GlobalAlloc` matrix.
 pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "numeric",
@@ -145,7 +189,7 @@ pub const WORKLOADS: &[Workload] = &[
         stresses: "scaling from 1 to N threads with Pareto sizes up to 1 KiB",
         metric: Metric::Seconds,
         deterministic: true,
-        variants: &[Variant { name: "1t", threads: Threads::One }, Variant { name: "nt", threads: Threads::All }],
+        variants: &[Variant::new("1t", Threads::One), Variant::new("nt", Threads::All)],
         runner: Runner::InProcess(Id::Pareto),
     },
     Workload {
@@ -162,10 +206,7 @@ pub const WORKLOADS: &[Workload] = &[
         stresses: "passive and active false sharing of small blocks written hard by several threads",
         metric: Metric::Seconds,
         deterministic: true,
-        variants: &[
-            Variant { name: "passive", threads: Threads::All },
-            Variant { name: "active", threads: Threads::All },
-        ],
+        variants: &[Variant::new("passive", Threads::All), Variant::new("active", Threads::All)],
         runner: Runner::InProcess(Id::FalseSharing),
     },
     Workload {
@@ -189,9 +230,35 @@ pub const WORKLOADS: &[Workload] = &[
         stresses: "1.5, 9 and 64 KiB packet buffers filled and handed to another thread",
         metric: Metric::Seconds,
         deterministic: true,
-        // Plain allocation; a `BufferPool` case will sit next to it.
-        variants: &[Variant { name: "malloc", threads: Threads::All }],
+        // Plain allocation under every allocator; then the same packets
+        // from one `BufferPool`. Its storage always comes from PoolMalloc,
+        // whatever the allocator under test, so it runs once and is compared
+        // with the allocators' rows of the `malloc` case.
+        variants: &[
+            Variant::new("malloc", Threads::All),
+            Variant {
+                name: "bufferpool",
+                threads: Threads::All,
+                allocators: false,
+                apis: &[Api::BufferPool],
+                reference: Some("malloc"),
+            },
+        ],
         runner: Runner::InProcess(Id::Network),
+    },
+    Workload {
+        name: "typed",
+        stresses: "TypedPool<T> for a 48 B struct, against Box::new and drop through each allocator",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: &[Variant {
+            name: "",
+            threads: Threads::One,
+            allocators: true,
+            apis: &[Api::TypedPool],
+            reference: None,
+        }],
+        runner: Runner::InProcess(Id::Typed),
     },
     Workload {
         name: "python",
@@ -296,6 +363,16 @@ pub fn run<A: GlobalAlloc + Sync>(id: Id, a: &'static A, p: &Params) -> WorkResu
         Id::Large => large::run(a, p),
         Id::ThreadLeak => thread_leak::run(a, p),
         Id::Network => network::run(a, p),
+        Id::Typed => typed::run(a, p),
+    }
+}
+
+/// Runs an in-process workload with one of poolmalloc's APIs.
+pub fn run_api(id: Id, api: Api, p: &Params) -> WorkResult {
+    match (id, api) {
+        (Id::Typed, Api::TypedPool) => typed::run_pool(p),
+        (Id::Network, Api::BufferPool) => network::run_buffer_pool(p),
+        _ => Err(format!("{} does not run this workload", api.name())),
     }
 }
 
@@ -402,7 +479,7 @@ mod tests {
     fn workloads_agree_across_allocators() {
         for w in WORKLOADS {
             let Runner::InProcess(id) = w.runner else { continue };
-            for v in w.variants {
+            for v in w.variants.iter().filter(|v| v.allocators) {
                 let p = Params { size: Size::Quick, threads: 2, variant: v.name };
                 let pm = run(id, &crate::alloc::POOLMALLOC, &p).unwrap();
                 let sys = run(id, &crate::alloc::SYSTEM, &p).unwrap();
@@ -410,6 +487,28 @@ mod tests {
                 if w.deterministic {
                     assert_eq!(pm.checksum, sys.checksum, "{}", w.label(v));
                     assert_eq!(pm.ops, sys.ops, "{}", w.label(v));
+                }
+            }
+        }
+    }
+
+    /// Every API case does the same work as the allocators' case it is
+    /// compared with: the same operations and checksum.
+    #[test]
+    fn apis_agree_with_the_allocators() {
+        for w in WORKLOADS {
+            let Runner::InProcess(id) = w.runner else { continue };
+            for v in w.variants {
+                for &api in v.apis {
+                    let name = v.reference.unwrap_or(v.name);
+                    let r = w.variant(if name.is_empty() { None } else { Some(name) }).unwrap();
+                    assert!(r.allocators, "{}", w.label(v));
+                    let p = Params { size: Size::Quick, threads: 2, variant: v.name };
+                    let got = run_api(id, api, &p).unwrap();
+                    let p = Params { variant: r.name, ..p };
+                    let want = run(id, &crate::alloc::POOLMALLOC, &p).unwrap();
+                    assert!(got.seconds > 0.0, "{}", w.label(v));
+                    assert_eq!((got.ops, got.checksum), (want.ops, want.checksum), "{} {}", w.label(v), api.name());
                 }
             }
         }

@@ -17,9 +17,9 @@ use std::process::Command;
 use std::time::Duration;
 
 pub const VARIANTS: &[Variant] = &[
-    Variant { name: "containers", threads: Threads::One },
-    Variant { name: "strings", threads: Threads::One },
-    Variant { name: "json", threads: Threads::One },
+    Variant::new("containers", Threads::One),
+    Variant::new("strings", Threads::One),
+    Variant::new("json", Threads::One),
 ];
 
 /// The script of a case.
