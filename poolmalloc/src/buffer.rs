@@ -24,14 +24,22 @@
 //! retained bytes, so the cap is exact. The lock is taken once per acquire
 //! and once per drop for a few loads and stores, which costs far less than
 //! the zeroing or the page faults it saves for buffers of this size.
+//!
+//! A pool's state lives in a small block from the pool layer, allocated on
+//! its first use (so [`BufferPool::new`] stays `const` and a pool may move
+//! until then) and linked into a process-wide list of buffer pools, which
+//! [`crate::stats()`] walks under the list's lock to report totals. The list
+//! is touched only when a pool is set up or dropped and by statistics, never
+//! on acquire or drop of a buffer.
 
 use crate::global::PoolMalloc;
-use crate::typed::Locked;
+use crate::lock::Locked;
+use crate::sync::Local;
 use core::alloc::{GlobalAlloc, Layout};
 use core::fmt;
 use core::ops::{Deref, DerefMut};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
 use std::alloc::handle_alloc_error;
 use std::io;
 
@@ -89,6 +97,76 @@ struct State {
 // pool owns.
 unsafe impl Send for State {}
 
+/// The part of a pool allocated on first use. It does not move afterwards,
+/// so the list of buffer pools can point at it.
+struct Shared {
+    state: Locked<State>,
+    /// Buffers above the largest class (plain allocations).
+    large_acquired: AtomicU64,
+    /// Neighbours on the list of buffer pools ([`POOLS`]). Guarded by its
+    /// lock.
+    prev: Local<*mut Shared>,
+    next: Local<*mut Shared>,
+}
+
+/// Every set-up buffer pool's shared state, linked through `prev` and
+/// `next`. A `Shared` is on the list from just after its pool publishes it
+/// until the start of the pool's drop, so whoever holds the list's lock may
+/// read any `Shared` on it. The lock is taken before a pool's state lock.
+static POOLS: Locked<PoolList> = Locked::new(PoolList { head: ptr::null_mut(), len: 0 });
+
+/// The head of the list of buffer pools and its length.
+struct PoolList {
+    head: *mut Shared,
+    len: usize,
+}
+
+// SAFETY: reached only under the list's lock; the states it links are shared
+// by the protocol on `POOLS`.
+unsafe impl Send for PoolList {}
+
+/// Totals over every live buffer pool, for the global statistics (see
+/// [`totals`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    /// Pools set up (used at least once) and not dropped.
+    pub(crate) pools: usize,
+    /// Bytes of free storage they retain.
+    pub(crate) retained_bytes: usize,
+    /// Buffers handed out, in the classes and above them.
+    pub(crate) acquired: u64,
+    /// Of those, served from retained storage.
+    pub(crate) reused: u64,
+}
+
+/// Sums the figures of every live buffer pool by walking the list of
+/// pools, taking each pool's lock in turn. A pool joins the list on its
+/// first use (a `const` pool never used is not counted) and leaves it when
+/// dropped. While other threads use the pools the sums are approximate,
+/// each pool being read at a slightly different moment; they are exact when
+/// the pools are idle. Nothing is counted on the acquire and drop paths
+/// beyond each pool's own figures, and nothing here allocates.
+pub(crate) fn totals() -> Totals {
+    POOLS.with(|l| {
+        let mut t = Totals { pools: l.len, ..Totals::default() };
+        let mut p = l.head;
+        while !p.is_null() {
+            // SAFETY: pools on the list are live while we hold its lock.
+            let sh = unsafe { &*p };
+            t.acquired += sh.large_acquired.load(Relaxed);
+            sh.state.with(|st| {
+                t.retained_bytes += st.retained;
+                for c in &st.classes {
+                    t.acquired += c.acquired;
+                    t.reused += c.reused;
+                }
+            });
+            p = sh.next.get();
+        }
+        t
+    })
+}
+
 /// A pool of reusable byte buffers in [`NUM_CLASSES`] capacity classes.
 ///
 /// ```
@@ -117,9 +195,9 @@ unsafe impl Send for State {}
 /// assert_eq!(BUFFERS.stats().classes[0].reused, 1);
 /// ```
 pub struct BufferPool {
-    state: Locked<State>,
+    /// Shared state, null before first use; set once, freed on drop.
+    shared: AtomicPtr<Shared>,
     retained_cap: usize,
-    large_acquired: AtomicU64,
 }
 
 impl Default for BufferPool {
@@ -143,12 +221,68 @@ impl BufferPool {
     /// An empty pool retaining at most `cap` bytes of free storage across
     /// all classes; storage beyond that is freed when its buffer drops.
     pub const fn with_retained_cap(cap: usize) -> Self {
+        BufferPool { shared: AtomicPtr::new(ptr::null_mut()), retained_cap: cap }
+    }
+
+    /// The shared state, if the pool has been used.
+    #[inline]
+    fn shared(&self) -> Option<&Shared> {
+        // SAFETY: once set, `shared` points at the pool's state until the
+        // pool is dropped, which cannot happen while `self` is borrowed.
+        unsafe { self.shared.load(Acquire).as_ref() }
+    }
+
+    /// The shared state, set up on first use; `None` when out of memory.
+    #[inline]
+    fn shared_or_init(&self) -> Option<&Shared> {
+        match self.shared() {
+            Some(sh) => Some(sh),
+            None => self.init(),
+        }
+    }
+
+    #[cold]
+    fn init(&self) -> Option<&Shared> {
         const EMPTY: ClassState =
             ClassState { head: ptr::null_mut(), count: 0, acquired: 0, reused: 0, allocated: 0, released: 0 };
-        BufferPool {
+        // SAFETY: a non-zero-size layout.
+        let p = unsafe { PoolMalloc.alloc(Layout::new::<Shared>()) }.cast::<Shared>();
+        if p.is_null() {
+            return None;
+        }
+        let value = Shared {
             state: Locked::new(State { classes: [EMPTY; NUM_CLASSES], retained: 0 }),
-            retained_cap: cap,
             large_acquired: AtomicU64::new(0),
+            prev: Local::new(ptr::null_mut()),
+            next: Local::new(ptr::null_mut()),
+        };
+        // SAFETY: `p` is a fresh block for a `Shared`.
+        unsafe { p.write(value) };
+        match self.shared.compare_exchange(ptr::null_mut(), p, AcqRel, Acquire) {
+            Ok(_) => {
+                POOLS.with(|l| {
+                    // SAFETY: `p` was just published and is not on the list;
+                    // its list fields and the old head's are guarded by the
+                    // lock we hold.
+                    unsafe {
+                        (*p).next.set(l.head);
+                        if !l.head.is_null() {
+                            (*l.head).prev.set(p);
+                        }
+                    }
+                    l.head = p;
+                    l.len += 1;
+                });
+                // SAFETY: alive until the pool drops.
+                Some(unsafe { &*p })
+            }
+            Err(other) => {
+                // Another thread set the pool up first.
+                // SAFETY: `p` was never published; it holds no storage.
+                unsafe { PoolMalloc.dealloc(p.cast(), Layout::new::<Shared>()) };
+                // SAFETY: as in `shared()`.
+                Some(unsafe { &*other })
+            }
         }
     }
 
@@ -193,15 +327,16 @@ impl BufferPool {
 
     /// Storage for at least `len` bytes: (pointer, capacity, class).
     fn take_storage(&self, len: usize) -> Option<(NonNull<u8>, usize, usize)> {
+        let sh = self.shared_or_init()?;
         let Some(class) = class_for(len) else {
             let layout = Layout::from_size_align(len, ALIGN).ok()?;
             // SAFETY: `len` is above the classes, so the layout is not empty.
             let p = NonNull::new(unsafe { PoolMalloc.alloc_zeroed(layout) })?;
-            self.large_acquired.fetch_add(1, Relaxed);
+            sh.large_acquired.fetch_add(1, Relaxed);
             return Some((p, len, LARGE));
         };
         let size = CLASS_SIZES[class];
-        let reused = self.state.with(|st| {
+        let reused = sh.state.with(|st| {
             let s = &mut st.classes[class];
             s.acquired += 1;
             if s.head.is_null() {
@@ -230,7 +365,7 @@ impl BufferPool {
         let p = NonNull::new(unsafe { PoolMalloc.alloc_zeroed(Layout::from_size_align_unchecked(size, ALIGN)) });
         if p.is_none() {
             // Nothing was handed out after all.
-            self.state.with(|st| {
+            sh.state.with(|st| {
                 st.classes[class].acquired -= 1;
                 st.classes[class].allocated -= 1;
             });
@@ -249,7 +384,9 @@ impl BufferPool {
             unsafe { PoolMalloc.dealloc(p.as_ptr(), Layout::from_size_align_unchecked(cap, ALIGN)) };
             return;
         }
-        let kept = self.state.with(|st| {
+        // A buffer of a class exists, so the pool is set up.
+        let Some(sh) = self.shared() else { unreachable!("a pool with buffers is set up") };
+        let kept = sh.state.with(|st| {
             let s = &mut st.classes[class];
             if st.retained + cap > self.retained_cap {
                 s.released += 1;
@@ -270,8 +407,9 @@ impl BufferPool {
 
     /// Frees every retained buffer.
     pub fn trim(&self) {
+        let Some(sh) = self.shared() else { return };
         for (class, &size) in CLASS_SIZES.iter().enumerate() {
-            let (mut p, n) = self.state.with(|st| {
+            let (mut p, n) = sh.state.with(|st| {
                 let s = &mut st.classes[class];
                 let r = (s.head, s.count);
                 s.head = ptr::null_mut();
@@ -292,13 +430,19 @@ impl BufferPool {
 
     /// A snapshot of the pool's figures.
     pub fn stats(&self) -> BufferPoolStats {
-        let (classes, retained) = self.state.with(|st| (st.classes, st.retained));
         let mut out = BufferPoolStats {
             classes: [BufferClassStats::default(); NUM_CLASSES],
-            large_acquired: self.large_acquired.load(Relaxed),
-            retained_bytes: retained,
+            large_acquired: 0,
+            retained_bytes: 0,
             retained_cap: self.retained_cap,
         };
+        for (cs, &size) in out.classes.iter_mut().zip(&CLASS_SIZES) {
+            cs.size = size;
+        }
+        let Some(sh) = self.shared() else { return out };
+        let (classes, retained) = sh.state.with(|st| (st.classes, st.retained));
+        out.large_acquired = sh.large_acquired.load(Relaxed);
+        out.retained_bytes = retained;
         for ((cs, s), &size) in out.classes.iter_mut().zip(&classes).zip(&CLASS_SIZES) {
             *cs = BufferClassStats {
                 size,
@@ -314,8 +458,36 @@ impl BufferPool {
 }
 
 impl Drop for BufferPool {
+    /// Frees every retained buffer and the pool's state.
     fn drop(&mut self) {
+        let p = *self.shared.get_mut();
+        if p.is_null() {
+            return;
+        }
         self.trim();
+        POOLS.with(|l| {
+            // SAFETY: `p` and its neighbours are on the list, so they are
+            // live, and their list fields are guarded by the lock we hold.
+            unsafe {
+                let (prev, next) = ((*p).prev.get(), (*p).next.get());
+                if prev.is_null() {
+                    l.head = next;
+                } else {
+                    (*prev).next.set(next);
+                }
+                if !next.is_null() {
+                    (*next).prev.set(prev);
+                }
+            }
+            l.len -= 1;
+        });
+        // SAFETY: off the list, and no buffer borrows the pool any more, so
+        // nothing references the state; it came from `PoolMalloc` with this
+        // layout.
+        unsafe {
+            ptr::drop_in_place(p);
+            PoolMalloc.dealloc(p.cast(), Layout::new::<Shared>());
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! figures (the statistics, RSS) see no other test allocating meanwhile.
 
 use poolmalloc::arena::ARENA_SIZE;
-use poolmalloc::{LockedPoolMalloc, PoolMalloc};
+use poolmalloc::{BufferPool, Heap, LockedPoolMalloc, PoolMalloc, TypedPool};
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -334,6 +334,122 @@ fn arena_and_heap_invariants_hold_after_churn() {
     poolmalloc::thread::check_current_heap();
 }
 
+#[test]
+fn stats_report_typed_pools_buffer_pools_and_heaps() {
+    let _s = serial();
+    let before = poolmalloc::stats();
+
+    // A typed pool with 64-byte slots: 100 boxes made, 40 dropped, 10 made
+    // again from the cache.
+    let typed = TypedPool::<[u64; 8]>::with_cap(64);
+    assert_eq!(TypedPool::<[u64; 8]>::slot_layout().size(), 64);
+    let mut boxes: Vec<_> = (0..100).map(|i| typed.alloc([i; 8])).collect();
+    boxes.truncate(60);
+    boxes.extend((0..10).map(|i| typed.alloc([i; 8])));
+
+    // A buffer pool: three 2 KiB buffers, two given back, one reused.
+    let buffers = BufferPool::new();
+    let mut held: Vec<_> = (0..3).map(|_| buffers.acquire(1000)).collect();
+    held.truncate(1);
+    held.push(buffers.acquire(1500));
+
+    // A first-class heap with 1000 blocks of 48 bytes.
+    let heap = Heap::new();
+    let l48 = Layout::from_size_align(48, 8).unwrap();
+    let block_size = poolmalloc::size_class::class_size(poolmalloc::size_class::class_of(48));
+    let blocks: Vec<*mut u8> = (0..1000).map(|_| heap.alloc(l48)).collect();
+    assert!(blocks.iter().all(|p| !p.is_null()));
+
+    let s = poolmalloc::stats();
+    let ts = typed.stats();
+    assert_eq!((ts.live, ts.hits, ts.misses), (70, 10, 100));
+    assert_eq!(s.typed_pools - before.typed_pools, 1);
+    assert_eq!(s.typed_live - before.typed_live, 70);
+    assert_eq!(s.typed_cached - before.typed_cached, ts.cached);
+    assert!(ts.cached > 0);
+    assert_eq!(s.typed_bytes - before.typed_bytes, (70 + ts.cached) * 64);
+    assert_eq!(s.typed_hits - before.typed_hits, 10);
+    assert_eq!(s.typed_misses - before.typed_misses, 100);
+
+    assert_eq!(s.buffer_pools - before.buffer_pools, 1);
+    assert_eq!(s.buffer_retained_bytes - before.buffer_retained_bytes, 2048);
+    assert_eq!(s.buffer_acquired - before.buffer_acquired, 4);
+    assert_eq!(s.buffer_reused - before.buffer_reused, 1);
+
+    assert_eq!(s.heaps_first_class - before.heaps_first_class, 1);
+    assert!(s.heap_pools > before.heap_pools);
+    assert_eq!(s.heap_blocks_in_use - before.heap_blocks_in_use, 1000);
+    assert_eq!(s.heap_blocks_in_use - before.heap_blocks_in_use, heap.blocks_in_use());
+    assert_eq!(s.heap_bytes_in_blocks - before.heap_bytes_in_blocks, 1000 * block_size);
+    assert!(s.adds_up(), "the new sections add nothing to the mapped total:\n{s}");
+
+    let text = s.to_string();
+    for label in [
+        "# typed pools",
+        "# live boxes in typed pools",
+        "# cached slots in typed pools",
+        "# bytes in typed pools",
+        "# typed pool cache hits",
+        "# typed pool cache misses",
+        "# buffer pools",
+        "# bytes retained in buffer pools",
+        "# buffers acquired",
+        "# buffers reused",
+        "# first-class heaps",
+        "# pools in first-class heaps",
+        "# blocks in use in first-class heaps",
+        "# bytes in use in first-class heaps",
+    ] {
+        assert!(text.contains(label), "{label:?} missing from\n{text}");
+    }
+    // The new sections come last, after the existing ones, in that order.
+    let at = |l: &str| text.find(l).unwrap();
+    assert!(at("# mremap calls") < at("# typed pools"));
+    assert!(at("# typed pools") < at("# buffer pools"));
+    assert!(at("# buffer pools") < at("# first-class heaps"));
+    let typed_line = text.lines().find(|l| l.starts_with("# live boxes in typed pools")).unwrap();
+    assert!(typed_line.ends_with(&format!("{:>21}", s.typed_live)), "{typed_line}");
+
+    // Everything given back: the totals return to where they were.
+    drop(boxes);
+    drop(typed);
+    drop(held);
+    drop(buffers);
+    for p in blocks {
+        // SAFETY: allocated from `heap` with `l48` above.
+        unsafe { heap.free(p, l48) };
+    }
+    let mid = poolmalloc::stats();
+    assert_eq!(mid.heap_blocks_in_use, before.heap_blocks_in_use);
+    drop(heap);
+    let after = poolmalloc::stats();
+    assert_eq!(
+        (after.typed_pools, after.typed_live, after.typed_cached, after.typed_bytes),
+        (before.typed_pools, before.typed_live, before.typed_cached, before.typed_bytes)
+    );
+    assert_eq!((after.buffer_pools, after.buffer_retained_bytes), (before.buffer_pools, before.buffer_retained_bytes));
+    assert_eq!((after.heaps_first_class, after.heap_pools), (before.heaps_first_class, before.heap_pools));
+    assert!(after.adds_up());
+}
+
+#[test]
+fn unused_static_pools_are_not_counted() {
+    static TYPED: TypedPool<u64> = TypedPool::new();
+    static BUFFERS: BufferPool = BufferPool::new();
+    let _s = serial();
+    let s = poolmalloc::stats();
+    assert_eq!(TYPED.stats().bytes, 0);
+    assert_eq!(BUFFERS.stats().classes[0].size, 2048);
+    let b = TYPED.alloc(7);
+    let buf = BUFFERS.acquire(10);
+    let t = poolmalloc::stats();
+    assert_eq!(t.typed_pools, s.typed_pools + 1, "a pool joins on first use");
+    assert_eq!(t.buffer_pools, s.buffer_pools + 1);
+    assert_eq!(t.typed_live, s.typed_live + 1);
+    assert_eq!(t.buffer_acquired, s.buffer_acquired + 1);
+    drop((b, buf));
+}
+
 #[cfg(feature = "serde")]
 #[test]
 fn stats_serialize_to_json() {
@@ -348,5 +464,11 @@ fn stats_serialize_to_json() {
         v["classes"].as_array().unwrap().iter().find(|c| c["class"] == c48).expect("the 48-byte class has pools");
     assert!(class["blocks_in_use"].as_u64().unwrap() >= 500);
     assert_eq!(class["block_size"].as_u64(), Some(48));
+    assert_eq!(v["typed_pools"]["pools"].as_u64(), Some(s.typed_pools as u64));
+    assert_eq!(v["typed_pools"]["bytes"].as_u64(), Some(s.typed_bytes as u64));
+    assert_eq!(v["buffer_pools"]["retained_bytes"].as_u64(), Some(s.buffer_retained_bytes as u64));
+    assert_eq!(v["buffer_pools"]["acquired"].as_u64(), Some(s.buffer_acquired));
+    assert_eq!(v["first_class_heaps"]["heaps"].as_u64(), Some(s.heaps_first_class as u64));
+    assert_eq!(v["first_class_heaps"]["blocks_in_use"].as_u64(), Some(s.heap_blocks_in_use as u64));
     drop(keep);
 }

@@ -63,13 +63,15 @@ fn dropping_a_heap_releases_everything_at_once() {
         assert_eq!(p as usize % 64, 0);
     }
     let full = poolmalloc::stats();
-    assert!(full.pools_used >= before.pools_used + 100, "the blocks live in the heap's pools");
+    // (Pools of first-class heaps only: other threads of the test harness
+    // may give their own pools back at any time.)
+    assert!(full.heap_pools >= before.heap_pools + 100, "the blocks live in the heap's pools");
     assert_eq!(full.large_spans, before.large_spans + 4);
     assert_eq!(heap.blocks_in_use(), 200_000);
     // Nothing freed one by one: the drop gives every pool and span back.
     drop(heap);
     let after = poolmalloc::stats();
-    assert_eq!(after.pools_used, before.pools_used, "every pool of the heap went back to the arenas");
+    assert_eq!(after.heap_pools, before.heap_pools, "every pool of the heap went back to the arenas");
     assert_eq!(after.large_spans, before.large_spans);
     assert!(after.adds_up(), "{after}");
     poolmalloc::trim();
