@@ -243,22 +243,24 @@ fn stats_report_counts_a_known_pattern() {
     let _s = serial();
     poolmalloc::trim();
     let before = poolmalloc::stats();
-    let c48 = poolmalloc::size_class::class_of(48);
-    let c1000 = poolmalloc::size_class::class_of(1000);
-    let l48 = Layout::from_size_align(48, 8).unwrap();
-    let l1000 = Layout::from_size_align(1000, 8).unwrap();
+    // Sizes the test harness itself (which also allocates through
+    // PoolMalloc, on other threads) is unlikely to use.
+    let c400 = poolmalloc::size_class::class_of(400);
+    let c5000 = poolmalloc::size_class::class_of(5000);
+    let l400 = Layout::from_size_align(400, 8).unwrap();
+    let l5000 = Layout::from_size_align(5000, 8).unwrap();
     let big = Layout::from_size_align(3 << 20, 16).unwrap();
     // SAFETY: valid layouts; freed with the same layouts below.
     let (small, medium, large) = unsafe {
         (
-            (0..1000).map(|_| PoolMalloc.alloc(l48)).collect::<Vec<_>>(),
-            (0..70).map(|_| PoolMalloc.alloc(l1000)).collect::<Vec<_>>(),
+            (0..1000).map(|_| PoolMalloc.alloc(l400)).collect::<Vec<_>>(),
+            (0..70).map(|_| PoolMalloc.alloc(l5000)).collect::<Vec<_>>(),
             PoolMalloc.alloc(big),
         )
     };
     let s = poolmalloc::stats();
-    assert_eq!(s.classes[c48].blocks_in_use - before.classes[c48].blocks_in_use, 1000);
-    assert_eq!(s.classes[c1000].blocks_in_use - before.classes[c1000].blocks_in_use, 70);
+    assert_eq!(s.classes[c400].blocks_in_use - before.classes[c400].blocks_in_use, 1000);
+    assert_eq!(s.classes[c5000].blocks_in_use - before.classes[c5000].blocks_in_use, 70);
     assert_eq!(s.large_spans - before.large_spans, 1);
     assert!(s.large_requested - before.large_requested == 3 << 20);
     assert!(s.adds_up(), "parts must add up to the mapped bytes:\n{s}");
@@ -268,15 +270,15 @@ fn stats_report_counts_a_known_pattern() {
     // SAFETY: freeing what was allocated above.
     unsafe {
         for p in small {
-            PoolMalloc.dealloc(p, l48);
+            PoolMalloc.dealloc(p, l400);
         }
         for p in medium {
-            PoolMalloc.dealloc(p, l1000);
+            PoolMalloc.dealloc(p, l5000);
         }
         PoolMalloc.dealloc(large, big);
     }
     let after = poolmalloc::stats();
-    assert_eq!(after.classes[c48].blocks_in_use, before.classes[c48].blocks_in_use);
+    assert_eq!(after.classes[c400].blocks_in_use, before.classes[c400].blocks_in_use);
     assert!(after.adds_up());
 }
 
