@@ -42,61 +42,44 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-// Under `--cfg loom` only the lock-free remote-free list is built, for the
-// model checker (`tests/loom_remote.rs`).
-#[cfg(not(loom))]
-pub mod alloc;
-#[cfg(not(loom))]
-pub mod arena;
-#[cfg(not(loom))]
-pub mod buffer;
-#[cfg(not(loom))]
-pub mod debug;
-#[cfg(not(loom))]
-pub mod design;
-#[cfg(not(loom))]
-pub mod global;
-#[cfg(not(loom))]
-pub mod heap;
-#[cfg(not(loom))]
-pub mod large;
-#[cfg(not(loom))]
-pub mod lock;
-#[cfg(not(loom))]
-pub mod options;
-#[cfg(not(loom))]
-pub mod os;
-#[cfg(not(loom))]
-pub mod owned;
-#[cfg(not(loom))]
-pub mod ownership;
-#[cfg(not(loom))]
-pub mod pool;
 pub mod remote;
-#[cfg(not(loom))]
-pub mod report;
-#[cfg(not(loom))]
-pub mod size_class;
-#[cfg(not(loom))]
-pub mod stats;
 pub mod sync;
-#[cfg(not(loom))]
-pub mod thread;
-#[cfg(not(loom))]
-pub mod typed;
 
-#[cfg(not(loom))]
-pub use buffer::{Buffer, BufferPool};
-#[cfg(not(loom))]
-pub use debug::DebugPoolMalloc;
-#[cfg(not(loom))]
-pub use global::{LockedPoolMalloc, PoolMalloc};
-#[cfg(not(loom))]
-pub use owned::Heap;
-#[cfg(not(loom))]
-pub use stats::{stats, Stats};
-#[cfg(not(loom))]
-pub use typed::{PoolBox, TypedPool};
+/// Marks every item it is given `#[cfg(not(loom))]`: under `--cfg loom` only
+/// the lock-free remote-free list (and the atomics facade it uses) is built,
+/// for the model checker (`tests/loom_remote.rs`).
+macro_rules! not_under_loom {
+    ($($item:item)*) => { $(#[cfg(not(loom))] $item)* };
+}
+
+not_under_loom! {
+    pub mod alloc;
+    pub mod arena;
+    pub mod buffer;
+    pub mod debug;
+    pub mod design;
+    pub mod global;
+    pub mod heap;
+    pub mod large;
+    pub mod lock;
+    pub mod options;
+    pub mod os;
+    pub mod owned;
+    pub mod ownership;
+    pub mod pool;
+    pub mod report;
+    pub mod size_class;
+    pub mod stats;
+    pub mod thread;
+    pub mod typed;
+
+    pub use buffer::{Buffer, BufferPool};
+    pub use debug::DebugPoolMalloc;
+    pub use global::{LockedPoolMalloc, PoolMalloc};
+    pub use owned::Heap;
+    pub use stats::{stats, Stats};
+    pub use typed::{PoolBox, TypedPool};
+}
 
 /// The library version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
