@@ -35,12 +35,12 @@ impl PoolMalloc {
 
 /// Whether a layout is served from pools (the same test on alloc and free).
 #[inline(always)]
-fn in_pools(layout: &Layout) -> bool {
+pub(crate) fn in_pools(layout: &Layout) -> bool {
     layout.size() <= MAX_CLASS_SIZE && layout.align() <= 1 << MAX_POOL_ALIGN_SHIFT
 }
 
 #[inline(always)]
-fn pool_class(layout: &Layout) -> usize {
+pub(crate) fn pool_class(layout: &Layout) -> usize {
     if layout.align() <= ALIGNMENT {
         size_class::class_of(layout.size())
     } else {

@@ -116,18 +116,36 @@ fn map_len_for(size: usize, offset: usize) -> Option<usize> {
 /// Allocates `size` bytes aligned to `align` in a span of their own. Null
 /// when the size is impossible or memory is exhausted.
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    alloc_span(size, align, false)
+}
+
+/// Like [`alloc`], but the block reads as zero (fresh mappings already do; a
+/// reused cached span is cleared).
+pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    alloc_span(size, align, true)
+}
+
+fn alloc_span(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if size > isize::MAX as usize - 2 * GRANULE || align > isize::MAX as usize / 4 {
         return ptr::null_mut();
     }
     let offset = offset_for(align);
     let Some(map_len) = map_len_for(size, offset) else { return ptr::null_mut() };
-    let base = take_cached(map_len, align).unwrap_or_else(|| map_span(map_len, align));
+    let (base, cached) = match take_cached(map_len, align) {
+        Some(b) => (b, true),
+        None => (map_span(map_len, align), false),
+    };
     if base.is_null() {
         return base;
     }
     COUNTERS.allocated.fetch_add(1, Relaxed);
     // SAFETY: `base` is a span of `map_len` bytes we own.
-    unsafe { finish(base, map_len, offset, size) }
+    let p = unsafe { finish(base, map_len, offset, size) };
+    if zeroed && cached {
+        // SAFETY: the block has `size` writable bytes.
+        unsafe { ptr::write_bytes(p, 0, size) };
+    }
+    p
 }
 
 /// Writes the header and accounts for a span about to be handed out.
@@ -389,29 +407,6 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     dest.wrapping_add(offset)
 }
 
-/// Like [`alloc`], but the block reads as zero.
-pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
-    if size > isize::MAX as usize - 2 * GRANULE || align > isize::MAX as usize / 4 {
-        return ptr::null_mut();
-    }
-    let offset = offset_for(align);
-    let Some(map_len) = map_len_for(size, offset) else { return ptr::null_mut() };
-    let (base, cached) = match take_cached(map_len, align) {
-        Some(b) => (b, true),
-        None => (map_span(map_len, align), false),
-    };
-    if base.is_null() {
-        return base;
-    }
-    COUNTERS.allocated.fetch_add(1, Relaxed);
-    // SAFETY: `base` is a span of `map_len` bytes we own.
-    let p = unsafe { finish(base, map_len, offset, size) };
-    if cached {
-        // SAFETY: the block has `size` writable bytes.
-        unsafe { ptr::write_bytes(p, 0, size) };
-    }
-    p
-}
 
 /// The block of the live span containing `p` (anywhere in it), and the
 /// block's usable size. `None` if `p` is in no live span's block.

@@ -41,7 +41,7 @@ use crate::alloc as core_alloc;
 use crate::heap::Heap as RawHeap;
 use crate::large::SpanList;
 use crate::pool::OWNER_FULL;
-use crate::size_class::{self, ALIGNMENT, MAX_CLASS_SIZE, MAX_POOL_ALIGN_SHIFT};
+use crate::global::{in_pools, pool_class};
 use crate::{arena, thread};
 use core::alloc::Layout;
 use core::marker::PhantomData;
@@ -84,20 +84,15 @@ impl Heap {
     /// Allocates a block for `layout` (null when out of memory). Zero-size
     /// layouts get a unique one-byte block.
     pub fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() <= MAX_CLASS_SIZE && layout.align() <= 1 << MAX_POOL_ALIGN_SHIFT {
-            let class = if layout.align() <= ALIGNMENT {
-                size_class::class_of(layout.size())
-            } else {
-                size_class::class_of_aligned(layout.size(), layout.align()).unwrap_or(size_class::NUM_CLASSES - 1)
-            };
-            return self.raw().alloc(class);
+        if in_pools(&layout) {
+            return self.raw().alloc(pool_class(&layout));
         }
         self.spans.alloc(layout.size(), layout.align(), false)
     }
 
     /// Allocates a zeroed block for `layout` (null when out of memory).
     pub fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > MAX_CLASS_SIZE || layout.align() > 1 << MAX_POOL_ALIGN_SHIFT {
+        if !in_pools(&layout) {
             return self.spans.alloc(layout.size(), layout.align(), true);
         }
         let p = self.alloc(layout);
@@ -114,7 +109,7 @@ impl Heap {
     /// `p` must come from this heap's `alloc` with `layout`, and not be freed
     /// since.
     pub unsafe fn free(&self, p: *mut u8, layout: Layout) {
-        if layout.size() <= MAX_CLASS_SIZE && layout.align() <= 1 << MAX_POOL_ALIGN_SHIFT {
+        if in_pools(&layout) {
             let pool = arena::pool_of(p as usize);
             // SAFETY: `p` is a block of a live pool.
             let owner = unsafe { (*pool).owner.load(Relaxed) } & !OWNER_FULL;
