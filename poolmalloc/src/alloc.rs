@@ -62,19 +62,6 @@ pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
     }
 }
 
-/// Allocates `size` zeroed bytes aligned to `align`.
-pub fn calloc_aligned(size: usize, align: usize) -> *mut u8 {
-    if options::debug() {
-        return debug::malloc(size, align.max(ALIGNMENT), true);
-    }
-    let p = malloc_aligned(size, align);
-    if !p.is_null() {
-        // SAFETY: `p` is a fresh block of at least `size` bytes.
-        unsafe { ptr::write_bytes(p, 0, size) };
-    }
-    p
-}
-
 /// Frees `p` (null is ignored). A pointer poolmalloc does not own is
 /// reported (see `POOLMALLOC_INVALID_FREE`).
 ///

@@ -264,11 +264,6 @@ fn span_of(p: *mut u8) -> Option<*mut Span> {
     Some(span)
 }
 
-/// Whether `p` is the block of a live large span.
-pub fn is_block(p: *mut u8) -> bool {
-    span_of(p).is_some()
-}
-
 /// Usable bytes of the block at `p`, or `None` if `p` is not a live span's
 /// block.
 pub fn usable_size(p: *mut u8) -> Option<usize> {
@@ -276,12 +271,6 @@ pub fn usable_size(p: *mut u8) -> Option<usize> {
     // SAFETY: validated header.
     let s = unsafe { &*span };
     Some(s.map_len - s.offset)
-}
-
-/// Bytes the caller asked for when allocating `p` (for debug checks).
-pub fn requested_size(p: *mut u8) -> Option<usize> {
-    // SAFETY: validated header.
-    span_of(p).map(|s| unsafe { (*s).size })
 }
 
 /// Frees the block at `p`. Returns false (doing nothing) if `p` is not the

@@ -393,23 +393,6 @@ extern "C" fn thread_exit(arg: *mut libc::c_void) {
     REGISTRY.free_heap(h);
 }
 
-/// Abandons the calling thread's heap now, as thread exit would, and serves
-/// the thread from the locked heap afterwards. For threads that know they are
-/// done allocating (and for tests).
-pub fn abandon_current_thread() {
-    let h = tls::get();
-    // SAFETY: the slot points at a live heap.
-    if unsafe { (*h).kind } != Kind::Real {
-        return;
-    }
-    let key = KEY.load(Acquire);
-    if key != usize::MAX {
-        // SAFETY: a valid key; clearing our own value.
-        unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, ptr::null()) };
-    }
-    thread_exit(h.cast());
-}
-
 static USER_HEAP_IDS: AtomicUsize = AtomicUsize::new(1);
 /// Bit set in the owner id of every first-class heap (never in a thread id,
 /// which is an aligned address, nor in `LOCKED_OWNER`).
@@ -516,19 +499,6 @@ impl Registry {
         hr.free_next.set(self.free.get());
         self.free.set(h);
         self.live.set(self.live.get() - 1);
-    }
-
-    /// Calls `f` on every heap in use (registry lock held by the caller).
-    pub fn for_each_live(&self, mut f: impl FnMut(&Heap)) {
-        let mut h = self.all.get();
-        while !h.is_null() {
-            // SAFETY: registered heaps are never unmapped.
-            let hr = unsafe { &*h };
-            if hr.owner.get() != 0 {
-                f(hr);
-            }
-            h = hr.reg_next.get();
-        }
     }
 
     /// Calls `f` on every heap (registry lock held by the caller).
