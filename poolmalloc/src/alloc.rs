@@ -157,7 +157,8 @@ pub fn classify(p: *mut u8) -> Owned {
             let pool = unsafe { &*arena::pool_of(p as usize) };
             let st = pool.state.load(Relaxed);
             let start = pool.start.get() as usize;
-            if (st == state::USED || st == state::ABANDONED) && p as usize >= start {
+            let aligned = p as usize & (ALIGNMENT - 1) == 0;
+            if (st == state::USED || st == state::ABANDONED) && p as usize >= start && aligned {
                 Owned::Pool(pool.block_size.get() as usize)
             } else {
                 Owned::No

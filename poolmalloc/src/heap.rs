@@ -18,7 +18,7 @@
 
 use crate::arena;
 use crate::lock::RawLock;
-use crate::pool::{state, Block, Pool, PoolList, RemoteHints, OWNER_FULL};
+use crate::pool::{state, Block, Pool, PoolList, RemoteHints, OWNER_FULL, OWNER_STASHED};
 use crate::size_class::NUM_CLASSES;
 use crate::sync::Local;
 use core::ptr;
@@ -320,6 +320,10 @@ impl Heap {
     pub unsafe fn free_owned(&self, pool: *mut Pool, b: *mut Block) {
         // SAFETY: by the caller.
         let pr = unsafe { &*pool };
+        // SAFETY: `b` is in the pool's block area.
+        if !unsafe { pr.may_free(b) } {
+            return;
+        }
         if pr.owner.load(Relaxed) & OWNER_FULL != 0 {
             // SAFETY: a full pool of this heap.
             unsafe { self.free_to_full(pool, b) };
@@ -396,8 +400,8 @@ impl Heap {
     fn release_empty(&self, p: *mut Pool, to_arena: bool) {
         // SAFETY: `p` is ours, empty and on no list.
         let pr = unsafe { &*p };
-        pr.owner.store(0, Relaxed);
         if !to_arena && self.stash.len() < STASH_MAX {
+            pr.owner.store(self.owner.get() | OWNER_STASHED, Relaxed);
             pr.state.store(state::EMPTY, Relaxed);
             // SAFETY: `p` is on no list.
             unsafe { self.stash.push(p) };
@@ -595,6 +599,11 @@ impl Heap {
         if bt.len.get() >= REMOTE_BATCH {
             self.flush_remote();
         }
+    }
+
+    /// The pool whose remote frees this heap holds back, or null.
+    pub fn batch_pool(&self) -> *mut Pool {
+        self.batch.pool.get()
     }
 
     /// Pushes the held-back remote frees, if any.

@@ -23,11 +23,15 @@
 //! the locks above), never the other way round.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU32, Ordering::*};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::*};
 
 /// A futex-based mutual-exclusion lock that never allocates.
 pub struct RawLock {
     state: AtomicU32,
+    /// Thread id of the holder, 0 when free. Only the fork handlers read it:
+    /// a `fork` from a signal handler that interrupted this thread inside
+    /// the allocator must not wait for a lock the thread itself holds.
+    holder: AtomicUsize,
 }
 
 const FREE: u32 = 0;
@@ -38,7 +42,7 @@ const SPINS: u32 = 100;
 impl RawLock {
     /// A free lock.
     pub const fn new() -> RawLock {
-        RawLock { state: AtomicU32::new(FREE) }
+        RawLock { state: AtomicU32::new(FREE), holder: AtomicUsize::new(0) }
     }
 
     /// Takes the lock, sleeping if needed.
@@ -47,12 +51,23 @@ impl RawLock {
         if self.state.compare_exchange(FREE, HELD, Acquire, Relaxed).is_err() {
             self.lock_contended();
         }
+        self.holder.store(crate::thread::thread_id(), Relaxed);
     }
 
     /// Takes the lock if it is free.
     #[inline]
     pub fn try_lock(&self) -> bool {
-        self.state.compare_exchange(FREE, HELD, Acquire, Relaxed).is_ok()
+        let got = self.state.compare_exchange(FREE, HELD, Acquire, Relaxed).is_ok();
+        if got {
+            self.holder.store(crate::thread::thread_id(), Relaxed);
+        }
+        got
+    }
+
+    /// Whether the calling thread holds the lock.
+    #[inline]
+    pub fn held_by_me(&self) -> bool {
+        self.holder.load(Relaxed) == crate::thread::thread_id()
     }
 
     #[cold]
@@ -71,6 +86,7 @@ impl RawLock {
     /// Releases the lock. The caller must hold it.
     #[inline]
     pub fn unlock(&self) {
+        self.holder.store(0, Relaxed);
         if self.state.swap(FREE, Release) == CONTENDED {
             futex_wake(&self.state);
         }
@@ -79,6 +95,7 @@ impl RawLock {
     /// Resets the lock to free without waking anyone. Only for the child side
     /// of `fork`, where the holder no longer exists or is the caller.
     pub fn reset(&self) {
+        self.holder.store(0, Relaxed);
         self.state.store(FREE, Relaxed);
     }
 

@@ -63,6 +63,15 @@ const _: () = assert!(POOL_SIZE % (1 << size_class::MAX_POOL_ALIGN_SHIFT) == 0);
 pub const LOCKED_OWNER: usize = 4;
 /// Low bit of the owner word: the pool is filed as full.
 pub const OWNER_FULL: usize = 1;
+/// Set in the owner word of an EMPTY pool in its heap's stash, with the
+/// heap's owner id, so a free into it fails the fast-path owner comparison
+/// and a fork child still knows whose stash holds it.
+pub const OWNER_STASHED: usize = 8;
+/// The heap owner id in an owner word.
+#[inline(always)]
+pub const fn owner_id(word: usize) -> usize {
+    word & !(OWNER_FULL | OWNER_STASHED)
+}
 
 /// Pool states (see the module docs).
 pub mod state {
@@ -235,14 +244,84 @@ impl Pool {
         self.used() == 0
     }
 
+    /// The double-free mark of this pool's locally freed blocks: the pool's
+    /// address, which no block the program owns has reason to hold in its
+    /// second word.
+    #[inline(always)]
+    fn mark(&self) -> usize {
+        self as *const Pool as usize
+    }
+
+    /// Checks a pointer the owner is about to push: it must be aligned to
+    /// 16 (every block is) and must not be on the local free list already.
+    /// A block carries the mark only while on the local list, or when the
+    /// program happened to store the mark there itself; the cold path tells
+    /// the two apart by walking the list. Returns false after reporting a
+    /// bad pointer (which then must not be pushed). Owner only.
+    ///
+    /// # Safety
+    /// `b` must point into this pool's block area.
+    #[inline(always)]
+    pub unsafe fn may_free(&self, b: *mut Block) -> bool {
+        if b as usize & (size_class::ALIGNMENT - 1) != 0 {
+            crate::alloc::invalid_free(b.cast(), "not the start of a block");
+            return false;
+        }
+        // SAFETY: an aligned address in this pool's block area, which is
+        // mapped; every block is at least two words long.
+        if unsafe { (*b).mark } == self.mark() {
+            return self.not_on_free_list(b);
+        }
+        true
+    }
+
+    /// Cold half of [`may_free`](Self::may_free): whether `b` is absent from
+    /// the local list; reports a double free if it is there.
+    #[cold]
+    #[inline(never)]
+    fn not_on_free_list(&self, b: *mut Block) -> bool {
+        let mut f = self.free.get();
+        while !f.is_null() {
+            if f == b {
+                crate::alloc::invalid_free(b.cast(), "double free");
+                return false;
+            }
+            // SAFETY: blocks on the local list are free blocks of this pool.
+            f = unsafe { (*f).next };
+        }
+        true
+    }
+
+    /// Recomputes `used` from the local list and the bump pointer. For a
+    /// fork child taking over a dead thread's pool: that thread may have
+    /// been between updating its list and its count when the parent forked.
+    /// The list itself is always well formed (a block is linked before it is
+    /// published), and a block that was being handed out counts as used.
+    pub fn recount(&self) {
+        let mut free = 0u32;
+        let mut f = self.free.get();
+        while !f.is_null() {
+            free += 1;
+            // SAFETY: blocks on the local list are free blocks of this pool.
+            f = unsafe { (*f).next };
+        }
+        let carved = (self.bump.get() as usize - self.start.get() as usize) / self.block_size.get() as usize;
+        self.used.store(carved as u32 - free, Relaxed);
+    }
+
     /// Pops a block from the local list. Owner only.
     #[inline(always)]
     pub fn pop(&self) -> *mut Block {
         let b = self.free.get();
         if !b.is_null() {
             // SAFETY: blocks on the local list are free blocks of this pool,
-            // owned by the pool, and their first word is the link.
-            self.free.set(unsafe { (*b).next });
+            // owned by the pool; their first word is the link and their
+            // second the double-free mark, which a handed-out block must not
+            // carry.
+            unsafe {
+                self.free.set((*b).next);
+                (*b).mark = 0;
+            }
             self.used.store(self.used() + 1, Relaxed);
         }
         b
@@ -255,8 +334,12 @@ impl Pool {
     /// `b` must be a block of this pool that is handed out.
     #[inline(always)]
     pub unsafe fn push(&self, b: *mut Block) -> u32 {
-        // SAFETY: the caller hands the block back; its first word is ours.
-        unsafe { (*b).next = self.free.get() };
+        // SAFETY: the caller hands the block back; its first two words are
+        // ours.
+        unsafe {
+            (*b).next = self.free.get();
+            (*b).mark = self.mark();
+        }
         self.free.set(b);
         let u = self.used() - 1;
         self.used.store(u, Relaxed);
@@ -270,8 +353,12 @@ impl Pool {
     /// `b` must be a block of this pool that is handed out.
     #[inline(always)]
     pub unsafe fn push_then(&self, b: *mut Block, emptied: impl FnOnce()) {
-        // SAFETY: the caller hands the block back; its first word is ours.
-        unsafe { (*b).next = self.free.get() };
+        // SAFETY: the caller hands the block back; its first two words are
+        // ours.
+        unsafe {
+            (*b).next = self.free.get();
+            (*b).mark = self.mark();
+        }
         self.free.set(b);
         #[cfg(all(target_arch = "x86_64", not(miri)))]
         {

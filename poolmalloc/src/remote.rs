@@ -27,6 +27,11 @@ use crate::sync::atomic::{AtomicUsize, Ordering::*};
 pub struct Block {
     /// Next free block, or null.
     pub next: *mut Block,
+    /// On a block its pool's owner freed: the pool's address, the mark that
+    /// makes a second free of the block suspect (see `Pool::may_free`).
+    /// Cleared when the block is handed out. Every block has 16 bytes or
+    /// more, so this word is always part of the block.
+    pub mark: usize,
 }
 
 /// Low bit of the head word: the owner wants to hear about the next push.

@@ -36,7 +36,8 @@ use crate::heap::{Heap, Kind, ABANDONED};
 use crate::lock::RawLock;
 use crate::options;
 use crate::os;
-use crate::pool::{state, Block, Pool, LOCKED_OWNER, OWNER_FULL};
+use crate::pool::{owner_id, state, Block, Pool, LOCKED_OWNER, OWNER_FULL};
+use crate::size_class::ALIGNMENT;
 use crate::sync::Local;
 use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
@@ -125,8 +126,13 @@ mod tls {
 
     std::thread_local! {
         static SLOT: Cell<*mut Heap> = const { Cell::new(core::ptr::null_mut()) };
-        static ID: u8 = const { 0 };
+        static ID: Id = const { Id(0) };
     }
+
+    /// A thread-local whose address is the thread id: aligned so the low
+    /// bits stay free for the owner-word flags, as a TCB address's are.
+    #[repr(align(64))]
+    struct Id(#[allow(dead_code)] u8);
 
     #[inline(always)]
     pub fn get() -> *mut Heap {
@@ -145,11 +151,12 @@ mod tls {
 
     #[inline(always)]
     pub fn thread_id() -> usize {
-        ID.with(|b| b as *const u8 as usize) & !7
+        ID.with(|b| b as *const Id as usize)
     }
 }
 
-/// The calling thread's id (never 0, never [`LOCKED_OWNER`], low bit clear).
+/// The calling thread's id (never 0, never [`LOCKED_OWNER`], a multiple of
+/// 64, so the owner-word flags below that never collide with it).
 #[inline(always)]
 pub fn thread_id() -> usize {
     tls::thread_id()
@@ -230,8 +237,13 @@ pub unsafe fn free(p: *mut u8) {
     // SAFETY: `p` is inside a live arena, so its header is readable.
     let pr = unsafe { &*pool };
     if pr.owner.load(Relaxed) == thread_id() {
-        // SAFETY: we own the pool and `p` is one of its handed-out blocks.
-        unsafe { pr.push_then(p.cast(), || pool_emptied(pool)) };
+        // SAFETY: we own the pool, `p` is in its block area, and once
+        // checked it is one of its handed-out blocks.
+        unsafe {
+            if pr.may_free(p.cast()) {
+                pr.push_then(p.cast(), || pool_emptied(pool));
+            }
+        }
         return;
     }
     // SAFETY: forwarded from the caller.
@@ -260,6 +272,10 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool) {
     let st = pr.state.load(Relaxed);
     if (st != state::USED && st != state::ABANDONED) || (p as usize) < pr.start.get() as usize {
         crate::alloc::invalid_free(p, "block is not allocated");
+        return;
+    }
+    if p as usize & (ALIGNMENT - 1) != 0 {
+        crate::alloc::invalid_free(p, "not the start of a block");
         return;
     }
     let owner = pr.owner.load(Relaxed);
@@ -549,44 +565,89 @@ pub fn trim() {
 // ---------------------------------------------------------------------------
 // Fork.
 
+/// The allocator's locks in their order (see `lock.rs`).
+fn fork_locks() -> [&'static RawLock; 5] {
+    [&LOCKED_LOCK, &REGISTRY.lock, &ABANDONED.lock, &arena::ARENAS.lock, &crate::large::LOCK]
+}
+
+/// Locks the prepare handler took (bit i: `fork_locks()[i]`).
+static FORK_TAKEN: AtomicU8 = AtomicU8::new(0);
+/// Locks the forking thread already held: `fork` was called from a signal
+/// handler that interrupted this thread inside the allocator.
+static FORK_MINE: AtomicU8 = AtomicU8::new(0);
+
+/// Takes every lock, so the child starts with consistent structures. A lock
+/// the calling thread already holds (fork from a signal handler that
+/// interrupted poolmalloc) is left as it is: the interrupted call releases
+/// it, in parent and child alike, when the handler returns. Locks before the
+/// last such lock are only tried, since their holders may be waiting for it.
 extern "C" fn fork_prepare() {
-    LOCKED_LOCK.lock();
-    REGISTRY.lock.lock();
-    ABANDONED.lock.lock();
-    arena::ARENAS.lock.lock();
-    crate::large::LOCK.lock();
+    let locks = fork_locks();
+    let mut mine = 0u8;
+    for (i, l) in locks.iter().enumerate() {
+        if l.held_by_me() {
+            mine |= 1 << i;
+        }
+    }
+    let last_mine = if mine == 0 { None } else { Some(7 - mine.leading_zeros() as usize) };
+    let mut taken = 0u8;
+    for (i, l) in locks.iter().enumerate() {
+        if mine & (1 << i) != 0 {
+            continue;
+        }
+        let got = match last_mine {
+            Some(last) if i < last => l.try_lock(),
+            _ => {
+                l.lock();
+                true
+            }
+        };
+        if got {
+            taken |= 1 << i;
+        }
+    }
+    FORK_MINE.store(mine, Relaxed);
+    FORK_TAKEN.store(taken, Relaxed);
 }
 
 extern "C" fn fork_parent() {
-    crate::large::LOCK.unlock();
-    arena::ARENAS.lock.unlock();
-    ABANDONED.lock.unlock();
-    REGISTRY.lock.unlock();
-    LOCKED_LOCK.unlock();
+    let taken = FORK_TAKEN.load(Relaxed);
+    for (i, l) in fork_locks().iter().enumerate().rev() {
+        if taken & (1 << i) != 0 {
+            l.unlock();
+        }
+    }
 }
 
+/// Frees every lock but the ones the interrupted call holds (their other
+/// holders do not exist here), then reclaims the dead threads' pools, unless
+/// the calling thread was inside the allocator, whose structures may then be
+/// mid-update: the dead threads' pools stay unused in that child.
 extern "C" fn fork_child() {
-    crate::large::LOCK.reset();
-    arena::ARENAS.lock.reset();
-    ABANDONED.lock.reset();
-    REGISTRY.lock.reset();
-    LOCKED_LOCK.reset();
-    reclaim_after_fork();
+    let mine = FORK_MINE.load(Relaxed);
+    for (i, l) in fork_locks().iter().enumerate().rev() {
+        if mine & (1 << i) == 0 {
+            l.reset();
+        }
+    }
+    if mine == 0 {
+        reclaim_after_fork();
+    }
 }
 
 /// In a fork child: every heap but the calling thread's belongs to a thread
 /// that does not exist here. Their pools are found by walking the arenas.
+/// The calling thread's own heap and pools are not touched: the fork may
+/// have interrupted its fast path.
 fn reclaim_after_fork() {
     let me = thread_id();
     let mine = tls::get();
-    // SAFETY: the slot points at a live heap.
-    let mine_real = unsafe { (*mine).kind } == Kind::Real;
-    if mine_real {
-        // Our own heap is intact (we were in fork, not in malloc); give its
-        // stash back so every EMPTY pool left in the arenas is a dead one's.
-        // SAFETY: our heap.
-        unsafe { (*mine).trim() };
-    }
+    // Owner ids of heaps that do not survive: threads other than this one.
+    let dead = |owner: usize| owner != me && owner != LOCKED_OWNER && owner & USER_OWNER_BIT == 0;
+    // SAFETY: the slot points at a live heap. A pool this thread still owes
+    // held-back remote frees must not go back to its arena: it is abandoned
+    // instead, and the frees reach it when the batch is pushed.
+    let owed = unsafe { (*mine).batch_pool() } as *const Pool;
     {
         let _g = REGISTRY.lock.guard();
         let mut free_list = REGISTRY.free.get();
@@ -610,12 +671,13 @@ fn reclaim_after_fork() {
         REGISTRY.live.set(live);
     }
     arena::reclaim_in_child(|p: &Pool| {
-        let owner = p.owner.load(Relaxed) & !OWNER_FULL;
+        let owner = owner_id(p.owner.load(Relaxed));
         match p.state.load(Relaxed) {
-            state::EMPTY => true,
-            state::USED if owner != me && owner != LOCKED_OWNER && owner & USER_OWNER_BIT == 0 => {
+            state::EMPTY => dead(owner),
+            state::USED if dead(owner) => {
+                p.recount();
                 p.collect_remote();
-                if p.is_empty() {
+                if p.is_empty() && !ptr::eq(p, owed) {
                     return true;
                 }
                 p.clear_remote_full();

@@ -17,7 +17,7 @@ use poolmalloc::remote::{Block, RemoteList};
 struct Slot(Block);
 
 fn blocks(n: usize) -> Vec<usize> {
-    (0..n).map(|_| Box::into_raw(Box::new(Slot(Block { next: std::ptr::null_mut() }))) as usize).collect()
+    (0..n).map(|_| Box::into_raw(Box::new(Slot(Block { next: std::ptr::null_mut(), mark: 0 }))) as usize).collect()
 }
 
 /// Appends the blocks of a taken list to `out`, checking the count the
