@@ -19,7 +19,6 @@ use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,55 +40,10 @@ fn scratch_dir() -> &'static Path {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
 }
 
-/// The library under test, built once per test run.
+/// The library under test, built once per test run (see
+/// `poolmalloc_reliability::cdylib`).
 fn library() -> &'static Path {
-    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
-    LIBRARY.get_or_init(|| match std::env::var_os("POOLMALLOC_TEST_LIB") {
-        Some(path) => {
-            let path = PathBuf::from(path);
-            assert!(path.is_file(), "POOLMALLOC_TEST_LIB={} is not a file", path.display());
-            std::fs::canonicalize(&path).expect("canonicalize POOLMALLOC_TEST_LIB")
-        }
-        None => build_library(),
-    })
-}
-
-/// Builds `libpoolmalloc.so` in release mode into the target directory of
-/// this test binary (the parent of `CARGO_TARGET_TMPDIR`) and returns the
-/// path cargo reports for it.
-fn build_library() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let target_dir = scratch_dir().parent().expect("CARGO_TARGET_TMPDIR has a parent");
-    let out = Command::new(cargo)
-        .args(["build", "--release", "-p", "poolmalloc-c", "--message-format=json-render-diagnostics"])
-        .arg("--manifest-path")
-        .arg(manifest_dir().join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cargo build");
-    assert!(
-        out.status.success(),
-        "cargo build --release -p poolmalloc-c failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let messages = String::from_utf8_lossy(&out.stdout);
-    let path = messages
-        .lines()
-        .filter(|l| l.contains(r#""reason":"compiler-artifact""#) && l.contains(r#""kind":["cdylib"]"#))
-        .find_map(cdylib_file)
-        .unwrap_or_else(|| panic!("cargo build did not report libpoolmalloc.so:\n{messages}"));
-    assert!(path.is_file(), "{} was not built", path.display());
-    path
-}
-
-/// The `.so` in a `compiler-artifact` message's `filenames` list.
-fn cdylib_file(message: &str) -> Option<PathBuf> {
-    let start = message.find(r#""filenames":["#)? + r#""filenames":["#.len();
-    let list = &message[start..start + message[start..].find(']')?];
-    list.split(',').map(|f| f.trim_matches('"')).find(|f| f.ends_with(".so")).map(PathBuf::from)
+    poolmalloc_reliability::cdylib::library(scratch_dir().parent().expect("CARGO_TARGET_TMPDIR has a parent"))
 }
 
 /// Where the compiled C programs go.

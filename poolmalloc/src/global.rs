@@ -91,10 +91,18 @@ unsafe fn realloc_with(p: *mut u8, layout: Layout, new_size: usize, alloc: impl 
         if old_in_pools {
             // Same class: nothing to do.
             if pool_class(&layout) == pool_class(&new_layout) {
+                if p as usize & (ALIGNMENT - 1) != 0 {
+                    core_alloc::invalid_pointer("realloc", p, "not the start of a block");
+                    return ptr::null_mut();
+                }
                 return p;
             }
         } else if layout.align() <= large::HEADER {
             // Large to large: resize the mapping.
+            if large::usable_size(p).is_none() {
+                core_alloc::invalid_pointer("realloc", p, "not the start of a live block");
+                return ptr::null_mut();
+            }
             return large::realloc(p, new_size);
         }
     }
