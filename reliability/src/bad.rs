@@ -309,13 +309,14 @@ fn child(case: Case, lib: Option<&Path>) {
 }
 
 /// Runs `case` in a forked child and checks how it ended. `lib` is the
-/// library for C cases. The calling process must be single-threaded.
+/// library for C cases. No other thread of the caller may be inside
+/// poolmalloc or the dynamic loader (the child loads the library).
 pub fn run(case: Case, lib: Option<&Path>) -> Result<(), String> {
     let case = case.normalized();
     let mut fds = [0; 2];
     // SAFETY: a pipe for the child's stderr.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: the caller is single-threaded, so the child may do anything.
+    // SAFETY: by the caller, no other thread holds a lock the child needs.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
