@@ -194,7 +194,9 @@ impl Api<'_> {
 }
 
 /// Makes the bad pointer (allocating and freeing through `api` as the case
-/// needs). Returns it and the size to pass to sized entry points.
+/// needs). Returns it and the size to pass to sized entry points: the size
+/// of the block it points into, so that only the pointer is wrong (for the
+/// Rust front, a wrong layout is a different contract breach).
 fn make(pointer: Pointer, api: &Api) -> (*mut u8, usize) {
     let small = |n: u16| 1 + n as usize % SMALL_MAX;
     let large = |n: u32| LARGE_MIN + n as usize % (8 << 20);
@@ -241,7 +243,7 @@ fn make(pointer: Pointer, api: &Api) -> (*mut u8, usize) {
         Pointer::LargeInterior(n, k) => {
             let size = large(n);
             let off = 16 * (1 + k as usize % (size / 16 - 1));
-            (api.alloc(size).wrapping_add(off), size - off)
+            (api.alloc(size).wrapping_add(off), size)
         }
         Pointer::ArenaHeader(n, off) => {
             let p = api.alloc(small(n));
@@ -320,10 +322,12 @@ pub fn run(case: Case, lib: Option<&Path>) -> Result<(), String> {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        // SAFETY: redirecting our own stderr to the pipe.
+        // SAFETY: redirecting our own stderr to the pipe, and giving SIGABRT
+        // its default action back (a fuzzer's crash handler would catch it).
         unsafe {
             libc::dup2(fds[1], 2);
             libc::close(fds[0]);
+            libc::signal(libc::SIGABRT, libc::SIG_DFL);
         }
         child(case, lib);
         eprintln!("bad call returned");
