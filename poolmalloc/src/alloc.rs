@@ -154,7 +154,7 @@ pub fn classify(p: *mut u8) -> Owned {
     match ownership::tag_of(p as usize) {
         TAG_ARENA => {
             // SAFETY: `p` is in an arena, whose header is mapped.
-            let pool = unsafe { &*arena::pool_of(p as usize) };
+            let pool = unsafe { &*arena::pool_of(p) };
             let st = pool.state.load(Relaxed);
             let start = pool.start.get() as usize;
             let aligned = p as usize & (ALIGNMENT - 1) == 0;

@@ -84,10 +84,10 @@ pub struct Arena {
 }
 
 impl Arena {
-    /// The arena containing `addr`, which must be in an arena.
+    /// The arena whose header holds the pool metadata `p`.
     #[inline(always)]
-    pub fn of(addr: usize) -> *mut Arena {
-        (addr & !(ARENA_SIZE - 1)) as *mut Arena
+    pub fn of(p: *const Pool) -> *mut Arena {
+        p.cast_mut().cast::<Arena>().map_addr(|a| a & !(ARENA_SIZE - 1))
     }
 
     fn base(&self) -> usize {
@@ -109,12 +109,18 @@ impl Arena {
     }
 }
 
-/// Pool metadata for any address inside an arena's pool area.
+/// Pool metadata for any pointer inside an arena's pool area. The result
+/// has the arena mapping's provenance (see [`ownership::mapped`]; outside
+/// Miri it is `p`'s address arithmetic and nothing more).
 #[inline(always)]
-pub fn pool_of(addr: usize) -> *mut Pool {
-    let arena = addr & !(ARENA_SIZE - 1);
-    let index = (addr >> POOL_SHIFT) & (POOLS_PER_ARENA - 1);
-    (arena + index * core::mem::size_of::<Pool>()) as *mut Pool
+pub fn pool_of(p: *mut u8) -> *mut Pool {
+    ownership::mapped(p)
+        .map_addr(|addr| {
+            let arena = addr & !(ARENA_SIZE - 1);
+            let index = (addr >> POOL_SHIFT) & (POOLS_PER_ARENA - 1);
+            arena + index * core::mem::size_of::<Pool>()
+        })
+        .cast()
 }
 
 /// Bytes of the header area: the header rounded up to a page. Pool 0's
@@ -245,7 +251,7 @@ impl Arenas {
         if base.is_null() {
             return ptr::null_mut();
         }
-        if !ownership::mark(base as usize, ARENA_SIZE, TAG_ARENA, TAG_ARENA) {
+        if !ownership::mark(base, ARENA_SIZE, TAG_ARENA, TAG_ARENA) {
             // SAFETY: our fresh mapping, seen by no one.
             unsafe { os::unmap(base, ARENA_SIZE) };
             return ptr::null_mut();
@@ -346,7 +352,10 @@ impl Arenas {
         if a_ref.nfree() > 0 {
             self.bucket_insert(a);
         }
-        &a_ref.pools[i] as *const Pool as *mut Pool
+        // SAFETY: `a` is a live arena. The pointer is derived from the
+        // arena pointer, not from a reference to one pool, so that it may
+        // reach the whole header (`Arena::of`).
+        unsafe { ptr::addr_of_mut!((*a).pools[i]) }
     }
 
     /// The fullest arena that has a free pool whose pages are still resident
@@ -377,9 +386,9 @@ impl Arenas {
 
     /// Gives a pool back. Lock held.
     fn give_pool(&self, p: *mut Pool, now: u64) {
-        // SAFETY: `p` is pool metadata inside a live arena.
-        let a = Arena::of(p as usize);
-        // SAFETY: as above; the lock is held.
+        let a = Arena::of(p);
+        // SAFETY: `p` is pool metadata inside a live arena (with the arena's
+        // provenance, as `take_pool` made it); the lock is held.
         let a_ref = unsafe { &*a };
         let i = a_ref.index_of(p);
         let before = a_ref.nfree();
@@ -583,18 +592,16 @@ pub fn purge_all() {
 
 /// Bytes of one pool's block area (pool 0 is smaller).
 pub fn pool_area(p: &Pool) -> usize {
-    let a = Arena::of(p as *const Pool as usize);
-    // SAFETY: `p` is inside a live arena's header.
-    let i = unsafe { (*a).index_of(p) };
-    // SAFETY: as above.
-    unsafe { (*a).pool_end(i) - p.start.get() as usize }
+    pool_end(p) - p.start.get().addr()
 }
 
-/// The end address of `p`'s slice of its arena.
+/// The end address of `p`'s slice of its arena. Address arithmetic only:
+/// `p` may be a reference that reaches no further than its pool's metadata.
 pub fn pool_end(p: &Pool) -> usize {
-    let a = Arena::of(p as *const Pool as usize);
-    // SAFETY: `p` is inside a live arena's header.
-    unsafe { (*a).pool_end((*a).index_of(p)) }
+    let addr = (p as *const Pool).addr();
+    let base = addr & !(ARENA_SIZE - 1);
+    let i = (addr - base - core::mem::offset_of!(Arena, pools)) / core::mem::size_of::<Pool>();
+    base + (i + 1) * POOL_SIZE
 }
 
 /// Fork child only (single-threaded, locks reset): calls `release` on every
@@ -633,10 +640,11 @@ mod tests {
 
     #[test]
     fn pool_of_masks_to_the_header() {
-        let base = 0x7000_0000_0000usize;
-        assert_eq!(pool_of(base + 5) as usize, base);
-        assert_eq!(pool_of(base + POOL_SIZE + 17) as usize, base + 128);
-        assert_eq!(pool_of(base + ARENA_SIZE - 1) as usize, base + 63 * 128);
+        let base = 0x7000_0000_0000usize & ((1 << ownership::ADDRESS_BITS) - 1);
+        let at = ptr::without_provenance_mut::<u8>;
+        assert_eq!(pool_of(at(base + 5)).addr(), base);
+        assert_eq!(pool_of(at(base + POOL_SIZE + 17)).addr(), base + 128);
+        assert_eq!(pool_of(at(base + ARENA_SIZE - 1)).addr(), base + 63 * 128);
         assert!(header_bytes() >= core::mem::size_of::<Arena>());
     }
 }

@@ -732,3 +732,149 @@ impl Abandoned {
         self.count.store(0, Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ownership::{self, TAG_ARENA};
+    use crate::size_class::class_size;
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    /// A heap of the test's own, with an owner id that no thread and no
+    /// other heap has (bit 1 set, as first-class heaps' ids), that does not
+    /// adopt other threads' abandoned pools.
+    fn test_heap() -> Box<Heap> {
+        static IDS: AtomicUsize = AtomicUsize::new(1);
+        let id = ((usize::MAX >> 12) - IDS.fetch_add(1, Relaxed)) << 4 | 2;
+        let h = Box::new(Heap::new(Kind::Real, id));
+        h.adopts.set(false);
+        h
+    }
+
+    /// Allocates `n` blocks of `class`, fills each whole block with a byte
+    /// of its own, and checks where it landed.
+    fn fill(h: &Heap, class: usize, n: usize, out: &mut Vec<(*mut u8, usize, u8)>) {
+        let bs = class_size(class);
+        for i in 0..n {
+            let p = h.alloc(class);
+            assert!(!p.is_null());
+            assert_eq!(p.addr() % crate::size_class::ALIGNMENT, 0);
+            assert_eq!(ownership::tag_of(p.addr()), TAG_ARENA);
+            // SAFETY: `p` is in an arena; its pool's header is mapped.
+            let pool = unsafe { &*arena::pool_of(p) };
+            assert_eq!(pool.class.get() as usize, class);
+            assert_eq!(pool.owner.load(Relaxed) & !OWNER_FULL, h.owner.get());
+            let byte = (class * 31 + i) as u8;
+            // SAFETY: a fresh block of `bs` bytes.
+            unsafe { p.write_bytes(byte, bs) };
+            out.push((p, bs, byte));
+        }
+    }
+
+    /// Checks a block's first and last bytes and gives it back.
+    fn check_and_free(h: &Heap, (p, bs, byte): (*mut u8, usize, u8)) {
+        // SAFETY: a live block of `bs` bytes that this test filled and now
+        // gives back to its heap.
+        unsafe {
+            assert_eq!((p.read(), p.add(bs - 1).read()), (byte, byte), "block contents survive");
+            h.free_owned(arena::pool_of(p), p.cast());
+        }
+    }
+
+    #[test]
+    fn blocks_of_several_classes_come_and_go() {
+        let n = if cfg!(miri) { 40 } else { 400 };
+        let classes = [0, 1, 6, 31, 32, 45, crate::size_class::NUM_CLASSES - 1];
+        let h = test_heap();
+        let mut live = Vec::new();
+        for &c in &classes {
+            fill(&h, c, n, &mut live);
+        }
+        let mut addrs: Vec<usize> = live.iter().map(|b| b.0.addr()).collect();
+        addrs.sort_unstable();
+        for w in addrs.windows(2) {
+            assert!(w[1] - w[0] >= 16, "blocks do not overlap");
+        }
+        h.check_invariants();
+        // Free every other block, allocate as many again, then free all.
+        let (keep, gone): (Vec<_>, Vec<_>) = live.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        for (_, b) in gone {
+            check_and_free(&h, b);
+        }
+        h.check_invariants();
+        let mut live: Vec<_> = keep.into_iter().map(|(_, b)| b).collect();
+        for &c in &classes {
+            fill(&h, c, n / 2, &mut live);
+        }
+        h.check_invariants();
+        for b in live {
+            check_and_free(&h, b);
+        }
+        h.check_invariants();
+        h.trim();
+        h.check_invariants();
+        for c in 0..crate::size_class::NUM_CLASSES {
+            assert!(h.current[c].get() == empty_pool(), "trim gives every empty pool back");
+        }
+        arena::check_invariants();
+    }
+
+    #[test]
+    fn remote_frees_reach_the_owner() {
+        let owner = test_heap();
+        let other = test_heap();
+        let n = if cfg!(miri) { 50 } else { 500 };
+        let mut live = Vec::new();
+        fill(&owner, 2, n, &mut live);
+        // `other` frees the blocks: they are held back in its batch, then
+        // pushed onto the pools' remote lists as chains.
+        for &(p, _, _) in &live {
+            // SAFETY: a handed-out block of a pool `other` does not own.
+            unsafe { other.free_remote(arena::pool_of(p), p.cast()) };
+        }
+        other.flush_remote();
+        assert_eq!(other.counters.remote_frees.load(Relaxed), n as u64);
+        // They count as in use until the owner collects them, which trim
+        // does: the pool is then empty and goes back to its arena.
+        let pool = arena::pool_of(live[0].0);
+        // SAFETY: the pool is the owner's current pool, live.
+        unsafe {
+            assert!((*pool).has_remote());
+            assert_eq!((*pool).used() as usize, n);
+        }
+        assert!(owner.current[2].get() == pool);
+        owner.trim();
+        assert!(owner.current[2].get() == empty_pool(), "every remote free was collected");
+        owner.check_invariants();
+        // Blocks freed remotely and collected are handed out again.
+        let mut again = Vec::new();
+        fill(&owner, 2, n, &mut again);
+        for (&(p, _, _), &(q, _, _)) in again.iter().zip(&again[1..]) {
+            assert_ne!(p, q);
+        }
+        for blk in again {
+            check_and_free(&owner, blk);
+        }
+        owner.check_invariants();
+        owner.release_everything();
+        other.release_everything();
+    }
+
+    #[test]
+    fn a_dropped_heap_gives_its_pools_back_with_blocks_in_them() {
+        let h = test_heap();
+        let mut live = Vec::new();
+        fill(&h, 10, if cfg!(miri) { 30 } else { 300 }, &mut live);
+        fill(&h, 50, 5, &mut live);
+        h.release_everything();
+        for c in 0..crate::size_class::NUM_CLASSES {
+            assert!(h.current[c].get() == empty_pool());
+        }
+        h.check_invariants();
+        arena::check_invariants();
+        // The heap is empty and usable again.
+        fill(&h, 10, 3, &mut Vec::new());
+        h.release_everything();
+    }
+}

@@ -52,9 +52,9 @@ struct Span {
     offset: usize,
     /// Bytes the caller asked for.
     size: usize,
-    /// Neighbours (span bases) on a first-class heap's [`SpanList`], or 0.
-    prev: usize,
-    next: usize,
+    /// Neighbours on a first-class heap's [`SpanList`], or null.
+    prev: *mut Span,
+    next: *mut Span,
 }
 
 const _: () = assert!(core::mem::size_of::<Span>() <= HEADER);
@@ -63,14 +63,15 @@ const _: () = assert!(core::mem::size_of::<Span>() <= HEADER);
 pub static LOCK: RawLock = RawLock::new();
 
 struct Cache {
-    base: [Local<usize>; CACHE_SLOTS],
+    /// Span bases; null: the slot is free.
+    base: [Local<*mut u8>; CACHE_SLOTS],
     len: [Local<usize>; CACHE_SLOTS],
     at: [Local<u64>; CACHE_SLOTS],
     bytes: Local<usize>,
 }
 
 static CACHE: Cache = Cache {
-    base: [const { Local::new(0) }; CACHE_SLOTS],
+    base: [const { Local::new(ptr::null_mut()) }; CACHE_SLOTS],
     len: [const { Local::new(0) }; CACHE_SLOTS],
     at: [const { Local::new(0) }; CACHE_SLOTS],
     bytes: Local::new(0),
@@ -155,7 +156,9 @@ fn alloc_span(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 unsafe fn finish(base: *mut u8, map_len: usize, offset: usize, size: usize) -> *mut u8 {
     let span = base.cast::<Span>();
     // SAFETY: the header lies in the span's first page, which we own.
-    unsafe { span.write(Span { magic: MAGIC ^ base as usize, map_len, offset, size, prev: 0, next: 0 }) };
+    unsafe {
+        span.write(Span { magic: MAGIC ^ base.addr(), map_len, offset, size, prev: ptr::null_mut(), next: ptr::null_mut() })
+    };
     COUNTERS.live.fetch_add(1, Relaxed);
     COUNTERS.live_bytes.fetch_add(map_len, Relaxed);
     COUNTERS.requested_bytes.fetch_add(size, Relaxed);
@@ -167,7 +170,7 @@ fn map_span(map_len: usize, align: usize) -> *mut u8 {
     if base.is_null() {
         return base;
     }
-    if !ownership::mark(base as usize, map_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL) {
+    if !ownership::mark(base, map_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL) {
         // SAFETY: our fresh mapping, seen by no one.
         unsafe { os::unmap(base, map_len) };
         return ptr::null_mut();
@@ -193,7 +196,7 @@ fn take_cached(map_len: usize, align: usize) -> Option<*mut u8> {
     let mut shorter: Option<usize> = None;
     for i in 0..CACHE_SLOTS {
         let (b, l) = (CACHE.base[i].get(), CACHE.len[i].get());
-        if b == 0 || b % align.max(GRANULE) != 0 {
+        if b.is_null() || b.addr() % align.max(GRANULE) != 0 {
             continue;
         }
         if l >= map_len {
@@ -205,11 +208,10 @@ fn take_cached(map_len: usize, align: usize) -> Option<*mut u8> {
         }
     }
     let i = best.or(shorter)?;
-    let (b, l) = (CACHE.base[i].get(), CACHE.len[i].get());
-    CACHE.base[i].set(0);
+    let (base, l) = (CACHE.base[i].get(), CACHE.len[i].get());
+    CACHE.base[i].set(ptr::null_mut());
     CACHE.bytes.set(CACHE.bytes.get() - l);
     drop(_g);
-    let base = b as *mut u8;
     if l != map_len {
         // Reusing resident pages saves faulting fresh ones in. A longer span
         // gives its excess back so that it is exactly as long as recorded; a
@@ -225,7 +227,7 @@ fn take_cached(map_len: usize, align: usize) -> Option<*mut u8> {
             return None;
         }
         ownership::unmark(base as usize, l);
-        ownership::mark(base as usize, map_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
+        ownership::mark(base, map_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
     }
     COUNTERS.cache_hits.fetch_add(1, Relaxed);
     Some(base)
@@ -237,8 +239,8 @@ fn cache_put(base: *mut u8, map_len: usize, now: u64) {
     expire(now);
     if CACHE.bytes.get() + map_len <= CACHE_MAX_BYTES {
         for i in 0..CACHE_SLOTS {
-            if CACHE.base[i].get() == 0 {
-                CACHE.base[i].set(base as usize);
+            if CACHE.base[i].get().is_null() {
+                CACHE.base[i].set(base);
                 CACHE.len[i].set(map_len);
                 CACHE.at[i].set(now);
                 CACHE.bytes.set(CACHE.bytes.get() + map_len);
@@ -253,12 +255,12 @@ fn cache_put(base: *mut u8, map_len: usize, now: u64) {
 /// The span header for a block pointer, validated. `None` if `p` is not the
 /// block of a live span.
 fn span_of(p: *mut u8) -> Option<*mut Span> {
-    let base = ownership::large_span_base(p as usize)?;
-    let span = base as *mut Span;
+    let base = ownership::large_span_base(p)?;
+    let span = base.cast::<Span>();
     // SAFETY: the map says a span of ours starts at `base`, so its first page
     // is mapped and holds a header.
     let s = unsafe { &*span };
-    if s.magic != MAGIC ^ base || base + s.offset != p as usize {
+    if s.magic != MAGIC ^ base.addr() || base.addr() + s.offset != p.addr() {
         return None;
     }
     Some(span)
@@ -279,7 +281,7 @@ pub fn free(p: *mut u8) -> bool {
     let Some(span) = span_of(p) else { return false };
     // SAFETY: validated header of a span the caller gives up.
     let s = unsafe { &mut *span };
-    let (base, map_len) = (span as *mut u8, s.map_len);
+    let (base, map_len) = (span.cast::<u8>(), s.map_len);
     COUNTERS.live.fetch_sub(1, Relaxed);
     COUNTERS.live_bytes.fetch_sub(map_len, Relaxed);
     COUNTERS.requested_bytes.fetch_sub(s.size, Relaxed);
@@ -300,10 +302,10 @@ fn expire(now: u64) {
     }
     for i in 0..CACHE_SLOTS {
         let b = CACHE.base[i].get();
-        if b != 0 && CACHE.at[i].get() + delay as u64 <= now {
-            CACHE.base[i].set(0);
+        if !b.is_null() && CACHE.at[i].get() + delay as u64 <= now {
+            CACHE.base[i].set(ptr::null_mut());
             CACHE.bytes.set(CACHE.bytes.get() - CACHE.len[i].get());
-            unmap_span(b as *mut u8, CACHE.len[i].get());
+            unmap_span(b, CACHE.len[i].get());
         }
     }
 }
@@ -313,10 +315,10 @@ pub fn purge_cache() {
     let _g = LOCK.guard();
     for i in 0..CACHE_SLOTS {
         let b = CACHE.base[i].get();
-        if b != 0 {
-            CACHE.base[i].set(0);
+        if !b.is_null() {
+            CACHE.base[i].set(ptr::null_mut());
             CACHE.bytes.set(CACHE.bytes.get() - CACHE.len[i].get());
-            unmap_span(b as *mut u8, CACHE.len[i].get());
+            unmap_span(b, CACHE.len[i].get());
         }
     }
 }
@@ -329,7 +331,7 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     let Some(span) = span_of(p) else { return ptr::null_mut() };
     // SAFETY: validated header of a span the caller owns.
     let s = unsafe { &mut *span };
-    let base = span as *mut u8;
+    let base = span.cast::<u8>();
     let Some(new_len) = map_len_for(new_size, s.offset) else { return ptr::null_mut() };
     if new_size > isize::MAX as usize - 2 * GRANULE {
         return ptr::null_mut();
@@ -342,7 +344,7 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
         // the new size.
         if new_len <= old_len / 2 && unsafe { os::remap_in_place(base, old_len, new_len) } {
             ownership::unmark(base as usize, old_len);
-            ownership::mark(base as usize, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
+            ownership::mark(base, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
             s.map_len = new_len;
             COUNTERS.live_bytes.fetch_sub(old_len - new_len, Relaxed);
         }
@@ -352,7 +354,7 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     }
     // SAFETY: the span is the caller's.
     if unsafe { os::remap_in_place(base, old_len, new_len) } {
-        ownership::mark(base as usize, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
+        ownership::mark(base, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
         s.map_len = new_len;
         s.size = new_size;
         COUNTERS.live_bytes.fetch_add(new_len - old_len, Relaxed);
@@ -361,7 +363,7 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     }
     let align = if s.offset > HEADER { s.offset } else { 1 };
     let dest = os::map_aligned(new_len, align.max(GRANULE));
-    if dest.is_null() || !ownership::mark(dest as usize, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL) {
+    if dest.is_null() || !ownership::mark(dest, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL) {
         if !dest.is_null() {
             // SAFETY: our fresh reservation, seen by no one.
             unsafe { os::unmap(dest, new_len) };
@@ -383,7 +385,7 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     ownership::unmark(base as usize, old_len);
     // Restore the destination's map tags in case the old range overlapped
     // a granule the destination also touches (it cannot share a head).
-    ownership::mark(dest as usize, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
+    ownership::mark(dest, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
     let ns = dest.cast::<Span>();
     // SAFETY: the header moved with the pages to `dest`, which we own.
     unsafe {
@@ -400,49 +402,48 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
 /// The block of the live span containing `p` (anywhere in it), and the
 /// block's usable size. `None` if `p` is in no live span's block.
 pub fn containing(p: *mut u8) -> Option<(*mut u8, usize)> {
-    let base = ownership::large_span_base(p as usize)?;
+    let base = ownership::large_span_base(p)?;
     // SAFETY: the map says a span of ours starts at `base`; its header is
     // mapped.
-    let s = unsafe { &*(base as *const Span) };
-    if s.magic != MAGIC ^ base {
+    let s = unsafe { &*base.cast::<Span>() };
+    if s.magic != MAGIC ^ base.addr() {
         return None;
     }
-    let start = base + s.offset;
-    let end = base + s.map_len;
-    if (p as usize) < start || p as usize >= end {
+    let start = base.addr() + s.offset;
+    let end = base.addr() + s.map_len;
+    if p.addr() < start || p.addr() >= end {
         return None;
     }
-    Some((start as *mut u8, end - start))
+    Some((base.wrapping_add(s.offset), end - start))
 }
 
 /// The large blocks of a first-class heap, linked through their span
 /// headers so that dropping the heap frees them all. Single-threaded: used
 /// only by the heap's user.
 pub struct SpanList {
-    head: core::cell::Cell<usize>,
+    head: core::cell::Cell<*mut Span>,
 }
 
 impl SpanList {
     /// An empty list.
     pub const fn new() -> Self {
-        SpanList { head: core::cell::Cell::new(0) }
+        SpanList { head: core::cell::Cell::new(ptr::null_mut()) }
     }
 
     /// Allocates a large block and links it in. Null on failure.
     pub fn alloc(&self, size: usize, align: usize, zeroed: bool) -> *mut u8 {
         let p = if zeroed { alloc_zeroed(size, align) } else { alloc(size, align) };
         if let Some(span) = span_of(p) {
-            let base = span as usize;
             let head = self.head.get();
             // SAFETY: a fresh span's header is ours; `head` is a live span on
             // this list.
             unsafe {
                 (*span).next = head;
-                if head != 0 {
-                    (*(head as *mut Span)).prev = base;
+                if !head.is_null() {
+                    (*head).prev = span;
                 }
             }
-            self.head.set(base);
+            self.head.set(span);
         }
         p
     }
@@ -457,13 +458,13 @@ impl SpanList {
         // SAFETY: by the caller `span` is on this list; its neighbours are.
         unsafe {
             let (prev, next) = ((*span).prev, (*span).next);
-            if prev == 0 {
+            if prev.is_null() {
                 self.head.set(next);
             } else {
-                (*(prev as *mut Span)).next = next;
+                (*prev).next = next;
             }
-            if next != 0 {
-                (*(next as *mut Span)).prev = prev;
+            if !next.is_null() {
+                (*next).prev = prev;
             }
         }
         free(p)
@@ -471,14 +472,13 @@ impl SpanList {
 
     /// Frees every block on the list.
     pub fn free_all(&self) {
-        let mut base = self.head.get();
-        self.head.set(0);
-        while base != 0 {
-            let span = base as *mut Span;
+        let mut span = self.head.get();
+        self.head.set(ptr::null_mut());
+        while !span.is_null() {
             // SAFETY: spans on the list are live and ours.
-            let (next, p) = unsafe { ((*span).next, (base + (*span).offset) as *mut u8) };
+            let (next, p) = unsafe { ((*span).next, span.cast::<u8>().wrapping_add((*span).offset)) };
             free(p);
-            base = next;
+            span = next;
         }
     }
 }

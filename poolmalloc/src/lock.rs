@@ -160,6 +160,7 @@ impl<T> Locked<T> {
     }
 
     /// The value, through exclusive access.
+    #[cfg(test)]
     pub(crate) fn get_mut(&mut self) -> &mut T {
         self.value.get_mut()
     }
@@ -195,6 +196,9 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// Lock rounds per thread (fewer under Miri, which interprets them).
+    const ROUNDS: u64 = if cfg!(miri) { 500 } else { 20_000 };
+
     #[test]
     fn excludes_under_contention() {
         struct Shared {
@@ -208,7 +212,7 @@ mod tests {
             .map(|_| {
                 let s = s.clone();
                 std::thread::spawn(move || {
-                    for _ in 0..20_000 {
+                    for _ in 0..ROUNDS {
                         let _g = s.lock.guard();
                         // SAFETY: the lock is held.
                         unsafe { *s.value.get() += 1 };
@@ -220,7 +224,7 @@ mod tests {
             t.join().unwrap();
         }
         // SAFETY: all threads have finished.
-        assert_eq!(unsafe { *s.value.get() }, 80_000);
+        assert_eq!(unsafe { *s.value.get() }, 4 * ROUNDS);
         assert!(!s.lock.is_locked());
     }
 
@@ -231,7 +235,7 @@ mod tests {
             .map(|_| {
                 let l = l.clone();
                 std::thread::spawn(move || {
-                    for _ in 0..10_000 {
+                    for _ in 0..ROUNDS / 2 {
                         l.with(|v| *v += 1);
                     }
                 })
@@ -240,13 +244,13 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(l.with(|v| *v), 40_000);
+        assert_eq!(l.with(|v| *v), 2 * ROUNDS);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l.with(|_| panic!("inside"))));
         assert!(r.is_err());
         assert!(!l.lock.is_locked(), "the lock is released on unwind");
         let mut l = Arc::try_unwrap(l).ok().unwrap();
         *l.get_mut() += 1;
-        assert_eq!(l.with(|v| *v), 40_001);
+        assert_eq!(l.with(|v| *v), 2 * ROUNDS + 1);
     }
 
     #[test]

@@ -17,7 +17,24 @@
 //! Linux commits anonymous memory on first touch, so "commit" is implicit:
 //! a reserved range is mapped read-write, and decommitting gives its pages
 //! back with `madvise(MADV_DONTNEED)`, after which they read as zero.
+//!
+//! # Under Miri
+//!
+//! Miri has no `mmap`, `munmap`, `madvise` or `mremap`, so under `cfg(miri)`
+//! the memory calls are emulated on the system allocator (see `emulated`):
+//! a mapping is an allocation of the requested size and alignment,
+//! decommitting writes zeros, resizing in place always fails and moving a
+//! mapping copies it. The page size is 4096 and there is no resident-set
+//! figure. The other calls (`errno`, the clock, `write`, `abort`, and the
+//! futex, pthread-key and `getenv` calls of other layers) are ones Miri
+//! runs itself. The core structures' unit tests run there with strict
+//! provenance:
+//!
+//! ```text
+//! MIRIFLAGS="-Zmiri-strict-provenance" cargo +nightly miri test -p poolmalloc --lib
+//! ```
 
+#[cfg(not(miri))]
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -51,9 +68,11 @@ fn sub_mapped(n: usize) {
     COUNTERS.mapped.fetch_sub(n, Relaxed);
 }
 
+#[cfg(not(miri))]
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 
 /// The system page size, read once at run time.
+#[cfg(not(miri))]
 #[inline]
 pub fn page_size() -> usize {
     let p = PAGE_SIZE.load(Relaxed);
@@ -78,6 +97,7 @@ pub fn align_up(n: usize, align: usize) -> Option<usize> {
 /// Maps `size` bytes of fresh zeroed read-write memory whose start is aligned
 /// to `align` (a power of two, at least the page size). Returns null on
 /// failure. `size` must be a multiple of the page size.
+#[cfg(not(miri))]
 pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
     debug_assert!(size % page_size() == 0 && align.is_power_of_two());
     let align = align.max(page_size());
@@ -87,7 +107,7 @@ pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
     if p.is_null() {
         return p;
     }
-    if p as usize % align == 0 {
+    if p.addr() % align == 0 {
         return p;
     }
     // SAFETY: we just mapped `p` and nobody has seen it.
@@ -100,8 +120,8 @@ pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
     if raw.is_null() {
         return raw;
     }
-    let start = (raw as usize).next_multiple_of(align);
-    let lead = start - raw as usize;
+    let lead = raw.addr().next_multiple_of(align) - raw.addr();
+    let start = raw.wrapping_add(lead);
     let trail = total - lead - size;
     // SAFETY: the lead and trail are parts of our fresh reservation that
     // nobody has seen.
@@ -110,13 +130,14 @@ pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
             unmap(raw, lead);
         }
         if trail > 0 {
-            unmap((start + size) as *mut u8, trail);
+            unmap(start.wrapping_add(size), trail);
         }
     }
-    start as *mut u8
+    start
 }
 
 /// Maps `size` bytes of zeroed read-write memory anywhere. Null on failure.
+#[cfg(not(miri))]
 pub fn map(size: usize) -> *mut u8 {
     COUNTERS.mmap_calls.fetch_add(1, Relaxed);
     let e = Errno::save();
@@ -145,6 +166,7 @@ pub fn map(size: usize) -> *mut u8 {
 /// # Safety
 /// The range must have been mapped by this module, and nothing may use it
 /// afterwards.
+#[cfg(not(miri))]
 pub unsafe fn unmap(p: *mut u8, size: usize) {
     COUNTERS.munmap_calls.fetch_add(1, Relaxed);
     let e = Errno::save();
@@ -162,6 +184,7 @@ pub unsafe fn unmap(p: *mut u8, size: usize) {
 ///
 /// # Safety
 /// The range must be mapped by this module and hold no data anyone needs.
+#[cfg(not(miri))]
 pub unsafe fn decommit(p: *mut u8, size: usize) -> bool {
     if size == 0 {
         return true;
@@ -181,6 +204,7 @@ pub unsafe fn decommit(p: *mut u8, size: usize) -> bool {
 /// # Safety
 /// `[p, p + old)` must be a mapping made by this module and owned by the
 /// caller; when shrinking, nothing may use the bytes past `new`.
+#[cfg(not(miri))]
 pub unsafe fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
     COUNTERS.mremap_calls.fetch_add(1, Relaxed);
     let e = Errno::save();
@@ -206,6 +230,7 @@ pub unsafe fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
 /// # Safety
 /// Both ranges must be mappings made by this module and owned by the caller;
 /// on success nothing may use the old range.
+#[cfg(not(miri))]
 pub unsafe fn remap_to(old_p: *mut u8, old: usize, new_p: *mut u8, new: usize) -> bool {
     COUNTERS.mremap_calls.fetch_add(1, Relaxed);
     let e = Errno::save();
@@ -220,6 +245,146 @@ pub unsafe fn remap_to(old_p: *mut u8, old: usize, new_p: *mut u8, new: usize) -
     // old range is unmapped.
     sub_mapped(old);
     true
+}
+
+#[cfg(miri)]
+pub use emulated::{decommit, map, map_aligned, page_size, remap_in_place, remap_to, resident_bytes, unmap};
+
+/// The memory calls when the crate runs under Miri, which has no `mmap`
+/// family. A mapping is an allocation of the system allocator with the
+/// requested size and alignment, so Miri checks every access to it; a table
+/// keeps the layout of each one for `unmap`. The counters move as they do
+/// with the real calls.
+#[cfg(miri)]
+mod emulated {
+    use super::{add_mapped, sub_mapped, COUNTERS};
+    use core::alloc::{GlobalAlloc, Layout};
+    use core::ptr;
+    use core::sync::atomic::{AtomicUsize, Ordering::*};
+    use std::alloc::System;
+
+    const PAGE: usize = 4096;
+
+    /// One live mapping: its address (0 when the slot is free), size and
+    /// alignment. A slot is claimed by a compare-and-swap on the address;
+    /// only the owner of the mapping reads the other two fields, after it
+    /// got the mapping from `map`.
+    struct Slot {
+        addr: AtomicUsize,
+        size: AtomicUsize,
+        align: AtomicUsize,
+    }
+
+    const SLOTS: usize = 4096;
+    static TABLE: [Slot; SLOTS] =
+        [const { Slot { addr: AtomicUsize::new(0), size: AtomicUsize::new(0), align: AtomicUsize::new(0) } }; SLOTS];
+
+    /// The page size the real back end would report on x86-64 Linux.
+    #[inline]
+    pub fn page_size() -> usize {
+        PAGE
+    }
+
+    /// As the real `map_aligned`: `size` zeroed bytes aligned to `align`.
+    pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
+        debug_assert!(size % PAGE == 0 && align.is_power_of_two());
+        COUNTERS.mmap_calls.fetch_add(1, Relaxed);
+        let Ok(layout) = Layout::from_size_align(size, align.max(PAGE)) else {
+            return ptr::null_mut();
+        };
+        if size == 0 {
+            return ptr::null_mut();
+        }
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if p.is_null() {
+            return p;
+        }
+        for slot in &TABLE {
+            if slot.addr.compare_exchange(0, p.addr(), AcqRel, Relaxed).is_ok() {
+                slot.size.store(size, Relaxed);
+                slot.align.store(layout.align(), Relaxed);
+                add_mapped(size);
+                return p;
+            }
+        }
+        // SAFETY: the allocation we just made, with its own layout.
+        unsafe { System.dealloc(p, layout) };
+        ptr::null_mut()
+    }
+
+    /// As the real `map`: `size` zeroed bytes, page-aligned.
+    pub fn map(size: usize) -> *mut u8 {
+        map_aligned(size, PAGE)
+    }
+
+    /// Frees the whole mapping at `p`, which must be `size` bytes long (a
+    /// mapping is never unmapped in part here: `map_aligned` does not trim).
+    fn release(p: *mut u8, size: usize) -> bool {
+        for slot in &TABLE {
+            if slot.addr.load(Acquire) == p.addr() {
+                let (len, align) = (slot.size.load(Relaxed), slot.align.load(Relaxed));
+                assert_eq!(len, size, "emulated munmap of part of a mapping");
+                slot.addr.store(0, Release);
+                // SAFETY: `p` is the start of a live allocation we made with
+                // this layout, which the caller gives up.
+                unsafe { System.dealloc(p, Layout::from_size_align_unchecked(len, align)) };
+                sub_mapped(size);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// As the real `unmap`.
+    ///
+    /// # Safety
+    /// `[p, p + size)` must be a whole mapping made by this module, which
+    /// nothing uses afterwards.
+    pub unsafe fn unmap(p: *mut u8, size: usize) {
+        COUNTERS.munmap_calls.fetch_add(1, Relaxed);
+        assert!(release(p, size), "emulated munmap of memory not mapped here");
+    }
+
+    /// As the real `decommit`: the bytes read as zero afterwards.
+    ///
+    /// # Safety
+    /// The range must be mapped by this module and hold no data anyone needs.
+    pub unsafe fn decommit(p: *mut u8, size: usize) -> bool {
+        if size == 0 {
+            return true;
+        }
+        COUNTERS.madvise_calls.fetch_add(1, Relaxed);
+        // SAFETY: the caller owns the range, which is mapped and writable.
+        unsafe { ptr::write_bytes(p, 0, size) };
+        true
+    }
+
+    /// As the real `remap_in_place`, which may always fail: it does here.
+    ///
+    /// # Safety
+    /// As for the real call.
+    pub unsafe fn remap_in_place(_p: *mut u8, _old: usize, _new: usize) -> bool {
+        COUNTERS.mremap_calls.fetch_add(1, Relaxed);
+        false
+    }
+
+    /// As the real `remap_to`, by copying: the first `min(old, new)` bytes
+    /// of the old mapping move to `new_p`, and the old mapping is gone.
+    ///
+    /// # Safety
+    /// As for the real call: both are whole mappings owned by the caller.
+    pub unsafe fn remap_to(old_p: *mut u8, old: usize, new_p: *mut u8, new: usize) -> bool {
+        COUNTERS.mremap_calls.fetch_add(1, Relaxed);
+        // SAFETY: two distinct live mappings of at least the copied length.
+        unsafe { ptr::copy_nonoverlapping(old_p, new_p, old.min(new)) };
+        release(old_p, old)
+    }
+
+    /// No resident-set figure under Miri.
+    pub fn resident_bytes() -> Option<usize> {
+        None
+    }
 }
 
 /// A saved `errno`, so that allocator paths leave it as they found it.
@@ -285,6 +450,7 @@ pub fn abort() -> ! {
 
 /// Returns the calling process's resident set size in bytes, read from
 /// `/proc/self/statm` without allocating. `None` if unavailable.
+#[cfg(not(miri))]
 pub fn resident_bytes() -> Option<usize> {
     let path = b"/proc/self/statm\0";
     // SAFETY: the path is NUL-terminated; open has no other preconditions.
@@ -337,8 +503,9 @@ mod tests {
             let s = unsafe { core::slice::from_raw_parts_mut(p, size) };
             assert!(s.iter().all(|&b| b == 0));
             s.fill(7);
-            // SAFETY: our own mapping, no longer needed.
-            assert!(unsafe { decommit(p, size) });
+            // SAFETY: our own mapping, no longer needed. The pointer comes
+            // from `s`, which is read again below.
+            assert!(unsafe { decommit(s.as_mut_ptr(), size) });
             assert!(s.iter().all(|&b| b == 0), "decommitted pages read as zero");
             // SAFETY: our own mapping, no longer used.
             unsafe { unmap(p, size) };
@@ -365,6 +532,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "reads /proc, which Miri's isolation hides")]
     fn resident_bytes_reads_statm() {
         let r = resident_bytes().expect("statm is readable");
         assert!(r > 0);

@@ -110,7 +110,8 @@ impl Heap {
     /// since.
     pub unsafe fn free(&self, p: *mut u8, layout: Layout) {
         if in_pools(&layout) {
-            let pool = arena::pool_of(p as usize);
+            let p = crate::ownership::freed_block(p, layout.size());
+            let pool = arena::pool_of(p);
             // SAFETY: `p` is a block of a live pool.
             let owner = unsafe { (*pool).owner.load(Relaxed) } & !OWNER_FULL;
             if owner == self.raw().owner.get() {
@@ -174,7 +175,7 @@ fn nonnull_slice(p: *mut u8, len: usize) -> Result<NonNull<[u8]>, allocator_api2
 /// Zero-size requests get a dangling, well-aligned pointer (nothing to free).
 fn dangling(layout: Layout) -> NonNull<[u8]> {
     // SAFETY: an alignment is never zero.
-    let p = unsafe { NonNull::new_unchecked(layout.align() as *mut u8) };
+    let p = unsafe { NonNull::new_unchecked(ptr::without_provenance_mut(layout.align())) };
     NonNull::slice_from_raw_parts(p, 0)
 }
 
@@ -222,5 +223,54 @@ unsafe impl allocator_api2::alloc::Allocator for crate::PoolMalloc {
             // SAFETY: by the Allocator contract.
             unsafe { core::alloc::GlobalAlloc::dealloc(self, p.as_ptr(), layout) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allocator_api2::boxed::Box as ABox;
+    use allocator_api2::vec::Vec as AVec;
+
+    #[test]
+    fn a_heap_serves_collections_and_large_blocks_and_frees_them_on_drop() {
+        let n = if cfg!(miri) { 300 } else { 3000 };
+        let heap = Heap::new();
+        let mut v = AVec::new_in(&heap);
+        v.extend(0..n as u32);
+        let b = ABox::new_in([7u8; 100], &heap);
+        let mut small: AVec<ABox<u64, &Heap>, &Heap> = AVec::new_in(&heap);
+        small.extend((0..n as u64 / 10).map(|i| ABox::new_in(i, &heap)));
+        assert_eq!(v.iter().map(|&x| x as u64).sum::<u64>(), (n as u64 - 1) * n as u64 / 2);
+        assert_eq!(b[99], 7);
+        assert!(small.iter().enumerate().all(|(i, x)| **x == i as u64));
+        let big = Layout::from_size_align(200_000, 64).unwrap();
+        let p = heap.alloc_zeroed(big);
+        assert!(!p.is_null());
+        // SAFETY: a zeroed block of 200,000 bytes.
+        unsafe {
+            assert_eq!((p.read(), p.add(199_999).read()), (0, 0));
+            p.add(199_999).write(3);
+        }
+        let q = heap.alloc(big);
+        assert!(heap.blocks_in_use() >= small.len() + 2);
+        drop(small);
+        // SAFETY: `q` came from this heap with `big`.
+        unsafe { heap.free(q, big) };
+        // `v`, `b` and the large block at `p` are still in the heap; the
+        // pools and the span go with it.
+        core::mem::forget(v);
+        core::mem::forget(b);
+        drop(heap);
+    }
+
+    #[test]
+    fn dangling_zero_size_blocks() {
+        let heap = Heap::new();
+        let l = Layout::from_size_align(0, 256).unwrap();
+        let z = allocator_api2::alloc::Allocator::allocate(&&heap, l).unwrap();
+        assert_eq!(z.cast::<u8>().as_ptr().addr(), 256);
+        // SAFETY: a zero-size block from `allocate` with `l`.
+        unsafe { allocator_api2::alloc::Allocator::deallocate(&&heap, z.cast(), l) };
     }
 }

@@ -27,11 +27,15 @@ pub const GRANULE_SHIFT: usize = 22;
 pub const GRANULE: usize = 1 << GRANULE_SHIFT;
 
 /// Bits of user address space covered by the map.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(miri)))]
 pub const ADDRESS_BITS: usize = 47;
 /// Bits of user address space covered by the map.
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(all(not(target_arch = "x86_64"), not(miri)))]
 pub const ADDRESS_BITS: usize = 48;
+/// Bits of address space covered by the map under Miri, whose allocations
+/// sit in the low part of the address space: 1 TiB, a 256 KiB map.
+#[cfg(miri)]
+pub const ADDRESS_BITS: usize = 40;
 
 /// Map entries: one per granule of the covered address space, except the
 /// topmost granule. Leaving it out makes the bound a constant that is not a
@@ -58,10 +62,80 @@ unsafe impl Sync for Map {}
 // this form compiles to `.bss` without building the array at compile time.
 static MAP: Map = Map(MaybeUninit::zeroed());
 
+/// Entry `i` of the map. Only the one entry is borrowed, never the whole
+/// map (which costs nothing at run time, and spares Miri from tracking a
+/// borrow of the whole map on every lookup). Callers have checked `i`, so
+/// the assertion compiles away.
 #[inline(always)]
-fn entries() -> &'static [AtomicU8; ENTRIES] {
-    // SAFETY: MAP was zero-initialised, which is a valid array of AtomicU8.
-    unsafe { MAP.0.assume_init_ref() }
+fn entry(i: usize) -> &'static AtomicU8 {
+    assert!(i < ENTRIES);
+    // SAFETY: `i` is in bounds, and MAP was zero-initialised, which is a
+    // valid array of AtomicU8 (`MaybeUninit` is transparent).
+    unsafe { &*(&raw const MAP.0).cast::<AtomicU8>().add(i) }
+}
+
+/// Under Miri, beside each tag, a pointer to the start of its granule
+/// derived from the mapping that holds it (null when the tag is
+/// `TAG_NONE`). A program may hand back a block through a pointer whose
+/// provenance covers only the block (a `Box`'s, say); the allocator's own
+/// accesses to headers, and to the block once it is free, go through the
+/// mapping's provenance instead (see [`mapped`]).
+#[cfg(miri)]
+struct Bases(MaybeUninit<[core::sync::atomic::AtomicPtr<u8>; ENTRIES]>);
+// SAFETY: the table is an array of atomics.
+#[cfg(miri)]
+unsafe impl Sync for Bases {}
+#[cfg(miri)]
+static BASES: Bases = Bases(MaybeUninit::zeroed());
+
+/// Entry `i` of the table (see [`entry`]).
+#[cfg(miri)]
+fn granule_ptr(i: usize) -> &'static core::sync::atomic::AtomicPtr<u8> {
+    assert!(i < ENTRIES);
+    // SAFETY: `i` is in bounds, and BASES was zero-initialised, which is an
+    // array of null pointers.
+    unsafe { &*(&raw const BASES.0).cast::<core::sync::atomic::AtomicPtr<u8>>().add(i) }
+}
+
+/// The pointer `p` with the provenance of the poolmalloc mapping that holds
+/// it. Outside Miri this is `p` itself (provenance is not tracked at run
+/// time, and the block pointer is as good a source as any). Under Miri it
+/// is rebuilt from the pointer recorded for `p`'s granule when the granule
+/// was marked, so that code reaching a block's header, or writing into a
+/// block the program has given up, does not depend on how much of the
+/// mapping the program's pointer may access. Addresses that are not ours
+/// are returned as they are.
+#[inline(always)]
+pub fn mapped(p: *mut u8) -> *mut u8 {
+    #[cfg(miri)]
+    {
+        let i = p.addr() >> GRANULE_SHIFT;
+        if i < ENTRIES {
+            let b = granule_ptr(i).load(core::sync::atomic::Ordering::Acquire);
+            if !b.is_null() {
+                return b.with_addr(p.addr());
+            }
+        }
+    }
+    p
+}
+
+/// The pointer through which the allocator writes into a block of `size`
+/// bytes that the program gives back at `p` (the free lists use its first
+/// two words). Outside Miri, `p`. Under Miri, `p` too when it reaches those
+/// two words: a block freed while the program still holds a borrow of it
+/// (a `Box` passed by value and dropped by the callee) may be written only
+/// through the program's pointer, which Miri tracks as derived from that
+/// borrow. A smaller block's pointer (a `Box<u8>`'s) reaches only its own
+/// bytes, so the mapping's pointer is used for it instead (see [`mapped`]).
+#[inline(always)]
+pub fn freed_block(p: *mut u8, size: usize) -> *mut u8 {
+    #[cfg(miri)]
+    if size < 2 * core::mem::size_of::<usize>() {
+        return mapped(p);
+    }
+    let _ = size;
+    p
 }
 
 /// The tag of the granule holding `addr`. Addresses beyond the covered
@@ -70,27 +144,32 @@ fn entries() -> &'static [AtomicU8; ENTRIES] {
 pub fn tag_of(addr: usize) -> u8 {
     let i = addr >> GRANULE_SHIFT;
     if i < ENTRIES {
-        entries()[i].load(Relaxed)
+        entry(i).load(Relaxed)
     } else {
         TAG_NONE
     }
 }
 
 /// Marks the granules of `[base, base + len)` as ours: the first with `head`,
-/// the rest with `tail`. `base` must be granule-aligned. Returns `false`
-/// (marking nothing) if the range is outside the covered address space.
-pub fn mark(base: usize, len: usize, head: u8, tail: u8) -> bool {
-    debug_assert!(base % GRANULE == 0 && len > 0);
-    let first = base >> GRANULE_SHIFT;
-    let Some(end) = base.checked_add(len) else { return false };
+/// the rest with `tail`. `base` must be granule-aligned and point at the
+/// start of the mapping (its provenance is what [`mapped`] hands out under
+/// Miri). Returns `false` (marking nothing) if the range is outside the
+/// covered address space.
+pub fn mark(base: *mut u8, len: usize, head: u8, tail: u8) -> bool {
+    debug_assert!(base.addr() % GRANULE == 0 && len > 0);
+    let first = base.addr() >> GRANULE_SHIFT;
+    let Some(end) = base.addr().checked_add(len) else { return false };
     let last = (end - 1) >> GRANULE_SHIFT;
     if last >= ENTRIES {
         return false;
     }
-    let map = entries();
-    map[first].store(head, Relaxed);
-    for e in &map[first + 1..=last] {
-        e.store(tail, Relaxed);
+    #[cfg(miri)]
+    for i in first..=last {
+        granule_ptr(i).store(base.wrapping_add((i - first) * GRANULE), core::sync::atomic::Ordering::Release);
+    }
+    entry(first).store(head, Relaxed);
+    for i in first + 1..=last {
+        entry(i).store(tail, Relaxed);
     }
     true
 }
@@ -99,23 +178,24 @@ pub fn mark(base: usize, len: usize, head: u8, tail: u8) -> bool {
 pub fn unmark(base: usize, len: usize) {
     let first = base >> GRANULE_SHIFT;
     let last = (base + len - 1) >> GRANULE_SHIFT;
-    let map = entries();
-    for e in &map[first..=last.min(ENTRIES - 1)] {
-        e.store(TAG_NONE, Relaxed);
+    for i in first..=last.min(ENTRIES - 1) {
+        entry(i).store(TAG_NONE, Relaxed);
+        #[cfg(miri)]
+        granule_ptr(i).store(core::ptr::null_mut(), core::sync::atomic::Ordering::Release);
     }
 }
 
-/// For an address in a large span, the granule-aligned start of that span,
-/// found by walking back over tail granules. `None` if not in a large span.
-pub fn large_span_base(addr: usize) -> Option<usize> {
-    let mut i = addr >> GRANULE_SHIFT;
+/// For a pointer into a large span, the granule-aligned start of that span
+/// (with the span's provenance, see [`mapped`]), found by walking back over
+/// tail granules. `None` if not in a large span.
+pub fn large_span_base(p: *mut u8) -> Option<*mut u8> {
+    let mut i = p.addr() >> GRANULE_SHIFT;
     if i >= ENTRIES {
         return None;
     }
-    let map = entries();
     loop {
-        match map[i].load(Relaxed) {
-            TAG_LARGE_HEAD => return Some(i << GRANULE_SHIFT),
+        match entry(i).load(Relaxed) {
+            TAG_LARGE_HEAD => return Some(mapped(p.with_addr(i << GRANULE_SHIFT))),
             TAG_LARGE_TAIL if i > 0 => i -= 1,
             _ => return None,
         }
@@ -137,17 +217,45 @@ mod tests {
 
     #[test]
     fn mark_and_unmark_a_span() {
-        // A granule-aligned range far from anything this test process maps.
-        let base = 0x5a5a_0000_0000usize & !(GRANULE - 1);
-        assert!(mark(base, 3 * GRANULE + 5, TAG_LARGE_HEAD, TAG_LARGE_TAIL));
+        // A granule-aligned range far from anything this test process maps
+        // (reduced into the smaller map under Miri). Only map entries are
+        // touched, never the memory.
+        let base = (0x5a5a_0000_0000usize % (ENTRIES << GRANULE_SHIFT)) & !(GRANULE - 1);
+        let at = core::ptr::without_provenance_mut::<u8>;
+        assert!(mark(at(base), 3 * GRANULE + 5, TAG_LARGE_HEAD, TAG_LARGE_TAIL));
         assert_eq!(tag_of(base), TAG_LARGE_HEAD);
         assert_eq!(tag_of(base + GRANULE + 17), TAG_LARGE_TAIL);
         assert_eq!(tag_of(base + 3 * GRANULE + 4), TAG_LARGE_TAIL);
         assert_eq!(tag_of(base + 4 * GRANULE), TAG_NONE);
-        assert_eq!(large_span_base(base + 2 * GRANULE + 9), Some(base));
+        assert_eq!(large_span_base(at(base + 2 * GRANULE + 9)).map(|p| p.addr()), Some(base));
         unmark(base, 3 * GRANULE + 5);
         assert_eq!(tag_of(base + GRANULE), TAG_NONE);
-        assert_eq!(large_span_base(base + GRANULE), None);
-        assert!(!mark(usize::MAX & !(GRANULE - 1), GRANULE, TAG_ARENA, TAG_ARENA));
+        assert_eq!(large_span_base(at(base + GRANULE)), None);
+        assert!(!mark(at(usize::MAX & !(GRANULE - 1)), GRANULE, TAG_ARENA, TAG_ARENA));
+    }
+
+    #[test]
+    fn a_real_mapping_is_found_and_keeps_its_provenance() {
+        let len = 2 * GRANULE;
+        let base = crate::os::map_aligned(len, GRANULE);
+        assert!(!base.is_null());
+        assert!(mark(base, len, TAG_LARGE_HEAD, TAG_LARGE_TAIL));
+        let inside = base.wrapping_add(GRANULE + 4096 + 3);
+        assert_eq!(tag_of(inside.addr()), TAG_LARGE_TAIL);
+        let found = large_span_base(inside).expect("in a span");
+        assert_eq!(found.addr(), base.addr());
+        let m = mapped(inside);
+        assert_eq!(m.addr(), inside.addr());
+        // SAFETY: both point into the live mapping; under Miri this checks
+        // that the pointers carry the mapping's provenance.
+        unsafe {
+            m.write(7);
+            assert_eq!(found.wrapping_add(GRANULE + 4096 + 3).read(), 7);
+        }
+        unmark(base.addr(), len);
+        assert_eq!(tag_of(inside.addr()), TAG_NONE);
+        assert_eq!(mapped(inside), inside);
+        // SAFETY: our test mapping, no longer used.
+        unsafe { crate::os::unmap(base, len) };
     }
 }

@@ -263,23 +263,54 @@ impl Pool {
     /// `b` must point into this pool's block area.
     #[inline(always)]
     pub unsafe fn may_free(&self, b: *mut Block) -> bool {
+        // SAFETY: forwarded from the caller.
+        if unsafe { self.suspect(b) } {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.check_suspect(b) }
+        } else {
+            true
+        }
+    }
+
+    /// The fast-path half of [`may_free`](Self::may_free): whether `b` needs
+    /// the full check (it is misaligned, or carries this pool's mark).
+    ///
+    /// # Safety
+    /// `b` must point into this pool's block area.
+    #[inline(always)]
+    #[cfg(not(miri))]
+    pub unsafe fn suspect(&self, b: *mut Block) -> bool {
+        // SAFETY: the mark is read only from an aligned address in this
+        // pool's block area, which is mapped; every block is at least two
+        // words long.
+        b as usize & (size_class::ALIGNMENT - 1) != 0 || unsafe { (*b).mark } == self.mark()
+    }
+
+    /// Under Miri every block is suspect, so the full check (a walk of the
+    /// local list, with the same verdicts) runs instead of the mark test:
+    /// the mark word is the program's data while the block is handed out,
+    /// and the program may have left it uninitialised (padding, a
+    /// `MaybeUninit`), which Miri rightly refuses to read as an integer.
+    ///
+    /// # Safety
+    /// `b` must point into this pool's block area.
+    #[inline(always)]
+    #[cfg(miri)]
+    pub unsafe fn suspect(&self, _b: *mut Block) -> bool {
+        true
+    }
+
+    /// The cold half of [`may_free`](Self::may_free), for a suspect `b`.
+    ///
+    /// # Safety
+    /// `b` must point into this pool's block area.
+    #[cold]
+    #[inline(never)]
+    pub unsafe fn check_suspect(&self, b: *mut Block) -> bool {
         if b as usize & (size_class::ALIGNMENT - 1) != 0 {
             crate::alloc::invalid_free(b.cast(), "not the start of a block");
             return false;
         }
-        // SAFETY: an aligned address in this pool's block area, which is
-        // mapped; every block is at least two words long.
-        if unsafe { (*b).mark } == self.mark() {
-            return self.not_on_free_list(b);
-        }
-        true
-    }
-
-    /// Cold half of [`may_free`](Self::may_free): whether `b` is absent from
-    /// the local list; reports a double free if it is there.
-    #[cold]
-    #[inline(never)]
-    fn not_on_free_list(&self, b: *mut Block) -> bool {
         let mut f = self.free.get();
         while !f.is_null() {
             if f == b {
@@ -596,7 +627,7 @@ mod tests {
         let mem = crate::os::map_aligned(size, POOL_SIZE);
         assert!(!mem.is_null());
         let pool = Pool::new(mem);
-        f(&pool, mem as usize + size);
+        f(&pool, mem.addr() + size);
         // SAFETY: our test mapping, no longer used.
         unsafe { crate::os::unmap(mem, size) };
     }
@@ -617,19 +648,63 @@ mod tests {
                     }
                     continue;
                 }
-                got.push(b as usize);
+                got.push(b);
             }
             assert_eq!(got.len(), POOL_SIZE / 64);
             assert_eq!(p.used(), got.len() as u32);
-            let mut sorted = got.clone();
+            let mut sorted: Vec<usize> = got.iter().map(|b| b.addr()).collect();
             sorted.sort();
             sorted.dedup();
             assert_eq!(sorted.len(), got.len(), "no block handed out twice");
+            for (i, &b) in got.iter().enumerate() {
+                // SAFETY: every block is a handed-out block of `p`, with 64
+                // writable bytes.
+                unsafe { b.cast::<u8>().write_bytes(i as u8, 64) };
+            }
             for &b in &got {
                 // SAFETY: `b` is a handed-out block of `p`.
-                unsafe { p.push(b as *mut Block) };
+                unsafe { p.push(b) };
             }
             assert!(p.is_empty());
+            // The list now runs from the last block pushed back to the first.
+            for &b in got.iter().rev() {
+                assert_eq!(p.pop(), b);
+            }
+            assert!(p.pop().is_null());
+            assert!(!p.carve(), "every block was carved");
+        });
+    }
+
+    #[test]
+    fn may_free_catches_double_frees_and_misaligned_pointers() {
+        use crate::options::{set_invalid_free, InvalidFree};
+        with_pool(|p, end| {
+            let hints = RemoteHints::new();
+            p.init(1, 0x1000, &hints, end);
+            assert!(p.carve());
+            let a = p.pop();
+            let b = p.pop();
+            // SAFETY: `a` and `b` are handed-out blocks of `p`; the checks
+            // that fail read nothing and report without aborting (the mode
+            // is set to ignore for them).
+            unsafe {
+                assert!(p.may_free(a));
+                p.push(a);
+                // A live block that happens to hold the mark is not on the
+                // list, so it may be freed.
+                (*b).mark = p.mark();
+                assert!(p.may_free(b));
+                set_invalid_free(InvalidFree::Ignore);
+                assert!(!p.may_free(a), "a block already on the local list");
+                assert!(!p.may_free(b.cast::<u8>().wrapping_add(8).cast()), "not the start of a block");
+                set_invalid_free(InvalidFree::Abort);
+                p.push(b);
+            }
+            assert!(p.is_empty());
+            assert_eq!(p.pop(), b);
+            // SAFETY: a block just handed out again: its mark is cleared.
+            assert_eq!(unsafe { (*b).mark }, 0);
+            assert_eq!(p.pop(), a);
         });
     }
 

@@ -2,7 +2,9 @@
 //!
 //! An atomic LIFO stack of blocks freed by threads that do not own the pool,
 //! with a `FULL` flag in the low bit of the head word (blocks are 16-byte
-//! aligned, so the bit is free):
+//! aligned, so the bit is free) and the block count in its top 16 bits. The
+//! head word is an `AtomicPtr` and the flag and count are put into its
+//! address with `map_addr`, so the head block keeps its provenance:
 //!
 //! * [`RemoteList::push`] (any thread): links the block to the current head
 //!   and publishes it with one compare-and-swap, which also clears `FULL`.
@@ -20,7 +22,8 @@
 //!
 //! [`try_set_full`]: RemoteList::try_set_full
 
-use crate::sync::atomic::{AtomicUsize, Ordering::*};
+use crate::sync::atomic::{AtomicPtr, Ordering::*};
+use core::ptr;
 
 /// A free block. The first word of a free block links it into a list.
 #[repr(C)]
@@ -43,32 +46,44 @@ const COUNT_SHIFT: u32 = 48;
 const PTR_MASK: usize = ((1 << COUNT_SHIFT) - 1) & !FULL;
 
 #[inline]
-fn count_of(w: usize) -> u32 {
-    (w >> COUNT_SHIFT) as u32
+fn count_of(w: *mut Block) -> u32 {
+    (w.addr() >> COUNT_SHIFT) as u32
+}
+
+/// The head block of a head word (null if none).
+#[inline]
+fn head_of(w: *mut Block) -> *mut Block {
+    w.map_addr(|a| a & PTR_MASK)
+}
+
+/// The head word holding only the flag.
+#[inline]
+fn full_word() -> *mut Block {
+    ptr::without_provenance_mut(FULL)
 }
 
 /// The remote-free stack of one pool.
 pub struct RemoteList {
-    word: AtomicUsize,
+    word: AtomicPtr<Block>,
 }
 
 impl RemoteList {
     /// An empty list without the flag.
     #[cfg(not(loom))]
     pub const fn new() -> Self {
-        RemoteList { word: AtomicUsize::new(0) }
+        RemoteList { word: AtomicPtr::new(ptr::null_mut()) }
     }
 
     /// An empty list without the flag.
     #[cfg(loom)]
     pub fn new() -> Self {
-        RemoteList { word: AtomicUsize::new(0) }
+        RemoteList { word: AtomicPtr::new(ptr::null_mut()) }
     }
 
     /// Empties the list and clears the flag. Only while no other thread can
     /// reach the pool.
     pub fn reset(&self) {
-        self.word.store(0, Relaxed);
+        self.word.store(ptr::null_mut(), Relaxed);
     }
 
     /// Pushes `b`. Returns true if this push cleared the `FULL` flag, in
@@ -92,15 +107,16 @@ impl RemoteList {
     ///
     /// [`push`]: RemoteList::push
     pub unsafe fn push_chain(&self, head: *mut Block, tail: *mut Block, n: u32) -> bool {
-        debug_assert!(head as usize & !PTR_MASK == 0, "block address beyond 48 bits");
+        debug_assert!(head.addr() & !PTR_MASK == 0, "block address beyond 48 bits");
         let mut old = self.word.load(Relaxed);
         loop {
             // SAFETY: the caller gives the blocks up; the tail's first word is
             // ours until the CAS publishes the chain.
-            unsafe { (*tail).next = (old & PTR_MASK) as *mut Block };
-            let new = head as usize | ((count_of(old) + n) as usize) << COUNT_SHIFT;
+            unsafe { (*tail).next = head_of(old) };
+            let count = ((count_of(old) + n) as usize) << COUNT_SHIFT;
+            let new = head.map_addr(|a| a | count);
             match self.word.compare_exchange_weak(old, new, AcqRel, Relaxed) {
-                Ok(_) => return old & FULL != 0,
+                Ok(_) => return old.addr() & FULL != 0,
                 Err(cur) => old = cur,
             }
         }
@@ -109,7 +125,7 @@ impl RemoteList {
     /// Whether blocks are waiting.
     #[inline]
     pub fn has_blocks(&self) -> bool {
-        self.word.load(Relaxed) & PTR_MASK != 0
+        self.word.load(Relaxed).addr() & PTR_MASK != 0
     }
 
     /// Takes every waiting block, as a null-terminated list (null if none)
@@ -118,26 +134,31 @@ impl RemoteList {
         if !self.has_blocks() {
             return (core::ptr::null_mut(), 0);
         }
-        let w = self.word.swap(0, Acquire);
-        debug_assert_eq!(w & FULL, 0, "take with the FULL flag set");
-        ((w & PTR_MASK) as *mut Block, count_of(w))
+        let w = self.word.swap(ptr::null_mut(), Acquire);
+        debug_assert_eq!(w.addr() & FULL, 0, "take with the FULL flag set");
+        (head_of(w), count_of(w))
     }
 
     /// Sets the flag on an empty list. False if blocks are waiting.
     pub fn try_set_full(&self) -> bool {
-        self.word.compare_exchange(0, FULL, Release, Relaxed).is_ok()
+        self.word.compare_exchange(ptr::null_mut(), full_word(), Release, Relaxed).is_ok()
     }
 
     /// Clears the flag if set. Owner only.
+    ///
+    /// The flag is only ever set on an empty list, and every push clears it,
+    /// so a word with the flag is the flag alone: one compare-and-swap back
+    /// to the empty word clears it, and when it fails a push has already
+    /// cleared it.
     pub fn clear_full(&self) {
-        if self.word.load(Relaxed) & FULL != 0 {
-            self.word.fetch_and(!FULL, Relaxed);
+        if self.word.load(Relaxed).addr() & FULL != 0 {
+            let _ = self.word.compare_exchange(full_word(), ptr::null_mut(), Relaxed, Relaxed);
         }
     }
 
     /// Whether the flag is set.
     pub fn is_full_flagged(&self) -> bool {
-        self.word.load(Relaxed) & FULL != 0
+        self.word.load(Relaxed).addr() & FULL != 0
     }
 }
 
@@ -145,5 +166,150 @@ impl RemoteList {
 impl Default for RemoteList {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    /// A 16-byte-aligned block, as pool blocks are.
+    #[repr(C, align(16))]
+    struct Slot(Block);
+
+    fn blocks(n: usize) -> Vec<*mut Block> {
+        (0..n)
+            .map(|_| Box::into_raw(Box::new(Slot(Block { next: ptr::null_mut(), mark: 0 }))).cast::<Block>())
+            .collect()
+    }
+
+    fn free_all(all: Vec<*mut Block>) {
+        for b in all {
+            // SAFETY: each pointer is one of `blocks`' boxes, freed once.
+            drop(unsafe { Box::from_raw(b.cast::<Slot>()) });
+        }
+    }
+
+    /// The blocks of a taken list, in list order.
+    fn walk(mut b: *mut Block) -> Vec<*mut Block> {
+        let mut out = Vec::new();
+        while !b.is_null() {
+            out.push(b);
+            // SAFETY: blocks on a taken list are the test's live boxes.
+            b = unsafe { (*b).next };
+        }
+        out
+    }
+
+    #[test]
+    fn push_take_count_and_order() {
+        let all = blocks(5);
+        let list = RemoteList::new();
+        assert!(!list.has_blocks());
+        assert_eq!(list.take(), (ptr::null_mut(), 0));
+        for &b in &all[..3] {
+            // SAFETY: each block is pushed once and not touched meanwhile.
+            assert!(!unsafe { list.push(b) }, "no flag, no notification");
+        }
+        let (b3, b4) = (all[3], all[4]);
+        // SAFETY: blocks 3 and 4 are ours; link them into a chain 4 -> 3.
+        unsafe { (*b4).next = b3 };
+        // SAFETY: the chain from all[4] to all[3] is two blocks we give up.
+        assert!(!unsafe { list.push_chain(all[4], all[3], 2) });
+        assert!(list.has_blocks());
+        let (head, n) = list.take();
+        assert_eq!(n, 5);
+        assert_eq!(walk(head), [all[4], all[3], all[2], all[1], all[0]]);
+        assert!(!list.has_blocks());
+        // The blocks came back with their provenance: write through them.
+        for b in walk(head) {
+            // SAFETY: a live box of the test.
+            unsafe { (*b).mark = 7 };
+        }
+        free_all(all);
+    }
+
+    #[test]
+    fn the_flag_is_cleared_by_exactly_one_push() {
+        let all = blocks(3);
+        let list = RemoteList::new();
+        assert!(list.try_set_full());
+        assert!(list.is_full_flagged());
+        assert!(!list.has_blocks());
+        // SAFETY: each block is pushed once.
+        unsafe {
+            assert!(list.push(all[0]), "the push that clears the flag notifies");
+            assert!(!list.push(all[1]));
+        }
+        assert!(!list.is_full_flagged());
+        assert!(!list.try_set_full(), "blocks are waiting");
+        let (head, n) = list.take();
+        assert_eq!((walk(head), n), (vec![all[1], all[0]], 2));
+        assert!(list.try_set_full());
+        list.clear_full();
+        assert!(!list.is_full_flagged());
+        list.clear_full();
+        // SAFETY: pushed once.
+        assert!(!unsafe { list.push(all[2]) }, "flag withdrawn: no notification");
+        list.reset();
+        assert!(!list.has_blocks());
+        free_all(all);
+    }
+
+    #[test]
+    fn concurrent_pushers_and_an_owner() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        let per_thread = if cfg!(miri) { 8 } else { 1000 };
+        let list = Arc::new(RemoteList::new());
+        let notified = Arc::new(AtomicUsize::new(0));
+        let mine: Vec<Vec<*mut Block>> = (0..2).map(|_| blocks(per_thread)).collect();
+        let mut all: Vec<*mut Block> = mine.iter().flatten().copied().collect();
+        // Raw pointers are not Send: hand each thread its blocks as a
+        // Send wrapper.
+        struct Blocks(Vec<*mut Block>);
+        // SAFETY: the blocks are plain heap memory given to one thread.
+        unsafe impl Send for Blocks {}
+        assert!(list.try_set_full());
+        let threads: Vec<_> = mine
+            .into_iter()
+            .map(|v| {
+                let (list, notified, v) = (list.clone(), notified.clone(), Blocks(v));
+                std::thread::spawn(move || {
+                    let v = v;
+                    for &b in &v.0 {
+                        // SAFETY: each block is pushed once, by this thread.
+                        if unsafe { list.push(b) } {
+                            notified.fetch_add(1, Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        let mut counted = 0;
+        for _ in 0..4 {
+            let (head, n) = list.take();
+            let taken = walk(head);
+            assert_eq!(taken.len(), n as usize, "the head word counts the blocks");
+            counted += n as usize;
+            got.extend(taken);
+            std::thread::yield_now();
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        let (head, n) = list.take();
+        counted += n as usize;
+        got.extend(walk(head));
+        assert_eq!(notified.load(Relaxed), 1, "one pusher clears the flag");
+        assert_eq!(counted, 2 * per_thread);
+        let key = |b: &*mut Block| b.addr();
+        got.sort_by_key(key);
+        all.sort_by_key(key);
+        assert_eq!(got, all, "every block comes back once");
+        free_all(all);
     }
 }

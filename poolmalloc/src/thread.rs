@@ -218,7 +218,7 @@ pub fn locked_alloc(class: usize) -> *mut u8 {
 
 /// Frees a block of the locked heap (debug mode's raw blocks).
 pub fn locked_free(p: *mut u8) {
-    let pool = arena::pool_of(p as usize);
+    let pool = arena::pool_of(p);
     let _g = LOCKED_LOCK.guard();
     // SAFETY: debug mode's raw blocks are handed-out blocks of the locked
     // heap, and we hold its lock.
@@ -233,21 +233,40 @@ pub fn locked_free(p: *mut u8) {
 /// pointer into an arena that the slow path will diagnose.
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
-    let pool = arena::pool_of(p as usize);
+    let pool = arena::pool_of(p);
     // SAFETY: `p` is inside a live arena, so its header is readable.
     let pr = unsafe { &*pool };
     if pr.owner.load(Relaxed) == thread_id() {
-        // SAFETY: we own the pool, `p` is in its block area, and once
-        // checked it is one of its handed-out blocks.
-        unsafe {
-            if pr.may_free(p.cast()) {
-                pr.push_then(p.cast(), || pool_emptied(pool));
-            }
+        // SAFETY: we own the pool and `p` is in its block area.
+        if unsafe { pr.suspect(p.cast()) } {
+            // A tail call, so the fast path saves no registers.
+            // SAFETY: as above.
+            return unsafe { free_suspect(p, pool) };
         }
+        // SAFETY: one of our pool's handed-out blocks.
+        unsafe { pr.push_then(p.cast(), || pool_emptied(pool)) };
         return;
     }
     // SAFETY: forwarded from the caller.
     unsafe { free_slow(p, pool) }
+}
+
+/// Local free of a block that looks misaligned or already free: checked in
+/// full, then freed if it passes.
+///
+/// # Safety
+/// The calling thread owns `pool`, and `p` is in its block area.
+#[cold]
+#[inline(never)]
+unsafe fn free_suspect(p: *mut u8, pool: *mut Pool) {
+    // SAFETY: by the caller.
+    let pr = unsafe { &*pool };
+    // SAFETY: by the caller; once checked, `p` is a handed-out block.
+    unsafe {
+        if pr.check_suspect(p.cast()) {
+            pr.push_then(p.cast(), || pool_emptied(pool));
+        }
+    }
 }
 
 #[cold]
@@ -449,7 +468,7 @@ pub struct Registry {
     pub lock: RawLock,
     all: Local<*mut Heap>,
     free: Local<*mut Heap>,
-    slab: Local<usize>,
+    slab: Local<*mut u8>,
     slab_end: Local<usize>,
     /// Bytes mapped for heap structures.
     pub meta_bytes: Local<usize>,
@@ -464,7 +483,7 @@ pub static REGISTRY: Registry = Registry {
     lock: RawLock::new(),
     all: Local::new(ptr::null_mut()),
     free: Local::new(ptr::null_mut()),
-    slab: Local::new(0),
+    slab: Local::new(ptr::null_mut()),
     slab_end: Local::new(0),
     meta_bytes: Local::new(0),
     live: Local::new(0),
@@ -487,17 +506,17 @@ impl Registry {
             return h;
         }
         let size = core::mem::size_of::<Heap>().next_multiple_of(64);
-        if self.slab.get() + size > self.slab_end.get() {
+        if self.slab.get().addr() + size > self.slab_end.get() {
             let m = os::map(SLAB_BYTES);
             if m.is_null() {
                 return ptr::null_mut();
             }
             self.meta_bytes.set(self.meta_bytes.get() + SLAB_BYTES);
-            self.slab.set(m as usize);
-            self.slab_end.set(m as usize + SLAB_BYTES);
+            self.slab.set(m);
+            self.slab_end.set(m.addr() + SLAB_BYTES);
         }
-        let h = self.slab.get() as *mut Heap;
-        self.slab.set(self.slab.get() + size);
+        let h = self.slab.get().cast::<Heap>();
+        self.slab.set(self.slab.get().wrapping_add(size));
         // SAFETY: fresh slab memory, suitably aligned, seen by no one else.
         unsafe { h.write(Heap::new(Kind::Real, owner)) };
         // SAFETY: just initialised.

@@ -409,11 +409,13 @@ impl<T> Drop for TypedPool<T> {
         // SAFETY: the pool was set up, so its shared state is on the list of
         // pools; after this no statistics walk reaches it.
         unsafe { shared::unlink(p) };
-        // SAFETY: the pool's shared state, alive until freed below; we have
-        // exclusive access to the pool, so no thread uses it except to tear
-        // down its cache.
-        let inner = unsafe { &mut *p };
-        let mut c = mem::replace(&mut inner.registry.get_mut().head, ptr::null_mut());
+        // SAFETY: the pool's shared state, alive until freed below. Shared,
+        // not exclusive: an exiting thread whose cache is still LIVE may be
+        // absorbing its slots into the depot right now (it holds its cache's
+        // lock and a shared reference), so the registry and the depot are
+        // reached through their locks.
+        let inner = unsafe { &*p };
+        let mut c = inner.registry.with(|r| mem::replace(&mut r.head, ptr::null_mut()));
         while !c.is_null() {
             // SAFETY: registered caches are live while on the list.
             let cr = unsafe { &*c };
@@ -433,9 +435,12 @@ impl<T> Drop for TypedPool<T> {
             }
             c = next;
         }
-        let d = inner.depot.get_mut();
-        // SAFETY: the depot's chains are ours; no thread can reach it now.
-        unsafe { release_depot(d.chains, d.n_chains, d.loose, d.loose_len, inner.mag, inner.slot) };
+        // Every exiting thread that found its cache LIVE has finished (we took
+        // each cache's lock after it), and later ones find POOL_GONE.
+        inner.depot.with(|d| {
+            // SAFETY: the depot's chains are ours; no thread can reach it now.
+            unsafe { release_depot(d.chains, d.n_chains, d.loose, d.loose_len, inner.mag, inner.slot) };
+        });
         // SAFETY: nothing references the shared state any more.
         unsafe { free_inner(p) };
     }
