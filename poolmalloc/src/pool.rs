@@ -275,15 +275,50 @@ impl Pool {
     /// The fast-path half of [`may_free`](Self::may_free): whether `b` needs
     /// the full check (it is misaligned, or carries this pool's mark).
     ///
+    /// The mark word belongs to the program while the block is handed out,
+    /// and the program may have left it uninitialised (padding, a
+    /// `MaybeUninit`); reading it as a Rust integer would be undefined
+    /// behaviour. On x86-64 the compare is one instruction in inline
+    /// assembly, which reads whatever bytes are there.
+    ///
     /// # Safety
     /// `b` must point into this pool's block area.
     #[inline(always)]
-    #[cfg(not(miri))]
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    pub unsafe fn suspect(&self, b: *mut Block) -> bool {
+        if b as usize & (size_class::ALIGNMENT - 1) != 0 {
+            return true;
+        }
+        // SAFETY: `b` is aligned and in this pool's block area, which is
+        // mapped; every block is at least two words long, so the compare
+        // reads mapped memory and writes nothing.
+        unsafe {
+            core::arch::asm!(
+                "cmp qword ptr [{b} + {mark}], {m}",
+                "je {hit}",
+                b = in(reg) b,
+                mark = const core::mem::offset_of!(Block, mark),
+                m = in(reg) self.mark(),
+                hit = label { return true; },
+                options(nostack, readonly)
+            );
+        }
+        false
+    }
+
+    /// Portable form of the test above, for targets without the assembly.
+    ///
+    /// # Safety
+    /// `b` must point into this pool's block area.
+    #[inline(always)]
+    #[cfg(all(not(target_arch = "x86_64"), not(miri)))]
     pub unsafe fn suspect(&self, b: *mut Block) -> bool {
         // SAFETY: the mark is read only from an aligned address in this
         // pool's block area, which is mapped; every block is at least two
-        // words long.
-        b as usize & (size_class::ALIGNMENT - 1) != 0 || unsafe { (*b).mark } == self.mark()
+        // words long. A volatile read keeps the compiler from reasoning
+        // about the (possibly uninitialised) bytes.
+        b as usize & (size_class::ALIGNMENT - 1) != 0
+            || unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*b).mark)) } == self.mark()
     }
 
     /// Under Miri every block is suspect, so the full check (a walk of the
