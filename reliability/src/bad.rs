@@ -28,7 +28,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::io::Read;
 use std::os::fd::FromRawFd;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The bad pointer.
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,24 +338,9 @@ pub fn run(case: Case, lib: Option<&Path>) -> Result<(), String> {
     unsafe { libc::close(fds[1]) };
     // SAFETY: the read end is ours alone from here.
     let mut reader = unsafe { std::fs::File::from_raw_fd(fds[0]) };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut status = 0;
-    loop {
-        // SAFETY: our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        if Instant::now() > deadline {
-            // SAFETY: our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            return Err(format!("{case:?}: hung"));
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let Some(status) = crate::child::wait(pid, Duration::from_secs(20)) else {
+        return Err(format!("{case:?}: hung"));
+    };
     let mut err = String::new();
     reader.read_to_string(&mut err).expect("read the child's stderr");
     let addr = err

@@ -9,12 +9,14 @@
 //! * [`bad`]: bad-input cases (wild, foreign, misaligned and double-freed
 //!   pointers), each run in a child process that must end in the documented
 //!   report and `SIGABRT`;
-//! * [`cdylib`]: finds or builds `libpoolmalloc.so`.
+//! * [`cdylib`]: finds or builds `libpoolmalloc.so`;
+//! * [`child`]: waits for a forked child with a time limit.
 //!
 //! The same harness runs under `proptest` in `cargo test` and under
 //! libFuzzer through the targets in `fuzz/`.
 
 pub mod bad;
 pub mod cdylib;
+pub mod child;
 pub mod fronts;
 pub mod model;

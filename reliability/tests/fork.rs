@@ -39,29 +39,10 @@ fn churn(seed: usize, rounds: usize) -> bool {
 
 /// Waits for `pid` with the timeout; Err describes a hang or a failure.
 fn wait(pid: libc::pid_t) -> Result<(), String> {
-    let deadline = Instant::now() + TIMEOUT;
-    let mut status = 0;
-    loop {
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        assert!(r == 0, "waitpid({pid}) failed");
-        if Instant::now() > deadline {
-            // SAFETY: our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            return Err(format!("child {pid} hung"));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-        Ok(())
-    } else {
-        Err(format!("child {pid} ended with status {status:#x}"))
+    match poolmalloc_reliability::child::wait(pid, TIMEOUT) {
+        None => Err(format!("child {pid} hung")),
+        Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => Ok(()),
+        Some(status) => Err(format!("child {pid} ended with status {status:#x}")),
     }
 }
 

@@ -119,12 +119,17 @@ fn require_valgrind() -> String {
 /// Compiles `tests/c/memcheck.c` into the scratch directory.
 fn compile() -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("c").join("memcheck.c");
+    let capi = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("capi");
     let dir = scratch_dir();
     let out = dir.join("memcheck");
     let partial = dir.join(format!("memcheck.{}.partial", std::process::id()));
     let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
     let result = Command::new(&cc)
         .args(["-std=gnu11", "-O2", "-g", "-pthread", "-Wall", "-Wextra"])
+        .arg("-I")
+        .arg(capi.join("tests").join("c"))
+        .arg("-I")
+        .arg(capi.join("include"))
         .arg(&src)
         .arg("-o")
         .arg(&partial)

@@ -35,58 +35,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-
-#define CHECK(cond, ...)                                                      \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);              \
-            fprintf(stderr, __VA_ARGS__);                                     \
-            fprintf(stderr, "  [%s]\n", #cond);                               \
-            __atomic_fetch_add(&failures, 1, __ATOMIC_RELAXED);               \
-        }                                                                     \
-    } while (0)
-
-/* Stops at once: for results later code depends on (a NULL block). */
-#define REQUIRE(cond, ...)                                                    \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);              \
-            fprintf(stderr, __VA_ARGS__);                                     \
-            fprintf(stderr, "  [%s]\n", #cond);                               \
-            exit(1);                                                          \
-        }                                                                     \
-    } while (0)
-
-/* Hides a value from the optimizer, so that every call is really made. */
-static inline size_t opaque(size_t x)
-{
-    __asm__ volatile("" : "+r"(x));
-    return x;
-}
-
-static inline void *launder(void *p)
-{
-    __asm__ volatile("" : "+r"(p));
-    return p;
-}
-
-static void fill(void *p, size_t n, unsigned seed)
-{
-    unsigned char *b = p;
-    for (size_t i = 0; i < n; i++)
-        b[i] = (unsigned char)(seed + i * 7 + (i >> 8));
-}
-
-/* Index of the first byte that differs from fill's pattern, or SIZE_MAX. */
-static size_t verify(const void *p, size_t n, unsigned seed)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++)
-        if (b[i] != (unsigned char)(seed + i * 7 + (i >> 8)))
-            return i;
-    return SIZE_MAX;
-}
+/* CHECK, REQUIRE, OPAQUE, pmt_launder, pmt_fill, pmt_verify, pmt_finish:
+ * the helpers the C conformance programs share (capi/tests/c). */
+#include "pmtest.h"
 
 /* Index of the first non-zero byte, or SIZE_MAX. */
 static size_t first_nonzero(const void *p, size_t n)
@@ -117,7 +68,7 @@ static void check_allocator(void)
     int have_bound = m && dladdr(m, &bound) && bound.dli_fname;
     printf("malloc defined in: %s\n", have_bound ? bound.dli_fname : "(unknown)");
 
-    void *p = malloc(opaque(1));
+    void *p = malloc(OPAQUE(1));
     REQUIRE(p != NULL, "malloc(1) failed\n");
     size_t usable = malloc_usable_size(p);
     free(p);
@@ -138,26 +89,26 @@ static void small_sizes(void)
 {
     static unsigned char *blocks[SMALL_MAX + 1];
     for (size_t n = 0; n <= SMALL_MAX; n++) {
-        blocks[n] = malloc(opaque(n));
+        blocks[n] = malloc(OPAQUE(n));
         REQUIRE(blocks[n] != NULL, "malloc(%zu) failed\n", n);
         CHECK(aligned(blocks[n], 16), "malloc(%zu) = %p is not 16-aligned\n", n, (void *)blocks[n]);
         CHECK(malloc_usable_size(blocks[n]) >= n, "malloc_usable_size of a %zu-byte block is %zu\n", n,
               malloc_usable_size(blocks[n]));
-        fill(blocks[n], n, (unsigned)n);
+        pmt_fill(blocks[n], n, (unsigned)n);
     }
     for (size_t n = 0; n <= SMALL_MAX; n++) {
-        size_t bad = verify(blocks[n], n, (unsigned)n);
+        size_t bad = pmt_verify(blocks[n], n, (unsigned)n);
         CHECK(bad == SIZE_MAX, "a %zu-byte block was changed at byte %zu\n", n, bad);
         free(blocks[n]);
     }
 
     /* calloc over freed, dirty blocks of the same sizes must still zero. */
     for (size_t n = 1; n <= SMALL_MAX; n++) {
-        unsigned char *d = malloc(opaque(n));
+        unsigned char *d = malloc(OPAQUE(n));
         REQUIRE(d != NULL, "malloc(%zu) failed\n", n);
         memset(d, 0xA5, n);
-        free(launder(d));
-        unsigned char *z = calloc(opaque(n), 1);
+        free(pmt_launder(d));
+        unsigned char *z = calloc(OPAQUE(n), 1);
         REQUIRE(z != NULL, "calloc(%zu, 1) failed\n", n);
         size_t bad = first_nonzero(z, n);
         CHECK(bad == SIZE_MAX, "calloc(%zu, 1) left byte %zu non-zero\n", n, bad);
@@ -165,7 +116,7 @@ static void small_sizes(void)
     }
     CHECK(malloc_usable_size(NULL) == 0, "malloc_usable_size(NULL) is not 0\n");
     errno = 0;
-    CHECK(calloc(opaque(SIZE_MAX / 2), 3) == NULL && errno == ENOMEM,
+    CHECK(calloc(OPAQUE(SIZE_MAX / 2), 3) == NULL && errno == ENOMEM,
           "calloc with an overflowing size did not fail with ENOMEM\n");
 }
 
@@ -194,19 +145,19 @@ static void class_boundaries(void)
     for (size_t c = 0; c < nclasses; c++) {
         for (size_t k = 0; k < PER; k++) {
             size_t n = classes[c] - 1 + k; /* one below, at, one above */
-            unsigned char *p = malloc(opaque(n));
+            unsigned char *p = malloc(OPAQUE(n));
             REQUIRE(p != NULL, "malloc(%zu) failed\n", n);
             size_t usable = malloc_usable_size(p);
             CHECK(usable >= n, "malloc_usable_size of a %zu-byte block is %zu\n", n, usable);
             /* The whole usable size is the caller's to write. */
-            fill(p, usable, (unsigned)(c * PER + k));
+            pmt_fill(p, usable, (unsigned)(c * PER + k));
             blocks[c][k] = p;
             sizes[c][k] = usable;
         }
     }
     for (size_t c = 0; c < nclasses; c++) {
         for (size_t k = 0; k < PER; k++) {
-            size_t bad = verify(blocks[c][k], sizes[c][k], (unsigned)(c * PER + k));
+            size_t bad = pmt_verify(blocks[c][k], sizes[c][k], (unsigned)(c * PER + k));
             CHECK(bad == SIZE_MAX, "a block of usable size %zu (class %zu) was changed at byte %zu\n",
                   sizes[c][k], classes[c], bad);
             free(blocks[c][k]);
@@ -224,24 +175,24 @@ static void large_blocks(void)
     enum { N = sizeof sizes / sizeof sizes[0] };
     unsigned char *blocks[N];
     for (size_t i = 0; i < N; i++) {
-        blocks[i] = malloc(opaque(sizes[i]));
+        blocks[i] = malloc(OPAQUE(sizes[i]));
         REQUIRE(blocks[i] != NULL, "malloc(%zu) failed\n", sizes[i]);
         CHECK(aligned(blocks[i], 16), "malloc(%zu) = %p is not 16-aligned\n", sizes[i], (void *)blocks[i]);
         size_t usable = malloc_usable_size(blocks[i]);
         CHECK(usable >= sizes[i], "malloc_usable_size of a %zu-byte block is %zu\n", sizes[i], usable);
         /* The whole usable size is the caller's to write. */
-        fill(blocks[i], usable, (unsigned)i + 100);
+        pmt_fill(blocks[i], usable, (unsigned)i + 100);
     }
     for (size_t i = 0; i < N; i++) {
         size_t usable = malloc_usable_size(blocks[i]);
-        size_t bad = verify(blocks[i], usable, (unsigned)i + 100);
+        size_t bad = pmt_verify(blocks[i], usable, (unsigned)i + 100);
         CHECK(bad == SIZE_MAX, "a %zu-byte block (usable size %zu) was changed at byte %zu\n", sizes[i], usable, bad);
         free(blocks[i]);
     }
     /* calloc of the sizes just freed (a cache may hand the same dirty
      * memory back) must be zero throughout. */
     for (size_t i = 0; i < N; i++) {
-        unsigned char *z = calloc(1, opaque(sizes[i]));
+        unsigned char *z = calloc(1, OPAQUE(sizes[i]));
         REQUIRE(z != NULL, "calloc(1, %zu) failed\n", sizes[i]);
         size_t bad = first_nonzero(z, sizes[i]);
         CHECK(bad == SIZE_MAX, "calloc(1, %zu) left byte %zu non-zero\n", sizes[i], bad);
@@ -256,17 +207,17 @@ static void realloc_chain(void)
     /* Grow from 1 byte to 6 MiB by ~1.5x steps, through every layer
      * (small classes, medium classes, large spans), then shrink back. */
     size_t n = 1;
-    unsigned char *p = realloc(NULL, opaque(n));
+    unsigned char *p = realloc(NULL, OPAQUE(n));
     REQUIRE(p != NULL, "realloc(NULL, 1) failed\n");
-    fill(p, n, 7);
+    pmt_fill(p, n, 7);
     while (n < (6u << 20)) {
         size_t m = n + n / 2 + 1;
-        unsigned char *q = realloc(p, opaque(m));
+        unsigned char *q = realloc(p, OPAQUE(m));
         REQUIRE(q != NULL, "realloc(%zu -> %zu) failed\n", n, m);
-        size_t bad = verify(q, n, 7);
+        size_t bad = pmt_verify(q, n, 7);
         CHECK(bad == SIZE_MAX, "realloc(%zu -> %zu) lost byte %zu\n", n, m, bad);
         CHECK(malloc_usable_size(q) >= m, "after realloc to %zu the usable size is %zu\n", m, malloc_usable_size(q));
-        fill(q, m, 7);
+        pmt_fill(q, m, 7);
         p = q;
         n = m;
     }
@@ -274,9 +225,9 @@ static void realloc_chain(void)
         size_t m = n / 3 + 1;
         if (m >= n)
             m = n - 1;
-        unsigned char *q = realloc(p, opaque(m));
+        unsigned char *q = realloc(p, OPAQUE(m));
         REQUIRE(q != NULL, "realloc(%zu -> %zu) failed\n", n, m);
-        size_t bad = verify(q, m, 7);
+        size_t bad = pmt_verify(q, m, 7);
         CHECK(bad == SIZE_MAX, "realloc(%zu -> %zu) lost byte %zu\n", n, m, bad);
         CHECK(malloc_usable_size(q) >= m, "after realloc to %zu the usable size is %zu\n", m, malloc_usable_size(q));
         p = q;
@@ -289,16 +240,16 @@ static void realloc_chain(void)
     size_t nclasses = class_sizes(classes, 128);
     for (size_t c = 0; c + 1 < nclasses; c++) {
         size_t a = classes[c], b = classes[c + 1] + 1;
-        unsigned char *q = malloc(opaque(a));
+        unsigned char *q = malloc(OPAQUE(a));
         REQUIRE(q != NULL, "malloc(%zu) failed\n", a);
-        fill(q, a, (unsigned)c);
-        q = realloc(q, opaque(b));
+        pmt_fill(q, a, (unsigned)c);
+        q = realloc(q, OPAQUE(b));
         REQUIRE(q != NULL, "realloc(%zu -> %zu) failed\n", a, b);
-        size_t bad = verify(q, a, (unsigned)c);
+        size_t bad = pmt_verify(q, a, (unsigned)c);
         CHECK(bad == SIZE_MAX, "realloc(%zu -> %zu) lost byte %zu\n", a, b, bad);
-        q = realloc(q, opaque(a - 1));
+        q = realloc(q, OPAQUE(a - 1));
         REQUIRE(q != NULL, "realloc(%zu -> %zu) failed\n", b, a - 1);
-        bad = verify(q, a - 1, (unsigned)c);
+        bad = pmt_verify(q, a - 1, (unsigned)c);
         CHECK(bad == SIZE_MAX, "realloc(%zu -> %zu) lost byte %zu\n", b, a - 1, bad);
         free(q);
     }
@@ -313,31 +264,31 @@ static void aligned_blocks(void)
         for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
             size_t n = sizes[i];
             void *p = NULL;
-            int r = posix_memalign(&p, opaque(align), opaque(n));
+            int r = posix_memalign(&p, OPAQUE(align), OPAQUE(n));
             REQUIRE(r == 0 && p != NULL, "posix_memalign(%zu, %zu) failed: %d\n", align, n, r);
             CHECK(aligned(p, align), "posix_memalign(%zu, %zu) = %p is misaligned\n", align, n, p);
             CHECK(malloc_usable_size(p) >= n, "usable size of posix_memalign(%zu, %zu) is %zu\n", align, n,
                   malloc_usable_size(p));
-            fill(p, n, (unsigned)(align + i));
+            pmt_fill(p, n, (unsigned)(align + i));
 
-            void *q = aligned_alloc(opaque(align), opaque(n));
+            void *q = aligned_alloc(OPAQUE(align), OPAQUE(n));
             REQUIRE(q != NULL, "aligned_alloc(%zu, %zu) failed\n", align, n);
             CHECK(aligned(q, align), "aligned_alloc(%zu, %zu) = %p is misaligned\n", align, n, q);
             CHECK(malloc_usable_size(q) >= n, "usable size of aligned_alloc(%zu, %zu) is %zu\n", align, n,
                   malloc_usable_size(q));
-            fill(q, n, (unsigned)(align + i + 1));
+            pmt_fill(q, n, (unsigned)(align + i + 1));
 
-            size_t bad = verify(p, n, (unsigned)(align + i));
+            size_t bad = pmt_verify(p, n, (unsigned)(align + i));
             CHECK(bad == SIZE_MAX, "posix_memalign(%zu, %zu) block changed at byte %zu\n", align, n, bad);
-            bad = verify(q, n, (unsigned)(align + i + 1));
+            bad = pmt_verify(q, n, (unsigned)(align + i + 1));
             CHECK(bad == SIZE_MAX, "aligned_alloc(%zu, %zu) block changed at byte %zu\n", align, n, bad);
             free(p);
             free(q);
         }
     }
-    void *p = (void *)&failures;
-    CHECK(posix_memalign(&p, opaque(24), 8) == EINVAL, "posix_memalign(24) did not fail with EINVAL\n");
-    CHECK(p == (void *)&failures, "a failed posix_memalign changed *memptr\n");
+    void *p = (void *)&pmt_failures;
+    CHECK(posix_memalign(&p, OPAQUE(24), 8) == EINVAL, "posix_memalign(24) did not fail with EINVAL\n");
+    CHECK(p == (void *)&pmt_failures, "a failed posix_memalign changed *memptr\n");
 }
 
 /* ---- two threads freeing each other's blocks ------------------------- */
@@ -375,14 +326,14 @@ static void *two_threads_main(void *arg)
                 size_t bad = first_nonzero(b->p, b->n);
                 CHECK(bad == SIZE_MAX, "thread %u: calloc(1, %zu) left byte %zu non-zero\n", t, b->n, bad);
             }
-            fill(b->p, b->n, b->seed);
+            pmt_fill(b->p, b->n, b->seed);
         }
         pthread_barrier_wait(&barrier);
         /* Check and free the other thread's blocks; resize some first. */
         unsigned other = 1 - t;
         for (unsigned i = 0; i < PER_THREAD; i++) {
             struct block *b = &slots[other][i];
-            size_t bad = verify(b->p, b->n, b->seed);
+            size_t bad = pmt_verify(b->p, b->n, b->seed);
             CHECK(bad == SIZE_MAX, "thread %u: a %zu-byte block of thread %u changed at byte %zu\n", t, b->n,
                   other, bad);
             if (i % 4 == 0) {
@@ -390,7 +341,7 @@ static void *two_threads_main(void *arg)
                 unsigned char *q = realloc(b->p, m);
                 REQUIRE(q != NULL, "thread %u: realloc(%zu -> %zu) failed\n", t, b->n, m);
                 size_t keep = m < b->n ? m : b->n;
-                bad = verify(q, keep, b->seed);
+                bad = pmt_verify(q, keep, b->seed);
                 CHECK(bad == SIZE_MAX, "thread %u: realloc(%zu -> %zu) of thread %u's block lost byte %zu\n", t,
                       b->n, m, other, bad);
                 b->p = q;
@@ -408,7 +359,7 @@ static void *two_threads_main(void *arg)
         b->seed = t + i;
         b->p = malloc(b->n);
         REQUIRE(b->p != NULL, "thread %u: malloc(%zu) failed\n", t, b->n);
-        fill(b->p, b->n, b->seed);
+        pmt_fill(b->p, b->n, b->seed);
     }
     return NULL;
 }
@@ -426,7 +377,7 @@ static void two_threads(void)
     for (unsigned t = 0; t < 2; t++) {
         for (unsigned i = 0; i < PER_THREAD; i += 3) {
             struct block *b = &slots[t][i];
-            size_t bad = verify(b->p, b->n, b->seed);
+            size_t bad = pmt_verify(b->p, b->n, b->seed);
             CHECK(bad == SIZE_MAX, "a %zu-byte block of exited thread %u changed at byte %zu\n", b->n, t, bad);
             free(b->p);
             b->p = NULL;
@@ -437,8 +388,8 @@ static void two_threads(void)
         size_t n = thread_size(0, i);
         unsigned char *p = malloc(n);
         REQUIRE(p != NULL, "malloc(%zu) failed\n", n);
-        fill(p, n, i);
-        size_t bad = verify(p, n, i);
+        pmt_fill(p, n, i);
+        size_t bad = pmt_verify(p, n, i);
         CHECK(bad == SIZE_MAX, "a %zu-byte block changed at byte %zu\n", n, bad);
         free(p);
     }
@@ -453,10 +404,5 @@ int main(void)
     realloc_chain();
     aligned_blocks();
     two_threads();
-    if (failures) {
-        fprintf(stderr, "memcheck workload: %d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("memcheck workload: all checks passed\n");
-    return 0;
+    return pmt_finish("memcheck workload");
 }
