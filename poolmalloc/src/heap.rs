@@ -161,6 +161,13 @@ impl Heap {
             if p != empty_pool() {
                 // SAFETY: the current pool is live and owned by this heap.
                 let pr = unsafe { &*p };
+                // A pool taken from `avail` may be fully carved with blocks
+                // on its local list: use them before calling it exhausted.
+                let b = pr.pop();
+                if !b.is_null() {
+                    self.check();
+                    return b.cast();
+                }
                 if pr.collect_remote() > 0 || pr.carve() {
                     let b = pr.pop();
                     debug_assert!(!b.is_null());
@@ -859,6 +866,47 @@ mod tests {
         owner.check_invariants();
         owner.release_everything();
         other.release_everything();
+    }
+
+    /// Pools a heap holds for `class`: current, available and full.
+    fn pools_of(h: &Heap, class: usize) -> usize {
+        let cur = usize::from(h.current[class].get() != empty_pool());
+        cur + h.avail[class].len() + h.full[class].len()
+    }
+
+    /// Regression: the slow path used to file a fully carved pool with
+    /// free blocks on its local list as full, so random replacement kept
+    /// taking fresh pools and left freed blocks behind.
+    #[test]
+    fn refilling_after_random_frees_reuses_the_freed_blocks() {
+        let class = 0; // 16-byte blocks
+        let per_pool = crate::pool::POOL_SIZE / class_size(class);
+        let pools = if cfg!(miri) { 2 } else { 32 };
+        let n = per_pool * pools;
+        let h = test_heap();
+        let mut live = Vec::new();
+        fill(&h, class, n, &mut live);
+        assert_eq!(pools_of(&h, class), pools);
+        // Free a random half (xorshift, fixed seed).
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in (1..live.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            live.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let gone = live.split_off(n / 2);
+        for b in gone {
+            check_and_free(&h, b);
+        }
+        h.check_invariants();
+        fill(&h, class, n - n / 2, &mut live);
+        h.check_invariants();
+        assert_eq!(pools_of(&h, class), pools, "the freed blocks are reused before any new pool");
+        for b in live {
+            check_and_free(&h, b);
+        }
+        h.release_everything();
     }
 
     #[test]
