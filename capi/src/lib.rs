@@ -14,8 +14,8 @@
 
 use core::ffi::{c_char, c_int, c_void};
 use core::ptr;
-use pm::alloc as core_alloc;
-use pm::os::set_errno;
+use pm::internals as core_alloc;
+use pm::internals::set_errno;
 
 const ENOMEM: c_int = libc::ENOMEM;
 const EINVAL: c_int = libc::EINVAL;
@@ -94,7 +94,7 @@ pub unsafe extern "C" fn posix_memalign(memptr: *mut *mut c_void, align: usize, 
     if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
         return EINVAL;
     }
-    let e = pm::os::Errno::save();
+    let e = pm::internals::Errno::save();
     let p = core_alloc::malloc_aligned(size, align);
     e.restore();
     if p.is_null() {
@@ -129,14 +129,14 @@ pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
 /// `valloc(3)`: page-aligned.
 #[no_mangle]
 pub extern "C" fn valloc(size: usize) -> *mut c_void {
-    nomem(core_alloc::malloc_aligned(size, pm::os::page_size()))
+    nomem(core_alloc::malloc_aligned(size, pm::internals::page_size()))
 }
 
 /// `pvalloc(3)`: page-aligned, size rounded up to whole pages.
 #[no_mangle]
 pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    let page = pm::os::page_size();
-    let Some(rounded) = pm::os::align_up(size.max(1), page) else {
+    let page = pm::internals::page_size();
+    let Some(rounded) = pm::internals::align_up(size.max(1), page) else {
         set_errno(ENOMEM);
         return ptr::null_mut();
     };
@@ -153,23 +153,15 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
 /// C23 `free_sized`.
 #[no_mangle]
 pub unsafe extern "C" fn free_sized(p: *mut c_void, size: usize) {
-    if pm::options::debug() {
-        // SAFETY: the C contract: `p` is null or a live block.
-        return unsafe { pm::debug::free(p.cast(), Some(size), "free_sized") };
-    }
     // SAFETY: the C contract: `p` is null or a live block.
-    unsafe { core_alloc::free(p.cast()) }
+    unsafe { core_alloc::free_sized(p.cast(), size, "free_sized") }
 }
 
 /// C23 `free_aligned_sized`.
 #[no_mangle]
 pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, size: usize) {
-    if pm::options::debug() {
-        // SAFETY: the C contract: `p` is null or a live block.
-        return unsafe { pm::debug::free(p.cast(), Some(size), "free_aligned_sized") };
-    }
     // SAFETY: the C contract: `p` is null or a live block.
-    unsafe { core_alloc::free(p.cast()) }
+    unsafe { core_alloc::free_sized(p.cast(), size, "free_aligned_sized") }
 }
 
 /// glibc's `malloc_trim(3)`: returns 1 (memory may have been released).
@@ -182,13 +174,13 @@ pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
 /// glibc's `malloc_stats(3)`: prints poolmalloc's report to stderr.
 #[no_mangle]
 pub extern "C" fn malloc_stats() {
-    pm::stats::print_to_stderr();
+    pm::internals::print_stats();
 }
 
 /// Prints the statistics report to stderr.
 #[no_mangle]
 pub extern "C" fn pm_stats_print() {
-    pm::stats::print_to_stderr();
+    pm::internals::print_stats();
 }
 
 /// Returns free memory to the OS now.

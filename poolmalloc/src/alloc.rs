@@ -79,6 +79,21 @@ pub unsafe fn free(p: *mut u8) {
     }
 }
 
+/// Frees `p` given the size the caller states (C23 `free_sized`,
+/// `free_aligned_sized`; `what` names the entry point in reports). Debug
+/// mode checks the size against the block's; otherwise it is `free`.
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn free_sized(p: *mut u8, size: usize, what: &str) {
+    if options::debug() {
+        // SAFETY: the caller vouches for `p`; debug mode checks it.
+        return unsafe { debug::free(p, Some(size), what) };
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { free(p) }
+}
+
 #[cold]
 #[inline(never)]
 fn free_not_in_arena(p: *mut u8) {

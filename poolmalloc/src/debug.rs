@@ -285,24 +285,6 @@ fn release_quarantined(p: usize, api: &str) {
     raw_free(raw);
 }
 
-/// Empties the quarantine, checking every block.
-pub fn flush_quarantine() {
-    loop {
-        let p = {
-            let _g = QUARANTINE.lock.guard();
-            let len = QUARANTINE.len.get();
-            if len == 0 {
-                break;
-            }
-            let head = QUARANTINE.head.get();
-            QUARANTINE.head.set((head + 1) % QUARANTINE_MAX);
-            QUARANTINE.len.set(len - 1);
-            QUARANTINE.ring[head].get()
-        };
-        release_quarantined(p, "flush_quarantine");
-    }
-}
-
 /// Resizes the debug block at `p` (checked first) to `size` bytes. Null
 /// (with ENOMEM, old block intact) on failure.
 ///

@@ -702,11 +702,6 @@ impl Abandoned {
         n
     }
 
-    /// Pools on the lists now.
-    pub fn count(&self) -> usize {
-        self.count.load(Relaxed)
-    }
-
     /// Collects remote frees on every abandoned pool and gives the empty ones
     /// back to the arenas.
     pub fn sweep(&self) {
@@ -729,14 +724,6 @@ impl Abandoned {
                 p = next;
             }
         }
-    }
-
-    /// Rebuilds the lists from scratch (fork child).
-    pub fn clear(&self) {
-        for l in &self.lists {
-            l.clear();
-        }
-        self.count.store(0, Relaxed);
     }
 }
 

@@ -42,8 +42,8 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod remote;
-pub mod sync;
+pub(crate) mod remote;
+pub(crate) mod sync;
 
 /// Marks every item it is given `#[cfg(not(loom))]`: under `--cfg loom` only
 /// the lock-free remote-free list (and the atomics facade it uses) is built,
@@ -53,24 +53,24 @@ macro_rules! not_under_loom {
 }
 
 not_under_loom! {
-    pub mod alloc;
-    pub mod arena;
+    pub(crate) mod alloc;
+    pub(crate) mod arena;
     pub mod buffer;
-    pub mod debug;
+    pub(crate) mod debug;
     pub mod design;
-    pub mod global;
-    pub mod heap;
-    pub mod large;
-    pub mod lock;
+    pub(crate) mod global;
+    pub(crate) mod heap;
+    pub(crate) mod large;
+    pub(crate) mod lock;
     pub mod options;
-    pub mod os;
-    pub mod owned;
-    pub mod ownership;
-    pub mod pool;
-    pub mod report;
-    pub mod size_class;
+    pub(crate) mod os;
+    pub(crate) mod owned;
+    pub(crate) mod ownership;
+    pub(crate) mod pool;
+    pub(crate) mod report;
+    pub(crate) mod size_class;
     pub mod stats;
-    pub mod thread;
+    pub(crate) mod thread;
     pub mod typed;
 
     pub use buffer::{Buffer, BufferPool};
@@ -91,4 +91,27 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// arena is unmapped and cached large spans are released.
 pub fn trim() {
     thread::trim();
+}
+
+/// Entry points for the C library (`libpoolmalloc.so`) and for this
+/// crate's own tests. Not part of the public API: names and signatures may
+/// change in any release. Nothing here can cause undefined behaviour from
+/// safe code; the `unsafe fn`s state their contracts.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::remote::{Block, RemoteList};
+
+    #[cfg(not(loom))]
+    pub use self::not_loom::*;
+
+    #[cfg(not(loom))]
+    mod not_loom {
+        pub use crate::alloc::{calloc, free, free_sized, malloc, malloc_aligned, realloc, usable_size};
+        pub use crate::arena::{check_invariants as check_arena_invariants, ARENA_SIZE};
+        pub use crate::heap::STASH_MAX;
+        pub use crate::os::{align_up, page_size, resident_bytes, set_errno, Errno};
+        pub use crate::size_class::{class_of, class_size};
+        pub use crate::stats::print_to_stderr as print_stats;
+        pub use crate::thread::check_current_heap;
+    }
 }

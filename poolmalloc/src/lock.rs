@@ -99,6 +99,7 @@ impl RawLock {
         self.state.store(FREE, Relaxed);
     }
 
+    #[cfg(test)]
     /// Whether the lock is held by someone (for assertions).
     pub fn is_locked(&self) -> bool {
         self.state.load(Relaxed) != FREE

@@ -61,7 +61,7 @@ pub const TABLE: &[OptionDoc] = &[
 /// Reaction to an invalid pointer.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
-pub enum InvalidFree {
+pub(crate) enum InvalidFree {
     /// Report and abort.
     Abort = 0,
     /// Report and carry on.
@@ -90,7 +90,7 @@ pub fn quarantine() -> usize {
 }
 
 /// Sets the debug quarantine length (capped at 65536).
-pub fn set_quarantine(n: usize) {
+pub(crate) fn set_quarantine(n: usize) {
     QUARANTINE.store(n.min(65536) as i64, Relaxed);
 }
 
@@ -106,11 +106,6 @@ pub fn purge_delay_ms() -> i64 {
     PURGE_DELAY.load(Relaxed)
 }
 
-/// Sets the purge delay (milliseconds; 0 at once, negative never).
-pub fn set_purge_delay_ms(ms: i64) {
-    PURGE_DELAY.store(ms, Relaxed);
-}
-
 /// Whether to print statistics at exit.
 pub fn show_stats() -> bool {
     SHOW_STATS.load(Relaxed)
@@ -122,7 +117,7 @@ pub fn verbose() -> bool {
 }
 
 /// What to do with invalid pointers.
-pub fn invalid_free() -> InvalidFree {
+pub(crate) fn invalid_free() -> InvalidFree {
     match INVALID.load(Relaxed) {
         0 => InvalidFree::Abort,
         1 => InvalidFree::Warn,
@@ -131,7 +126,7 @@ pub fn invalid_free() -> InvalidFree {
 }
 
 /// Sets the reaction to invalid pointers.
-pub fn set_invalid_free(v: InvalidFree) {
+pub(crate) fn set_invalid_free(v: InvalidFree) {
     INVALID.store(v as u8, Relaxed);
 }
 
@@ -181,7 +176,7 @@ fn parse_i64(v: &[u8]) -> Option<i64> {
 
 /// Reads every option from the environment. Called once, by the first
 /// allocation of the process.
-pub fn init() {
+pub(crate) fn init() {
     if let Some(v) = getenv(b"POOLMALLOC_THREADS\0") {
         match v {
             b"locked" => LOCKED.store(true, Relaxed),

@@ -583,6 +583,7 @@ impl PoolList {
         self.len.get()
     }
 
+    #[cfg(test)]
     /// Whether the list is empty.
     pub fn is_empty(&self) -> bool {
         self.head.get().is_null()

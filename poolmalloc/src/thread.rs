@@ -162,12 +162,6 @@ pub fn thread_id() -> usize {
     tls::thread_id()
 }
 
-/// The calling thread's heap slot.
-#[inline(always)]
-pub fn current_heap() -> *mut Heap {
-    tls::get()
-}
-
 // ---------------------------------------------------------------------------
 // Small-block allocation and free.
 

@@ -2,7 +2,7 @@
 //! binary's global allocator. Every test takes `SERIAL`, so the tests that look at process-wide
 //! figures (the statistics, RSS) see no other test allocating meanwhile.
 
-use poolmalloc::arena::ARENA_SIZE;
+use poolmalloc::internals::ARENA_SIZE;
 use poolmalloc::{BufferPool, Heap, LockedPoolMalloc, PoolMalloc, TypedPool};
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::{BTreeMap, HashMap};
@@ -174,7 +174,7 @@ fn freeing_256_mib_of_small_blocks_returns_the_memory() {
     let _s = serial();
     poolmalloc::trim();
     let before = poolmalloc::stats();
-    let rss_before = poolmalloc::os::resident_bytes().unwrap();
+    let rss_before = poolmalloc::internals::resident_bytes().unwrap();
     let sizes = [16usize, 32, 48, 64, 96, 128, 256, 512];
     let mut blocks: Vec<(*mut u8, Layout)> = Vec::with_capacity(4_000_000);
     let mut total = 0;
@@ -192,7 +192,7 @@ fn freeing_256_mib_of_small_blocks_returns_the_memory() {
     }
     let peak = poolmalloc::stats();
     assert!(peak.bytes_mapped >= before.bytes_mapped + (256 << 20));
-    let rss_peak = poolmalloc::os::resident_bytes().unwrap();
+    let rss_peak = poolmalloc::internals::resident_bytes().unwrap();
     assert!(rss_peak > rss_before + (200 << 20), "blocks were touched");
     for (p, l) in blocks.drain(..) {
         // SAFETY: each block was allocated with its layout.
@@ -214,7 +214,7 @@ fn freeing_256_mib_of_small_blocks_returns_the_memory() {
     // Each class keeps its current pool and the heap keeps a stash of
     // empty pools; each of those can pin one arena, and one spare arena is
     // kept.
-    let pinned = sizes.len() + 1 + poolmalloc::heap::STASH_MAX + 1;
+    let pinned = sizes.len() + 1 + poolmalloc::internals::STASH_MAX + 1;
     assert!(
         after.bytes_mapped <= before.bytes_mapped + pinned * ARENA_SIZE,
         "mapped {} -> {} -> {}",
@@ -223,7 +223,7 @@ fn freeing_256_mib_of_small_blocks_returns_the_memory() {
         after.bytes_mapped
     );
     assert!(after.adds_up(), "{after}");
-    let rss_after = poolmalloc::os::resident_bytes().unwrap();
+    let rss_after = poolmalloc::internals::resident_bytes().unwrap();
     assert!(
         rss_after <= rss_before + rss_before / 10 + (4 << 20),
         "RSS {} -> {} -> {} (without trim)",
@@ -234,7 +234,7 @@ fn freeing_256_mib_of_small_blocks_returns_the_memory() {
     poolmalloc::trim();
     let trimmed = poolmalloc::stats();
     assert!(trimmed.bytes_mapped <= before.bytes_mapped + ARENA_SIZE, "{trimmed}");
-    let rss_trimmed = poolmalloc::os::resident_bytes().unwrap();
+    let rss_trimmed = poolmalloc::internals::resident_bytes().unwrap();
     assert!(rss_trimmed <= rss_before + rss_before / 10 + (1 << 20), "RSS {rss_before} -> {rss_trimmed} after trim");
 }
 
@@ -245,8 +245,8 @@ fn stats_report_counts_a_known_pattern() {
     let before = poolmalloc::stats();
     // Sizes the test harness itself (which also allocates through
     // PoolMalloc, on other threads) is unlikely to use.
-    let c400 = poolmalloc::size_class::class_of(400);
-    let c5000 = poolmalloc::size_class::class_of(5000);
+    let c400 = poolmalloc::internals::class_of(400);
+    let c5000 = poolmalloc::internals::class_of(5000);
     let l400 = Layout::from_size_align(400, 8).unwrap();
     let l5000 = Layout::from_size_align(5000, 8).unwrap();
     let big = Layout::from_size_align(3 << 20, 16).unwrap();
@@ -327,13 +327,13 @@ fn arena_and_heap_invariants_hold_after_churn() {
             v.swap_remove(j);
         }
     }
-    poolmalloc::arena::check_invariants();
-    poolmalloc::thread::check_current_heap();
+    poolmalloc::internals::check_arena_invariants();
+    poolmalloc::internals::check_current_heap();
     drop(v);
-    poolmalloc::arena::check_invariants();
+    poolmalloc::internals::check_arena_invariants();
     poolmalloc::trim();
-    poolmalloc::arena::check_invariants();
-    poolmalloc::thread::check_current_heap();
+    poolmalloc::internals::check_arena_invariants();
+    poolmalloc::internals::check_current_heap();
 }
 
 #[test]
@@ -358,7 +358,7 @@ fn stats_report_typed_pools_buffer_pools_and_heaps() {
     // A first-class heap with 1000 blocks of 48 bytes.
     let heap = Heap::new();
     let l48 = Layout::from_size_align(48, 8).unwrap();
-    let block_size = poolmalloc::size_class::class_size(poolmalloc::size_class::class_of(48));
+    let block_size = poolmalloc::internals::class_size(poolmalloc::internals::class_of(48));
     let blocks: Vec<*mut u8> = (0..1000).map(|_| heap.alloc(l48)).collect();
     assert!(blocks.iter().all(|p| !p.is_null()));
 
@@ -461,7 +461,7 @@ fn stats_serialize_to_json() {
     let v: serde_json::Value = serde_json::to_value(&s).unwrap();
     assert_eq!(v["bytes_mapped"].as_u64(), Some(s.bytes_mapped as u64));
     assert_eq!(v["mapped_parts_match"], serde_json::Value::Bool(s.adds_up()));
-    let c48 = poolmalloc::size_class::class_of(40);
+    let c48 = poolmalloc::internals::class_of(40);
     let class =
         v["classes"].as_array().unwrap().iter().find(|c| c["class"] == c48).expect("the 48-byte class has pools");
     assert!(class["blocks_in_use"].as_u64().unwrap() >= 500);

@@ -76,7 +76,7 @@ fn dropping_a_heap_releases_everything_at_once() {
     assert!(after.adds_up(), "{after}");
     poolmalloc::trim();
     let trimmed = poolmalloc::stats();
-    assert!(trimmed.bytes_mapped <= before.bytes_mapped + poolmalloc::arena::ARENA_SIZE, "{trimmed}");
+    assert!(trimmed.bytes_mapped <= before.bytes_mapped + poolmalloc::internals::ARENA_SIZE, "{trimmed}");
 }
 
 #[test]

@@ -10,7 +10,7 @@
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use poolmalloc::remote::{Block, RemoteList};
+use poolmalloc::internals::{Block, RemoteList};
 
 /// Blocks as 16-byte-aligned boxes whose addresses stay valid for the test.
 #[repr(C, align(16))]

@@ -2,7 +2,7 @@
 //! pools, thread exit with live blocks (churn), and fork from a
 //! multithreaded parent. `PoolMalloc` is this binary's global allocator.
 
-use poolmalloc::arena::ARENA_SIZE;
+use poolmalloc::internals::ARENA_SIZE;
 use poolmalloc::PoolMalloc;
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::mpsc;

@@ -16,7 +16,7 @@ fn layout(size: usize, align: usize) -> Layout {
 /// A Rust global allocator (`PoolMalloc`, `LockedPoolMalloc`,
 /// `DebugPoolMalloc`) through `GlobalAlloc`, with zero-size requests through
 /// `PoolMalloc`'s `Allocator` implementation and usable sizes from
-/// `poolmalloc::alloc::usable_size`.
+/// `poolmalloc::internals::usable_size`.
 pub struct Global<A: GlobalAlloc> {
     /// The allocator.
     pub alloc: A,
@@ -69,7 +69,7 @@ impl<A: GlobalAlloc> Front for Global<A> {
             return None;
         }
         // SAFETY: `b` is a live block of poolmalloc's.
-        Some(unsafe { poolmalloc::alloc::usable_size(b.ptr, "usable_size") })
+        Some(unsafe { poolmalloc::internals::usable_size(b.ptr, "usable_size") })
     }
 }
 
