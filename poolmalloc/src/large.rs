@@ -28,7 +28,7 @@ use crate::os;
 use crate::ownership::{self, GRANULE, TAG_LARGE_HEAD, TAG_LARGE_TAIL};
 use crate::sync::Local;
 use core::ptr;
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// Bytes before the block when the alignment allows.
 pub const HEADER: usize = 64;
@@ -178,6 +178,29 @@ fn map_span(map_len: usize, align: usize) -> *mut u8 {
     base
 }
 
+/// Takes the granules that lie wholly past `keep` bytes of a span of
+/// `len` bytes at `base` out of the ownership map, before a shrink gives
+/// them back to the kernel: once the kernel has the range, another thread's
+/// new mapping may land there and be marked, and clearing the map afterwards
+/// would erase its entries. Returns what [`restore_tail`] needs if the
+/// shrink fails.
+fn unmark_tail(base: *mut u8, keep: usize, len: usize) -> (*mut u8, usize) {
+    let cut = (base.addr() + keep).next_multiple_of(GRANULE);
+    let end = base.addr() + len;
+    if cut >= end {
+        return (base, 0);
+    }
+    ownership::unmark(cut, end - cut);
+    (base.with_addr(cut), end - cut)
+}
+
+/// Puts back the granules [`unmark_tail`] took out (the shrink failed).
+fn restore_tail((at, len): (*mut u8, usize)) {
+    if len > 0 {
+        ownership::mark(at, len, TAG_LARGE_TAIL, TAG_LARGE_TAIL);
+    }
+}
+
 /// Unmaps a span that is no longer live or cached.
 fn unmap_span(base: *mut u8, map_len: usize) {
     ownership::unmark(base as usize, map_len);
@@ -216,8 +239,10 @@ fn take_cached(map_len: usize, align: usize) -> Option<*mut u8> {
         // Reusing resident pages saves faulting fresh ones in. A longer span
         // gives its excess back so that it is exactly as long as recorded; a
         // shorter one grows only where the address space after it is free.
+        let tail = if l > map_len { unmark_tail(base, map_len, l) } else { (base, 0) };
         // SAFETY: the cached span is ours and unused.
         if !unsafe { os::remap_in_place(base, l, map_len) } {
+            restore_tail(tail);
             if l > map_len {
                 unmap_span(base, l);
             } else {
@@ -226,8 +251,10 @@ fn take_cached(map_len: usize, align: usize) -> Option<*mut u8> {
             }
             return None;
         }
-        ownership::unmark(base as usize, l);
-        ownership::mark(base, map_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
+        if l < map_len {
+            // Grown in place: the new range was free, so no one else marks it.
+            ownership::mark(base, map_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
+        }
     }
     COUNTERS.cache_hits.fetch_add(1, Relaxed);
     Some(base)
@@ -342,11 +369,15 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
         // Shrink: give back whole pages only when at least half goes.
         // SAFETY: the span is the caller's; bytes past `new_len` are beyond
         // the new size.
-        if new_len <= old_len / 2 && unsafe { os::remap_in_place(base, old_len, new_len) } {
-            ownership::unmark(base as usize, old_len);
-            ownership::mark(base, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
-            s.map_len = new_len;
-            COUNTERS.live_bytes.fetch_sub(old_len - new_len, Relaxed);
+        if new_len <= old_len / 2 {
+            let tail = unmark_tail(base, new_len, old_len);
+            // SAFETY: as above.
+            if unsafe { os::remap_in_place(base, old_len, new_len) } {
+                s.map_len = new_len;
+                COUNTERS.live_bytes.fetch_sub(old_len - new_len, Relaxed);
+            } else {
+                restore_tail(tail);
+            }
         }
         s.size = new_size;
         COUNTERS.requested_bytes.fetch_add(new_size, Relaxed);
@@ -373,8 +404,14 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     }
     let offset = s.offset;
     s.magic = 0;
+    // The old range leaves the ownership map before the kernel takes it
+    // back (see `unmark_tail`), and comes back if the move fails. The
+    // destination starts on a granule of its own and the old range ends
+    // before it, so the two share no granule.
+    ownership::unmark(base.addr(), old_len);
     // SAFETY: the span is the caller's and `dest` is our fresh reservation.
     if !unsafe { os::remap_to(base, old_len, dest, new_len) } {
+        ownership::mark(base, old_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
         s.magic = MAGIC ^ base as usize;
         ownership::unmark(dest as usize, new_len);
         // SAFETY: our fresh reservation, seen by no one.
@@ -382,10 +419,6 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
         COUNTERS.requested_bytes.fetch_add(s.size, Relaxed);
         return ptr::null_mut();
     }
-    ownership::unmark(base as usize, old_len);
-    // Restore the destination's map tags in case the old range overlapped
-    // a granule the destination also touches (it cannot share a head).
-    ownership::mark(dest, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
     let ns = dest.cast::<Span>();
     // SAFETY: the header moved with the pages to `dest`, which we own.
     unsafe {

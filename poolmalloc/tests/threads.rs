@@ -193,3 +193,57 @@ fn fork_from_a_multithreaded_parent() {
         w.join().unwrap();
     }
 }
+
+/// Large blocks shrunk, grown and moved by `realloc` in two threads while
+/// two others allocate and free 64 KiB – 3 MiB blocks: the ownership map
+/// must stay exact (a range leaves it before the kernel takes it back), so
+/// no free is reported as invalid and every block keeps its contents.
+#[test]
+fn large_reallocs_race_with_allocations() {
+    let _s = serial();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut threads = Vec::new();
+    for t in 0..2u64 {
+        threads.push(std::thread::spawn(move || {
+            let mut rounds = 0u64;
+            while Instant::now() < until {
+                let fill = (t * 31 + rounds) as u8;
+                let mut v = vec![fill; 12 << 20];
+                v.truncate(1 << 20);
+                v.shrink_to_fit(); // realloc: shrink in place
+                v.resize(20 << 20, fill); // realloc: grow in place or move
+                v.truncate(3 << 20);
+                v.shrink_to_fit();
+                assert!(v.iter().all(|&b| b == fill), "contents survive realloc");
+                rounds += 1;
+            }
+            rounds
+        }));
+    }
+    let mut others = Vec::new();
+    for t in 0..2usize {
+        let stop = stop.clone();
+        others.push(std::thread::spawn(move || {
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ t as u64;
+            let mut held: Vec<Vec<u8>> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let size = (64 << 10) + (x as usize % (3 << 20));
+                held.push(vec![t as u8; size]);
+                if held.len() > 8 {
+                    let v = held.swap_remove(x as usize % held.len());
+                    assert!(v.iter().all(|&b| b == t as u8));
+                }
+            }
+        }));
+    }
+    let rounds: u64 = threads.into_iter().map(|h| h.join().unwrap()).sum();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in others {
+        h.join().unwrap();
+    }
+    assert!(rounds > 0);
+}
