@@ -6,15 +6,15 @@
 //! these functions. Nothing here allocates, panics or reads `std::env`.
 
 use crate::large;
-use crate::options::{self, InvalidFree};
+use crate::fault::invalid_pointer;
+use crate::options;
 use crate::os;
 use crate::ownership::{self, TAG_ARENA, TAG_LARGE_HEAD, TAG_LARGE_TAIL};
 use crate::pool::state;
-use crate::report::Line;
 use crate::size_class::{self, ALIGNMENT, MAX_CLASS_SIZE};
 use crate::{arena, debug, thread};
 use core::ptr;
-use core::sync::atomic::Ordering::Relaxed;
+use crate::sync::atomic::Ordering::Relaxed;
 
 /// Largest size any allocation may have (`PTRDIFF_MAX`, like glibc).
 pub const MAX_ALLOC: usize = isize::MAX as usize;
@@ -25,7 +25,7 @@ pub const MAX_ALLOC: usize = isize::MAX as usize;
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
     if size <= MAX_CLASS_SIZE {
-        return thread::alloc(size_class::class_of(size), size, ALIGNMENT);
+        return thread::alloc(size_class::class_of(size), || debug::malloc(size, ALIGNMENT, false));
     }
     malloc_large(size)
 }
@@ -57,7 +57,7 @@ pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
         return debug::malloc(size, align, false);
     }
     match size_class::class_of_aligned(size, align) {
-        Some(c) => thread::alloc(c, size, align),
+        Some(c) => thread::alloc(c, || debug::malloc(size, align, false)),
         None => enomem(large::alloc(size, align)),
     }
 }
@@ -73,7 +73,7 @@ pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
 pub unsafe fn free(p: *mut u8) {
     if ownership::tag_of(p as usize) == TAG_ARENA {
         // SAFETY: forwarded from the caller; `p` is inside an arena.
-        unsafe { thread::free(p) };
+        unsafe { thread::free(p, || debug_free(p)) };
     } else {
         free_not_in_arena(p);
     }
@@ -92,6 +92,14 @@ pub unsafe fn free_sized(p: *mut u8, size: usize, what: &str) {
     }
     // SAFETY: forwarded from the caller.
     unsafe { free(p) }
+}
+
+/// Debug mode's `free`.
+#[cold]
+#[inline(never)]
+pub(crate) fn debug_free(p: *mut u8) {
+    // SAFETY: the caller of `free` vouches for `p`; debug mode checks it.
+    unsafe { debug::free(p, None, "free") };
 }
 
 #[cold]
@@ -128,28 +136,6 @@ pub unsafe fn free_large(p: *mut u8) {
     }
     if !large::free(p) {
         invalid_pointer("free", p, "not the start of a live block");
-    }
-}
-
-/// Reports an invalid pointer passed to `free` from the pool layer.
-pub fn invalid_free(p: *mut u8, why: &str) {
-    invalid_pointer("free", p, why);
-}
-
-/// Reports an invalid pointer passed to `what`, then aborts unless
-/// `POOLMALLOC_INVALID_FREE` says otherwise.
-#[cold]
-pub fn invalid_pointer(what: &str, p: *mut u8, why: &str) {
-    let mode = options::invalid_free();
-    if mode == InvalidFree::Ignore {
-        return;
-    }
-    let mut m = Line::new();
-    m.push("poolmalloc: invalid ").push(what).push(" of ").push_hex(p as usize);
-    m.push(" (").push(why).push(")\n");
-    os::write_stderr(m.as_bytes());
-    if mode == InvalidFree::Abort {
-        os::abort();
     }
 }
 
@@ -265,20 +251,6 @@ unsafe fn move_block(p: *mut u8, old_usable: usize, new_size: usize) -> *mut u8 
         free(p);
     }
     q
-}
-
-/// Called once after the process-wide set-up: registers the exit-time
-/// statistics report if asked for.
-pub(crate) fn after_init() {
-    if options::show_stats() {
-        // SAFETY: `print_stats_at_exit` is an `extern "C"` function that never
-        // unwinds.
-        unsafe { libc::atexit(print_stats_at_exit) };
-    }
-}
-
-extern "C" fn print_stats_at_exit() {
-    crate::stats::print_to_stderr();
 }
 
 /// Allocates `size` zeroed bytes aligned to 16, skipping the zeroing for

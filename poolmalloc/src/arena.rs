@@ -53,7 +53,7 @@ use crate::ownership::{self, GRANULE, GRANULE_SHIFT, TAG_ARENA};
 use crate::pool::{state, Pool, POOL_SHIFT, POOL_SIZE};
 use crate::sync::Local;
 use core::ptr;
-use core::sync::atomic::Ordering::Relaxed;
+use crate::sync::atomic::Ordering::Relaxed;
 
 /// log2 of the arena size.
 pub const ARENA_SHIFT: usize = GRANULE_SHIFT;

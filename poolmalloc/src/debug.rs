@@ -41,10 +41,10 @@ use crate::pool::state;
 use crate::report::Line;
 use crate::size_class::{self, ALIGNMENT};
 use crate::sync::Local;
-use crate::{arena, large, ownership, thread};
+use crate::{arena, large, lifecycle, ownership, thread};
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use crate::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Forbidden byte: guard pads.
 pub const FORBIDDEN: u8 = 0xFD;
@@ -105,7 +105,7 @@ unsafe fn set_word(at: usize, v: u64) {
 fn raw_alloc(size: usize, align: usize) -> *mut u8 {
     match size_class::class_of_aligned(size, align) {
         Some(c) => {
-            thread::global_init();
+            lifecycle::global_init();
             thread::locked_alloc(c)
         }
         None => large::alloc(size, align),

@@ -1,25 +1,83 @@
-//! Design notes (documentation only).
+//! Design notes (documentation only): the one layer diagram, where each
+//! layer lives, a glossary and the state machines.
 //!
 //! # The layers
 //!
+//! Each row imports only rows below it; `tests/layers.rs` reads the imports
+//! of every module and checks them against this diagram, so it cannot drift
+//! from the code. The numbers are the design's layer numbers; where the
+//! import order differs from the numbering, the exception and its reason are
+//! listed below the diagram.
+//!
 //! ```text
-//!   Rust programs            C programs (LD_PRELOAD)         Rust code
-//!  #[global_allocator]     malloc/free/realloc/...       TypedPool, BufferPool
-//!   PoolMalloc / Locked          libpoolmalloc.so
-//!        │                            │
-//!        └────────────┬───────────────┘
-//!  8  fronts          alloc.rs: route by size and alignment
-//!                     │                          │
-//!  6  thread layer    thread.rs: TLS slot → heap │ (locked mode: one heap + lock)
-//!  5  heap            heap.rs: per-class current / avail / full pools, stash
-//!  4  size classes    size_class.rs: 80 classes, table lookup
-//!  3  pools           pool.rs: local LIFO list, remote CAS list, bump pointer
-//!  2  arenas          arena.rs: 4 MiB aligned, 64 pools, fullest first
-//!  1  ownership map   ownership.rs: 4 MiB granule → arena / large / none
-//!  0  OS              os.rs: mmap, madvise, munmap, mremap
-//!                                                 7  large.rs: own mappings,
-//!                                                    cache, mremap
+//!  row  layer  modules                           owns
+//!  13   8+     pools                             TypedPool, PoolBox, BufferPool: above the public API
+//!  12   8      global owned                      PoolMalloc, LockedPoolMalloc (GlobalAlloc); first-class Heap
+//!  11   8      alloc                             the routing engine: size/alignment → pools or large; C entry points
+//!  10   x      debug                             DebugPoolMalloc and debug mode: guard bytes, fill, serials, quarantine
+//!   9   6      thread                            per-block dispatch: heap slot → heap; remote frees; locked mode
+//!   8   6      lifecycle                         set-up, heap slot, thread exit, first-class heaps, trim, fork, at-exit report
+//!   7   x      stats                             the statistics snapshot and report
+//!   6   7      large                             blocks above the largest class: own mappings, span cache, mremap
+//!   5   5      heap abandoned registry           per-class pool lists; abandoned pools; heap structures and sentinels
+//!   4   2      arena                             4 MiB aligned arenas of 64 pools; fullest first; decommit, release
+//!   3   3      pool remote                       one class per pool: local, remote and bump free lists
+//!   2   4      size_class                        the class table and the branch-free lookup (constant data)
+//!   1   1      ownership                         address → arena / large span / not ours, in O(1)
+//!   0   0,x    lock fault options report os tid sync   locks; fault reports; options; messages; syscalls; thread id; atomics facade
 //! ```
+//!
+//! Within row 0 the order is `sync`, `tid`, `os`, `report`, `options`,
+//! `fault`, `lock` (each uses only those before it). Within a row, modules
+//! may use each other only as the test allows: `heap` uses `abandoned`,
+//! `registry` uses `heap`; `pool` uses `remote`; `owned` uses `global`.
+//!
+//! **Exceptions to the design's numbering**, each kept on purpose:
+//!
+//! * **Arenas above pools** (layer 2 imports layer 3). An arena header holds
+//!   the metadata records of its 64 pools, so that a block's pool is found by
+//!   masking its address and metadata never lies inside the blocks. `arena`
+//!   names the `Pool` type to lay out and initialise those records; `pool`
+//!   never names `arena` (it is given its bounds).
+//! * **Size classes below pools** (layer 4 used by layer 3). `size_class` is
+//!   constant data with no imports; a pool needs its block size.
+//! * **The lifecycle above large blocks** (layer 6 uses layer 7): `trim()`
+//!   empties the span cache and the fork handlers take the large lock.
+//!   Large blocks use nothing of layers 2 to 6.
+//! * **Statistics below the lifecycle.** The at-exit report is part of the
+//!   process lifecycle; statistics only read the layers below them.
+//! * **Debug mode between the thread layer and the engine.** Debug blocks
+//!   are carved from the locked heap, so `debug` uses `thread`; the engine
+//!   (`alloc`, `global`) chooses debug mode and hands the thread layer a
+//!   closure to call when a request reaches a sentinel heap in debug mode,
+//!   so `thread` never names `debug`.
+//!
+//! # Where things are
+//!
+//! | to find | look in |
+//! |---|---|
+//! | `malloc`, `free`, `realloc` routing | `alloc.rs` |
+//! | the `#[global_allocator]` types | `global.rs` |
+//! | first-class heaps (`Heap`, allocator-api2) | `owned.rs` |
+//! | the C library | `capi/src/lib.rs` (forwards to [`crate::internals`]) |
+//! | the allocation and free fast paths | `thread.rs` (`alloc`, `free`) and `pool.rs` (`pop`, `push`) |
+//! | the slow path, pool lists, the remote batch | `heap.rs` |
+//! | thread set-up and exit, `trim()`, fork handlers | `lifecycle.rs` |
+//! | the heap registry, sentinel heaps, locked heap | `registry.rs` |
+//! | abandoned pools | `abandoned.rs` |
+//! | remote (cross-thread) free lists | `remote.rs` |
+//! | arenas: taking, giving back, decommit, release | `arena.rs` |
+//! | the ownership map | `ownership.rs` |
+//! | size classes | `size_class.rs` |
+//! | large blocks | `large.rs` |
+//! | system calls | `os.rs` |
+//! | thread ids | `tid.rs` |
+//! | invalid-pointer reports | `fault.rs` |
+//! | options (`POOLMALLOC_*`) | `options.rs` |
+//! | statistics | `stats.rs` |
+//! | debug mode | `debug.rs` |
+//! | typed and buffer pools | `pools/` |
+//! | locks and the atomics facade | `lock.rs`, `sync.rs` |
 //!
 //! # Glossary
 //!

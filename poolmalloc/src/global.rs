@@ -69,7 +69,7 @@ unsafe fn dealloc_with(p: *mut u8, layout: &Layout) {
         // SAFETY: by the caller, `p` is a live pool block (in debug mode the
         // slow path takes it, since debug blocks' pools never match a
         // thread).
-        unsafe { thread::free(crate::ownership::freed_block(p, layout.size())) };
+        unsafe { thread::free(crate::ownership::freed_block(p, layout.size()), || core_alloc::debug_free(p)) };
     } else {
         // SAFETY: by the caller, `p` is a live large block.
         unsafe { core_alloc::free_large(p) };
@@ -92,7 +92,7 @@ unsafe fn realloc_with(p: *mut u8, layout: Layout, new_size: usize, alloc: impl 
             // Same class: nothing to do.
             if pool_class(&layout) == pool_class(&new_layout) {
                 if p as usize & (ALIGNMENT - 1) != 0 {
-                    core_alloc::invalid_pointer("realloc", p, "not the start of a block");
+                    crate::fault::invalid_pointer("realloc", p, "not the start of a block");
                     return ptr::null_mut();
                 }
                 return p;
@@ -100,7 +100,7 @@ unsafe fn realloc_with(p: *mut u8, layout: Layout, new_size: usize, alloc: impl 
         } else if layout.align() <= large::HEADER {
             // Large to large: resize the mapping.
             if large::usable_size(p).is_none() {
-                core_alloc::invalid_pointer("realloc", p, "not the start of a live block");
+                crate::fault::invalid_pointer("realloc", p, "not the start of a live block");
                 return ptr::null_mut();
             }
             return large::realloc(p, new_size);
@@ -123,7 +123,7 @@ unsafe impl GlobalAlloc for PoolMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if in_pools(&layout) {
-            return thread::alloc(pool_class(&layout), layout.size(), layout.align());
+            return thread::alloc(pool_class(&layout), || crate::debug::malloc(layout.size(), layout.align(), false));
         }
         alloc_large(layout)
     }
@@ -131,7 +131,7 @@ unsafe impl GlobalAlloc for PoolMalloc {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if in_pools(&layout) {
-            let p = thread::alloc(pool_class(&layout), layout.size(), layout.align());
+            let p = thread::alloc(pool_class(&layout), || crate::debug::malloc(layout.size(), layout.align(), false));
             if !p.is_null() {
                 // SAFETY: a fresh block of at least `size` bytes.
                 unsafe { ptr::write_bytes(p, 0, layout.size()) };
@@ -186,7 +186,7 @@ impl LockedPoolMalloc {
 unsafe impl GlobalAlloc for LockedPoolMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        thread::global_init();
+        crate::lifecycle::global_init();
         if crate::options::debug() {
             return crate::debug::malloc(layout.size(), layout.align(), false);
         }
@@ -262,7 +262,7 @@ mod tests {
         for (p, l, byte) in live {
             check_free(p, l, byte);
         }
-        thread::check_current_heap();
+        crate::lifecycle::check_current_heap();
     }
 
     #[test]
@@ -362,6 +362,6 @@ mod tests {
         for p in again {
             check_free(p, l, 3);
         }
-        thread::check_current_heap();
+        crate::lifecycle::check_current_heap();
     }
 }

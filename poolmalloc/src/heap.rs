@@ -16,13 +16,13 @@
 //! Heaps are never unmapped, so a stale pointer to a heap's hints is always
 //! safe to write through (layer 6 recycles heap structures between threads).
 
+use crate::abandoned::ABANDONED;
 use crate::arena;
-use crate::lock::RawLock;
 use crate::pool::{state, Block, Pool, PoolList, RemoteHints, OWNER_FULL, OWNER_STASHED};
 use crate::size_class::NUM_CLASSES;
 use crate::sync::Local;
 use core::ptr;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use crate::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Empty pools a heap keeps for reuse before returning them to arenas.
 pub const STASH_MAX: usize = 4;
@@ -649,89 +649,12 @@ fn check_pool(p: &Pool, class: usize) {
     assert_eq!(free + p.used() as usize + uncarved, p.capacity.get() as usize, "blocks add up to capacity");
 }
 
-/// Pools whose heaps' threads exited with blocks in use, by class.
-pub struct Abandoned {
-    /// Guards the lists.
-    pub lock: RawLock,
-    lists: [PoolList; NUM_CLASSES],
-    /// Pools on the lists (read without the lock as a hint).
-    count: AtomicUsize,
-    /// Pools ever abandoned. Lock.
-    pub abandoned_total: Local<u64>,
-}
-
-/// The abandoned pools of the process.
-pub static ABANDONED: Abandoned = Abandoned {
-    lock: RawLock::new(),
-    lists: [const { PoolList::new() }; NUM_CLASSES],
-    count: AtomicUsize::new(0),
-    abandoned_total: Local::new(0),
-};
-
-impl Abandoned {
-    /// Adds a pool.
-    ///
-    /// # Safety
-    /// `p` must be an ABANDONED pool on no list.
-    pub unsafe fn put(&self, p: *mut Pool) {
-        // SAFETY: by the caller.
-        let class = unsafe { (*p).class.get() } as usize;
-        let _g = self.lock.guard();
-        // SAFETY: by the caller; lock held.
-        unsafe { self.lists[class].push(p) };
-        self.count.fetch_add(1, Relaxed);
-        self.abandoned_total.set(self.abandoned_total.get() + 1);
-    }
-
-    /// Takes up to `out.len()` pools of `class`; returns how many.
-    fn take(&self, class: usize, out: &mut [*mut Pool]) -> usize {
-        if self.count.load(Relaxed) == 0 {
-            return 0;
-        }
-        let _g = self.lock.guard();
-        let mut n = 0;
-        while n < out.len() {
-            let p = self.lists[class].pop();
-            if p.is_null() {
-                break;
-            }
-            out[n] = p;
-            n += 1;
-        }
-        self.count.fetch_sub(n, Relaxed);
-        n
-    }
-
-    /// Collects remote frees on every abandoned pool and gives the empty ones
-    /// back to the arenas.
-    pub fn sweep(&self) {
-        let _g = self.lock.guard();
-        for list in &self.lists {
-            let mut p = list.head();
-            while !p.is_null() {
-                // SAFETY: pools on the lists are live; the lock makes us their
-                // holder.
-                let pr = unsafe { &*p };
-                let next = pr.next.get();
-                pr.collect_remote();
-                if pr.is_empty() {
-                    // SAFETY: `p` is on this list.
-                    unsafe { list.remove(p) };
-                    self.count.fetch_sub(1, Relaxed);
-                    // SAFETY: the pool is empty and ours.
-                    unsafe { arena::release_pools(&[p]) };
-                }
-                p = next;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ownership::{self, TAG_ARENA};
     use crate::size_class::class_size;
+    use crate::sync::atomic::AtomicUsize;
     use std::boxed::Box;
     use std::vec::Vec;
 

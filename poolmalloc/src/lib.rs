@@ -14,24 +14,17 @@
 //!
 //! # Layers
 //!
-//! Each layer uses only the layers below it; no module imports upward.
+//! The layer diagram, the table of where each layer lives, and the
+//! exceptions to the layer order are in [`design`]; a test checks the
+//! crate's imports against that diagram.
 //!
-//! | # | module | owns |
-//! |---|---|---|
-//! | 0 | [`os`] | mmap, madvise, munmap, mremap; the page size |
-//! | 1 | [`ownership`] | address → arena / large span / not ours, in O(1) |
-//! | 2 | [`arena`] | 4 MiB aligned arenas carved into 64 pools; fullest-first; release |
-//! | 3 | [`pool`], [`remote`] | one size class per pool; local, remote and bump free lists |
-//! | 4 | [`size_class`] | the class table and the branch-free lookup |
-//! | 5 | [`heap`] | per-class pool lists; taking and returning pools; abandon/adopt |
-//! | 6 | [`thread`] | per-thread heaps, locked mode, thread exit, fork |
-//! | 7 | [`large`] | spans above the largest class; span cache; mremap |
-//! | 8 | [`alloc`], [`global`], [`owned`] | routing; `PoolMalloc`, `LockedPoolMalloc`; first-class `Heap` |
-//! | 8 | [`typed`], [`buffer`] | `TypedPool<T>` free lists with per-thread caches; `BufferPool` byte buffers |
-//! | x | [`options`], [`mod@stats`], [`debug`], [`report`], [`lock`], [`sync`] | cross-cutting |
+//! # Public API
 //!
-//! Layer 4 is pure data used from layer 3 up. [`design`] holds the design
-//! notes: the layer diagram, a glossary and the state machines.
+//! [`PoolMalloc`], [`LockedPoolMalloc`] and [`DebugPoolMalloc`] (global
+//! allocators), [`Heap`] (first-class heaps), [`stats()`](stats::stats) and
+//! [`trim`], [`options`], and the object and buffer pools. Everything else is
+//! private to the crate, except the `#[doc(hidden)]` `internals` module that
+//! the C library and the tests use.
 //!
 //! # Rules inside the allocator
 //!
@@ -44,6 +37,8 @@
 
 pub(crate) mod remote;
 pub(crate) mod sync;
+#[cfg(not(loom))]
+pub(crate) mod tid;
 
 /// Marks every item it is given `#[cfg(not(loom))]`: under `--cfg loom` only
 /// the lock-free remote-free list (and the atomics facade it uses) is built,
@@ -53,20 +48,24 @@ macro_rules! not_under_loom {
 }
 
 not_under_loom! {
+    pub(crate) mod abandoned;
     pub(crate) mod alloc;
     pub(crate) mod arena;
     pub mod buffer;
     pub(crate) mod debug;
+    pub(crate) mod fault;
     pub mod design;
     pub(crate) mod global;
     pub(crate) mod heap;
     pub(crate) mod large;
+    pub(crate) mod lifecycle;
     pub(crate) mod lock;
     pub mod options;
     pub(crate) mod os;
     pub(crate) mod owned;
     pub(crate) mod ownership;
     pub(crate) mod pool;
+    pub(crate) mod registry;
     pub(crate) mod report;
     pub(crate) mod size_class;
     pub mod stats;
@@ -90,7 +89,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// arenas, abandoned pools are swept, free pools are decommitted, the spare
 /// arena is unmapped and cached large spans are released.
 pub fn trim() {
-    thread::trim();
+    lifecycle::trim();
 }
 
 /// Entry points for the C library (`libpoolmalloc.so`) and for this
@@ -109,9 +108,9 @@ pub mod internals {
         pub use crate::alloc::{calloc, free, free_sized, malloc, malloc_aligned, realloc, usable_size};
         pub use crate::arena::{check_invariants as check_arena_invariants, ARENA_SIZE};
         pub use crate::heap::STASH_MAX;
+        pub use crate::lifecycle::check_current_heap;
         pub use crate::os::{align_up, page_size, resident_bytes, set_errno, Errno};
         pub use crate::size_class::{class_of, class_size};
         pub use crate::stats::print_to_stderr as print_stats;
-        pub use crate::thread::check_current_heap;
     }
 }

@@ -23,7 +23,7 @@
 //! the locks above), never the other way round.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::*};
+use crate::sync::atomic::{AtomicU32, AtomicUsize, Ordering::*};
 
 /// A futex-based mutual-exclusion lock that never allocates.
 pub struct RawLock {
@@ -51,7 +51,7 @@ impl RawLock {
         if self.state.compare_exchange(FREE, HELD, Acquire, Relaxed).is_err() {
             self.lock_contended();
         }
-        self.holder.store(crate::thread::thread_id(), Relaxed);
+        self.holder.store(crate::tid::thread_id(), Relaxed);
     }
 
     /// Takes the lock if it is free.
@@ -59,7 +59,7 @@ impl RawLock {
     pub fn try_lock(&self) -> bool {
         let got = self.state.compare_exchange(FREE, HELD, Acquire, Relaxed).is_ok();
         if got {
-            self.holder.store(crate::thread::thread_id(), Relaxed);
+            self.holder.store(crate::tid::thread_id(), Relaxed);
         }
         got
     }
@@ -67,7 +67,7 @@ impl RawLock {
     /// Whether the calling thread holds the lock.
     #[inline]
     pub fn held_by_me(&self) -> bool {
-        self.holder.load(Relaxed) == crate::thread::thread_id()
+        self.holder.load(Relaxed) == crate::tid::thread_id()
     }
 
     #[cold]

@@ -7,7 +7,7 @@
 //! same.
 
 use crate::os;
-use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering::Relaxed};
+use crate::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering::Relaxed};
 
 /// One documented option.
 pub struct OptionDoc {

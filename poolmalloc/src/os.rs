@@ -36,7 +36,7 @@
 
 #[cfg(not(miri))]
 use core::ptr;
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// Counters of system calls and mapped bytes, for the statistics report.
 pub(crate) struct OsCounters {
@@ -260,7 +260,7 @@ mod emulated {
     use super::{add_mapped, sub_mapped, COUNTERS};
     use core::alloc::{GlobalAlloc, Layout};
     use core::ptr;
-    use core::sync::atomic::{AtomicUsize, Ordering::*};
+    use crate::sync::atomic::{AtomicUsize, Ordering::*};
     use std::alloc::System;
 
     const PAGE: usize = 4096;

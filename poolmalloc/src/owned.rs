@@ -42,11 +42,11 @@ use crate::heap::Heap as RawHeap;
 use crate::large::SpanList;
 use crate::pool::OWNER_FULL;
 use crate::global::{in_pools, pool_class};
-use crate::{arena, thread};
+use crate::{arena, lifecycle};
 use core::alloc::Layout;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::Ordering::Relaxed;
+use crate::sync::atomic::Ordering::Relaxed;
 
 /// A heap that frees everything in it when dropped. See the module docs.
 pub struct Heap {
@@ -72,7 +72,7 @@ impl Heap {
 
     /// A new, empty heap, or `None` if there is no memory for it.
     pub fn try_new() -> Option<Heap> {
-        let raw = NonNull::new(thread::new_user_heap())?;
+        let raw = NonNull::new(lifecycle::new_user_heap())?;
         Some(Heap { raw, spans: SpanList::new(), _single: PhantomData })
     }
 
@@ -125,7 +125,7 @@ impl Heap {
             }
         // SAFETY: by the caller, a large block of this heap is on our list.
         } else if !unsafe { self.spans.free(p) } {
-            core_alloc::invalid_pointer("Heap::free", p, "not a live block of this heap");
+            crate::fault::invalid_pointer("Heap::free", p, "not a live block of this heap");
         }
     }
 
@@ -164,7 +164,7 @@ impl Drop for Heap {
         self.spans.free_all();
         // SAFETY: the raw heap came from `new_user_heap` and now holds no
         // pools.
-        unsafe { thread::free_user_heap(self.raw.as_ptr()) };
+        unsafe { lifecycle::free_user_heap(self.raw.as_ptr()) };
     }
 }
 

@@ -19,7 +19,7 @@
 //! then reports as "not ours".
 
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use crate::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 /// log2 of the granule: one map entry per 4 MiB.
 pub const GRANULE_SHIFT: usize = 22;
@@ -81,7 +81,7 @@ fn entry(i: usize) -> &'static AtomicU8 {
 /// accesses to headers, and to the block once it is free, go through the
 /// mapping's provenance instead (see [`mapped`]).
 #[cfg(miri)]
-struct Bases(MaybeUninit<[core::sync::atomic::AtomicPtr<u8>; ENTRIES]>);
+struct Bases(MaybeUninit<[crate::sync::atomic::AtomicPtr<u8>; ENTRIES]>);
 // SAFETY: the table is an array of atomics.
 #[cfg(miri)]
 unsafe impl Sync for Bases {}
@@ -90,11 +90,11 @@ static BASES: Bases = Bases(MaybeUninit::zeroed());
 
 /// Entry `i` of the table (see [`entry`]).
 #[cfg(miri)]
-fn granule_ptr(i: usize) -> &'static core::sync::atomic::AtomicPtr<u8> {
+fn granule_ptr(i: usize) -> &'static crate::sync::atomic::AtomicPtr<u8> {
     assert!(i < ENTRIES);
     // SAFETY: `i` is in bounds, and BASES was zero-initialised, which is an
     // array of null pointers.
-    unsafe { &*(&raw const BASES.0).cast::<core::sync::atomic::AtomicPtr<u8>>().add(i) }
+    unsafe { &*(&raw const BASES.0).cast::<crate::sync::atomic::AtomicPtr<u8>>().add(i) }
 }
 
 /// The pointer `p` with the provenance of the poolmalloc mapping that holds
@@ -111,7 +111,7 @@ pub fn mapped(p: *mut u8) -> *mut u8 {
     {
         let i = p.addr() >> GRANULE_SHIFT;
         if i < ENTRIES {
-            let b = granule_ptr(i).load(core::sync::atomic::Ordering::Acquire);
+            let b = granule_ptr(i).load(crate::sync::atomic::Ordering::Acquire);
             if !b.is_null() {
                 return b.with_addr(p.addr());
             }
@@ -165,7 +165,7 @@ pub fn mark(base: *mut u8, len: usize, head: u8, tail: u8) -> bool {
     }
     #[cfg(miri)]
     for i in first..=last {
-        granule_ptr(i).store(base.wrapping_add((i - first) * GRANULE), core::sync::atomic::Ordering::Release);
+        granule_ptr(i).store(base.wrapping_add((i - first) * GRANULE), crate::sync::atomic::Ordering::Release);
     }
     entry(first).store(head, Relaxed);
     for i in first + 1..=last {
@@ -181,7 +181,7 @@ pub fn unmark(base: usize, len: usize) {
     for i in first..=last.min(ENTRIES - 1) {
         entry(i).store(TAG_NONE, Relaxed);
         #[cfg(miri)]
-        granule_ptr(i).store(core::ptr::null_mut(), core::sync::atomic::Ordering::Release);
+        granule_ptr(i).store(core::ptr::null_mut(), crate::sync::atomic::Ordering::Release);
     }
 }
 

@@ -45,7 +45,7 @@
 use crate::size_class;
 use crate::sync::Local;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use crate::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 
 /// log2 of the pool size.
 pub const POOL_SHIFT: usize = 16;
@@ -343,13 +343,13 @@ impl Pool {
     #[inline(never)]
     pub unsafe fn check_suspect(&self, b: *mut Block) -> bool {
         if b as usize & (size_class::ALIGNMENT - 1) != 0 {
-            crate::alloc::invalid_free(b.cast(), "not the start of a block");
+            crate::fault::invalid_free(b.cast(), "not the start of a block");
             return false;
         }
         let mut f = self.free.get();
         while !f.is_null() {
             if f == b {
-                crate::alloc::invalid_free(b.cast(), "double free");
+                crate::fault::invalid_free(b.cast(), "double free");
                 return false;
             }
             // SAFETY: blocks on the local list are free blocks of this pool.

@@ -36,15 +36,15 @@
 //! is written through `core::fmt`.
 
 use crate::arena::{self, Arena, ARENAS, ARENA_SIZE, POOLS_PER_ARENA};
-use crate::heap::ABANDONED;
+use crate::abandoned::ABANDONED;
 use crate::large;
 use crate::os;
 use crate::pool::{state, POOL_SIZE};
 use crate::size_class::{class_size, MAX_CLASS_SIZE, NUM_CLASSES};
-use crate::thread::{self, REGISTRY, USER_OWNER_BIT};
+use crate::registry::{self, REGISTRY, USER_OWNER_BIT};
 use crate::{buffer, typed};
 use core::fmt;
-use core::sync::atomic::Ordering::Relaxed;
+use crate::sync::atomic::Ordering::Relaxed;
 
 /// Figures for one size class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -245,9 +245,9 @@ pub fn stats() -> Stats {
             s.remote_frees += h.counters.remote_frees.load(Relaxed);
             s.pools_adopted_total += h.counters.adopted.load(Relaxed);
         });
-        s.remote_frees += thread::ORPHAN_REMOTE_FREES.load(Relaxed) as u64;
+        s.remote_frees += registry::ORPHAN_REMOTE_FREES.load(Relaxed) as u64;
     }
-    s.remote_frees += thread::LOCKED_HEAP.counters.remote_frees.load(Relaxed);
+    s.remote_frees += registry::LOCKED_HEAP.counters.remote_frees.load(Relaxed);
     {
         let _a = ABANDONED.lock.guard();
         s.pools_abandoned_total = ABANDONED.abandoned_total.get();

@@ -1,0 +1,413 @@
+//! The process lifecycle (layer 6): everything that happens once per
+//! process or once per thread, in one place.
+//!
+//! * **Process set-up** ([`global_init`]): options, the thread-exit key,
+//!   the fork handlers and the at-exit statistics report. Safe to re-enter
+//!   from the same thread (registering the fork handlers may call `malloc`).
+//! * **The heap slot.** Each thread has a slot in static TLS that points at
+//!   its heap. It starts out pointing at [`UNINIT_HEAP`], so a thread's first
+//!   allocation falls into the slow path, which calls [`init_thread`] to set
+//!   up a real heap from the registry (never from `malloc`). On x86-64 Linux
+//!   the slot uses the initial-exec TLS model through inline assembly: one
+//!   load, no call.
+//! * **Thread exit.** A pthread key destructor abandons the heap: empty pools
+//!   go back to the arenas, the others to the abandoned lists, and the slot
+//!   points at [`DEAD_HEAP`], which sends any later allocation of the exiting
+//!   thread (from other destructors) to the locked heap.
+//! * **First-class heaps** get their heap structures here too.
+//! * **Trim** ([`trim`]) returns free memory at once.
+//! * **Fork.** `pthread_atfork` handlers take every lock before `fork` and
+//!   release them after; in the child, the heaps of the threads that did not
+//!   survive are reclaimed by walking the arenas (their private lists may be
+//!   torn mid-update, so they are not trusted).
+//!
+//! Threads: the set-up state is atomic; everything else runs on the thread
+//! concerned, or under the locks it names.
+
+use crate::abandoned::ABANDONED;
+use crate::arena;
+use crate::heap::{Heap, Kind};
+use crate::lock::RawLock;
+use crate::options;
+use crate::pool::{owner_id, state, Pool, LOCKED_OWNER};
+use crate::registry::{
+    DEAD_HEAP, LOCKED_HEAP, LOCKED_LOCK, PROXY_HEAP, REGISTRY, UNINIT_HEAP, USER_HEAP_IDS, USER_OWNER_BIT,
+};
+use crate::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
+use crate::tid::thread_id;
+use core::ptr;
+
+// ---------------------------------------------------------------------------
+// The heap slot.
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
+mod tls {
+    use super::{Heap, UNINIT_HEAP};
+    use core::arch::{asm, global_asm};
+
+    // One pointer in static TLS, initial-exec model, initialised to the
+    // UNINIT sentinel. The symbol is global (inlined accessors may live in
+    // other object files) but hidden, so it never leaves the binary or
+    // shared object that links this crate. Rust has no stable way to ask for the initial-exec
+    // model, and the default model in a shared library calls
+    // `__tls_get_addr` on every access.
+    global_asm!(
+        ".pushsection .tdata,\"awT\",@progbits",
+        ".p2align 3",
+        ".globl __poolmalloc_heap_slot",
+        ".hidden __poolmalloc_heap_slot",
+        "__poolmalloc_heap_slot:",
+        ".quad {uninit}",
+        ".popsection",
+        uninit = sym UNINIT_HEAP,
+    );
+
+    #[inline(always)]
+    pub fn get() -> *mut Heap {
+        let h: *mut Heap;
+        // SAFETY: reads this thread's slot through its TLS offset.
+        unsafe {
+            asm!(
+                "mov {h}, qword ptr [rip + __poolmalloc_heap_slot@GOTTPOFF]",
+                "mov {h}, qword ptr fs:[{h}]",
+                h = out(reg) h,
+                options(nostack, preserves_flags, readonly, pure)
+            );
+        }
+        h
+    }
+
+    #[inline]
+    pub fn set(h: *const Heap) {
+        // SAFETY: writes this thread's slot through its TLS offset.
+        unsafe {
+            asm!(
+                "mov {t}, qword ptr [rip + __poolmalloc_heap_slot@GOTTPOFF]",
+                "mov qword ptr fs:[{t}], {h}",
+                t = out(reg) _,
+                h = in(reg) h,
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri))))]
+mod tls {
+    use super::{Heap, UNINIT_HEAP};
+    use core::cell::Cell;
+
+    std::thread_local! {
+        static SLOT: Cell<*mut Heap> = const { Cell::new(core::ptr::null_mut()) };
+    }
+
+    #[inline(always)]
+    pub fn get() -> *mut Heap {
+        let h = SLOT.with(|s| s.get());
+        if h.is_null() {
+            &UNINIT_HEAP as *const Heap as *mut Heap
+        } else {
+            h
+        }
+    }
+
+    #[inline]
+    pub fn set(h: *const Heap) {
+        SLOT.with(|s| s.set(h.cast_mut()));
+    }
+}
+
+/// The calling thread's heap (a sentinel until it has one of its own).
+#[inline(always)]
+pub(crate) fn current_heap() -> *mut Heap {
+    tls::get()
+}
+
+// ---------------------------------------------------------------------------
+// Set-up and thread exit.
+
+const INIT_NONE: u8 = 0;
+const INIT_RUNNING: u8 = 1;
+const INIT_DONE: u8 = 2;
+static INIT_STATE: AtomicU8 = AtomicU8::new(INIT_NONE);
+static INIT_THREAD: AtomicUsize = AtomicUsize::new(0);
+static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// One-time process set-up: options, the thread-exit key, fork handlers.
+/// Safe to re-enter from the same thread (the fork-handler registration may
+/// itself call `malloc`).
+pub(crate) fn global_init() {
+    if INIT_STATE.load(Acquire) == INIT_DONE {
+        return;
+    }
+    global_init_slow();
+}
+
+#[cold]
+fn global_init_slow() {
+    let me = thread_id();
+    match INIT_STATE.compare_exchange(INIT_NONE, INIT_RUNNING, Acquire, Acquire) {
+        Ok(_) => {}
+        Err(INIT_DONE) => return,
+        Err(_) => {
+            if INIT_THREAD.load(Relaxed) == me {
+                return; // re-entered from our own set-up
+            }
+            while INIT_STATE.load(Acquire) != INIT_DONE {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+            return;
+        }
+    }
+    INIT_THREAD.store(me, Relaxed);
+    options::init();
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor is an
+    // `extern "C"` function that never unwinds.
+    if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 {
+        KEY.store(key as usize, Release);
+    }
+    // SAFETY: the handlers are `extern "C"` functions that never unwind.
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    INIT_STATE.store(INIT_DONE, Release);
+    if options::show_stats() {
+        // SAFETY: `print_stats_at_exit` is an `extern "C"` function that never
+        // unwinds.
+        unsafe { libc::atexit(print_stats_at_exit) };
+    }
+}
+
+#[cold]
+pub(crate) fn init_thread() {
+    global_init();
+    if !ptr::eq(tls::get(), &UNINIT_HEAP) {
+        return; // set up by a re-entrant call during global_init
+    }
+    if options::locked_mode() || options::debug() {
+        tls::set(&PROXY_HEAP);
+        return;
+    }
+    let h = REGISTRY.new_heap(thread_id());
+    if h.is_null() {
+        // No memory for a heap: serve this thread from the locked heap.
+        tls::set(&DEAD_HEAP);
+        return;
+    }
+    tls::set(h);
+    let key = KEY.load(Acquire);
+    if key != usize::MAX {
+        // SAFETY: `key` was created by pthread_key_create. This may call
+        // malloc (for keys past the first 32); the slot is already set, so
+        // that call uses the new heap.
+        unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, h.cast()) };
+    }
+}
+
+extern "C" fn print_stats_at_exit() {
+    crate::stats::print_to_stderr();
+}
+
+extern "C" fn thread_exit(arg: *mut libc::c_void) {
+    let h = arg.cast::<Heap>();
+    if h.is_null() {
+        return;
+    }
+    tls::set(&DEAD_HEAP);
+    // SAFETY: the key holds this thread's heap, which no one else uses.
+    unsafe { (*h).abandon() };
+    REGISTRY.free_heap(h);
+}
+
+/// A heap for a first-class `Heap`: owned by no thread, with an owner id
+/// that can never equal a thread id (bit 1 set) or `LOCKED_OWNER`, and that
+/// does not adopt abandoned pools. Null if out of memory.
+pub(crate) fn new_user_heap() -> *mut Heap {
+    global_init();
+    let id = (USER_HEAP_IDS.fetch_add(1, Relaxed) << 4) | USER_OWNER_BIT;
+    let h = REGISTRY.new_heap(id);
+    if !h.is_null() {
+        // SAFETY: a fresh heap from the registry, ours alone.
+        unsafe { (*h).adopts.set(false) };
+        let _g = REGISTRY.lock.guard();
+        REGISTRY.user_heaps.set(REGISTRY.user_heaps.get() + 1);
+    }
+    h
+}
+
+/// Returns a first-class heap's structure to the registry after its pools
+/// were released.
+///
+/// # Safety
+/// `h` must come from [`new_user_heap`] and hold no pools.
+pub(crate) unsafe fn free_user_heap(h: *mut Heap) {
+    // SAFETY: by the caller.
+    unsafe { (*h).adopts.set(true) };
+    REGISTRY.free_heap(h);
+    let _g = REGISTRY.lock.guard();
+    REGISTRY.user_heaps.set(REGISTRY.user_heaps.get() - 1);
+}
+
+/// Runs the full invariant check of the calling thread's heap (if it has
+/// one). Panics on violation.
+pub fn check_current_heap() {
+    let h = tls::get();
+    // SAFETY: the slot points at a live heap; a real one is ours.
+    if unsafe { (*h).kind } == Kind::Real {
+        // SAFETY: as above.
+        unsafe { (*h).check_invariants() };
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Trim.
+
+/// Returns as much memory as possible to the OS: the calling thread's heap
+/// and the locked heap give back empty pools, abandoned pools are swept,
+/// free pools are decommitted and cached large spans unmapped.
+pub(crate) fn trim() {
+    let h = tls::get();
+    // SAFETY: the slot points at a live heap; a real one is ours.
+    if unsafe { (*h).kind } == Kind::Real {
+        // SAFETY: as above.
+        unsafe { (*h).trim() };
+    }
+    {
+        let _g = LOCKED_LOCK.guard();
+        LOCKED_HEAP.trim();
+    }
+    ABANDONED.sweep();
+    arena::purge_all();
+    crate::large::purge_cache();
+}
+
+// ---------------------------------------------------------------------------
+// Fork.
+
+/// The allocator's locks in their order (see `lock.rs`).
+fn fork_locks() -> [&'static RawLock; 5] {
+    [&LOCKED_LOCK, &REGISTRY.lock, &ABANDONED.lock, &arena::ARENAS.lock, &crate::large::LOCK]
+}
+
+/// Locks the prepare handler took (bit i: `fork_locks()[i]`).
+static FORK_TAKEN: AtomicU8 = AtomicU8::new(0);
+/// Locks the forking thread already held: `fork` was called from a signal
+/// handler that interrupted this thread inside the allocator.
+static FORK_MINE: AtomicU8 = AtomicU8::new(0);
+
+/// Takes every lock, so the child starts with consistent structures. A lock
+/// the calling thread already holds (fork from a signal handler that
+/// interrupted poolmalloc) is left as it is: the interrupted call releases
+/// it, in parent and child alike, when the handler returns. Locks before the
+/// last such lock are only tried, since their holders may be waiting for it.
+extern "C" fn fork_prepare() {
+    let locks = fork_locks();
+    let mut mine = 0u8;
+    for (i, l) in locks.iter().enumerate() {
+        if l.held_by_me() {
+            mine |= 1 << i;
+        }
+    }
+    let last_mine = if mine == 0 { None } else { Some(7 - mine.leading_zeros() as usize) };
+    let mut taken = 0u8;
+    for (i, l) in locks.iter().enumerate() {
+        if mine & (1 << i) != 0 {
+            continue;
+        }
+        let got = match last_mine {
+            Some(last) if i < last => l.try_lock(),
+            _ => {
+                l.lock();
+                true
+            }
+        };
+        if got {
+            taken |= 1 << i;
+        }
+    }
+    FORK_MINE.store(mine, Relaxed);
+    FORK_TAKEN.store(taken, Relaxed);
+}
+
+extern "C" fn fork_parent() {
+    let taken = FORK_TAKEN.load(Relaxed);
+    for (i, l) in fork_locks().iter().enumerate().rev() {
+        if taken & (1 << i) != 0 {
+            l.unlock();
+        }
+    }
+}
+
+/// Frees every lock but the ones the interrupted call holds (their other
+/// holders do not exist here), then reclaims the dead threads' pools, unless
+/// the calling thread was inside the allocator, whose structures may then be
+/// mid-update: the dead threads' pools stay unused in that child.
+extern "C" fn fork_child() {
+    let mine = FORK_MINE.load(Relaxed);
+    for (i, l) in fork_locks().iter().enumerate().rev() {
+        if mine & (1 << i) == 0 {
+            l.reset();
+        }
+    }
+    if mine == 0 {
+        reclaim_after_fork();
+    }
+}
+
+/// In a fork child: every heap but the calling thread's belongs to a thread
+/// that does not exist here. Their pools are found by walking the arenas.
+/// The calling thread's own heap and pools are not touched: the fork may
+/// have interrupted its fast path.
+fn reclaim_after_fork() {
+    let me = thread_id();
+    let mine = tls::get();
+    // Owner ids of heaps that do not survive: threads other than this one.
+    let dead = |owner: usize| owner != me && owner != LOCKED_OWNER && owner & USER_OWNER_BIT == 0;
+    // SAFETY: the slot points at a live heap. A pool this thread still owes
+    // held-back remote frees must not go back to its arena: it is abandoned
+    // instead, and the frees reach it when the batch is pushed.
+    let owed = unsafe { (*mine).batch_pool() } as *const Pool;
+    {
+        let _g = REGISTRY.lock.guard();
+        let mut free_list = REGISTRY.free.get();
+        let mut live = 0;
+        REGISTRY.for_each(|h| {
+            let hp = h as *const Heap as *mut Heap;
+            if hp == mine {
+                live += 1;
+                return;
+            }
+            // First-class heaps (owner bit 1) belong to objects, not threads;
+            // one owned by the surviving thread is still in use.
+            if h.owner.get() != 0 && h.owner.get() & USER_OWNER_BIT == 0 {
+                h.forget_all();
+                h.owner.set(0);
+                h.free_next.set(free_list);
+                free_list = hp;
+            }
+        });
+        REGISTRY.free.set(free_list);
+        REGISTRY.live.set(live);
+    }
+    arena::reclaim_in_child(|p: &Pool| {
+        let owner = owner_id(p.owner.load(Relaxed));
+        match p.state.load(Relaxed) {
+            state::EMPTY => dead(owner),
+            state::USED if dead(owner) => {
+                p.recount();
+                p.collect_remote();
+                if p.is_empty() && !ptr::eq(p, owed) {
+                    return true;
+                }
+                p.clear_remote_full();
+                p.set_owner(0, ptr::null());
+                p.state.store(state::ABANDONED, Relaxed);
+                // SAFETY: a pool with live blocks on no trusted list.
+                unsafe { ABANDONED.put(p as *const Pool as *mut Pool) };
+                false
+            }
+            _ => false,
+        }
+    });
+}
+

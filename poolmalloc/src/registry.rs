@@ -1,0 +1,131 @@
+//! The heaps of the process (layer 5): every heap structure, where it
+//! lives and how it is reused.
+//!
+//! * The **sentinel heaps** a thread's heap slot points at when it has no
+//!   heap of its own: [`UNINIT_HEAP`] (no heap yet), [`DEAD_HEAP`] (its thread
+//!   is exiting) and [`PROXY_HEAP`] (locked or debug mode). Their classes all
+//!   have the empty pool, so the allocation fast path falls through to the
+//!   slow path, which looks at the heap's kind.
+//! * The **locked heap** ([`LOCKED_HEAP`] behind [`LOCKED_LOCK`]), the
+//!   pymalloc-under-the-GIL model, also used by exiting threads.
+//! * The **registry** ([`REGISTRY`]) of every heap ever made, thread heaps
+//!   and first-class heaps alike. Heap structures come from the registry's own
+//!   slab mappings, never from `malloc`, and are never unmapped: a freed heap
+//!   goes on the free-heap list for the next thread, so a stale pointer to a
+//!   heap's hints stays safe to write through.
+//!
+//! Threads: the registry's lists are guarded by its lock; the statics are
+//! immutable except through the heaps' own protocols.
+
+use crate::heap::{Heap, Kind};
+use crate::lock::RawLock;
+use crate::os;
+use crate::pool::LOCKED_OWNER;
+use crate::sync::atomic::AtomicUsize;
+use crate::sync::Local;
+use core::ptr;
+
+/// Initial slot value: the thread has no heap yet.
+pub(crate) static UNINIT_HEAP: Heap = Heap::new(Kind::Uninit, 0);
+/// Slot value after thread exit.
+pub(crate) static DEAD_HEAP: Heap = Heap::new(Kind::Dead, 0);
+/// Slot value in locked mode.
+pub(crate) static PROXY_HEAP: Heap = Heap::new(Kind::LockedProxy, 0);
+/// The locked-mode heap.
+pub(crate) static LOCKED_HEAP: Heap = Heap::new(Kind::Real, LOCKED_OWNER);
+/// Guards [`LOCKED_HEAP`].
+pub(crate) static LOCKED_LOCK: RawLock = RawLock::new();
+
+/// Remote frees made by threads without a heap of their own.
+pub(crate) static ORPHAN_REMOTE_FREES: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) static USER_HEAP_IDS: AtomicUsize = AtomicUsize::new(1);
+/// Bit set in the owner id of every first-class heap (never in a thread id,
+/// which is an aligned address, nor in `LOCKED_OWNER`).
+pub(crate) const USER_OWNER_BIT: usize = 2;
+
+/// All heaps ever made, for statistics and fork; and the free heaps.
+pub struct Registry {
+    /// Guards the lists and the slab.
+    pub lock: RawLock,
+    all: Local<*mut Heap>,
+    pub(crate) free: Local<*mut Heap>,
+    slab: Local<*mut u8>,
+    slab_end: Local<usize>,
+    /// Bytes mapped for heap structures.
+    pub meta_bytes: Local<usize>,
+    /// Heaps in use (by threads and first-class heaps).
+    pub live: Local<usize>,
+    /// First-class heaps alive.
+    pub user_heaps: Local<usize>,
+}
+
+/// The registry of the process.
+pub static REGISTRY: Registry = Registry {
+    lock: RawLock::new(),
+    all: Local::new(ptr::null_mut()),
+    free: Local::new(ptr::null_mut()),
+    slab: Local::new(ptr::null_mut()),
+    slab_end: Local::new(0),
+    meta_bytes: Local::new(0),
+    live: Local::new(0),
+    user_heaps: Local::new(0),
+};
+
+const SLAB_BYTES: usize = 64 * 1024;
+
+impl Registry {
+    pub(crate) fn new_heap(&self, owner: usize) -> *mut Heap {
+        let _g = self.lock.guard();
+        let h = self.free.get();
+        if !h.is_null() {
+            // SAFETY: free heaps are live and unused.
+            let hr = unsafe { &*h };
+            self.free.set(hr.free_next.get());
+            hr.owner.set(owner);
+            hr.hints.clear();
+            self.live.set(self.live.get() + 1);
+            return h;
+        }
+        let size = core::mem::size_of::<Heap>().next_multiple_of(64);
+        if self.slab.get().addr() + size > self.slab_end.get() {
+            let m = os::map(SLAB_BYTES);
+            if m.is_null() {
+                return ptr::null_mut();
+            }
+            self.meta_bytes.set(self.meta_bytes.get() + SLAB_BYTES);
+            self.slab.set(m);
+            self.slab_end.set(m.addr() + SLAB_BYTES);
+        }
+        let h = self.slab.get().cast::<Heap>();
+        self.slab.set(self.slab.get().wrapping_add(size));
+        // SAFETY: fresh slab memory, suitably aligned, seen by no one else.
+        unsafe { h.write(Heap::new(Kind::Real, owner)) };
+        // SAFETY: just initialised.
+        unsafe { (*h).reg_next.set(self.all.get()) };
+        self.all.set(h);
+        self.live.set(self.live.get() + 1);
+        h
+    }
+
+    pub(crate) fn free_heap(&self, h: *mut Heap) {
+        let _g = self.lock.guard();
+        // SAFETY: `h` is a registered heap that its thread gave up.
+        let hr = unsafe { &*h };
+        hr.owner.set(0);
+        hr.free_next.set(self.free.get());
+        self.free.set(h);
+        self.live.set(self.live.get() - 1);
+    }
+
+    /// Calls `f` on every heap (registry lock held by the caller).
+    pub fn for_each(&self, mut f: impl FnMut(&Heap)) {
+        let mut h = self.all.get();
+        while !h.is_null() {
+            // SAFETY: registered heaps are never unmapped.
+            let hr = unsafe { &*h };
+            f(hr);
+            h = hr.reg_next.get();
+        }
+    }
+}
