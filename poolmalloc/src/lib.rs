@@ -27,7 +27,7 @@
 //! | 6 | [`thread`] | per-thread heaps, locked mode, thread exit, fork |
 //! | 7 | [`large`] | spans above the largest class; span cache; mremap |
 //! | 8 | [`alloc`], [`global`], [`owned`] | routing; `PoolMalloc`, `LockedPoolMalloc`; first-class `Heap` |
-//! | 8 | [`typed`], [`buffer`] | `TypedPool<T>` free lists with per-thread caches; `BufferPool` byte buffers |
+//! | 9 | [`pools`] | `TypedPool<T>` free lists with per-thread caches; `BufferPool` byte buffers; on the public API only |
 //! | x | [`options`], [`mod@stats`], [`debug`], [`report`], [`lock`], [`sync`] | cross-cutting |
 //!
 //! Layer 4 is pure data used from layer 3 up. [`design`] holds the design
@@ -55,7 +55,6 @@ macro_rules! not_under_loom {
 not_under_loom! {
     pub mod alloc;
     pub mod arena;
-    pub mod buffer;
     pub mod debug;
     pub mod design;
     pub mod global;
@@ -67,18 +66,24 @@ not_under_loom! {
     pub mod owned;
     pub mod ownership;
     pub mod pool;
+    pub mod pools;
     pub mod report;
     pub mod size_class;
     pub mod stats;
     pub mod thread;
-    pub mod typed;
 
-    pub use buffer::{Buffer, BufferPool};
     pub use debug::DebugPoolMalloc;
     pub use global::{LockedPoolMalloc, PoolMalloc};
     pub use owned::Heap;
+    pub use pools::{Buffer, BufferPool, PoolBox, TypedPool};
     pub use stats::{stats, Stats};
-    pub use typed::{PoolBox, TypedPool};
+
+    /// The buffer pools under their earlier path; see [`pools::buffer`].
+    #[doc(no_inline)]
+    pub use pools::buffer;
+    /// The typed pools under their earlier path; see [`pools::typed`].
+    #[doc(no_inline)]
+    pub use pools::typed;
 }
 
 /// The library version.

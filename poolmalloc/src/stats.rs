@@ -42,7 +42,7 @@ use crate::os;
 use crate::pool::{state, POOL_SIZE};
 use crate::size_class::{class_size, MAX_CLASS_SIZE, NUM_CLASSES};
 use crate::thread::{self, REGISTRY, USER_OWNER_BIT};
-use crate::{buffer, typed};
+use crate::pools::{buffer, typed};
 use core::fmt;
 use core::sync::atomic::Ordering::Relaxed;
 

@@ -6,7 +6,7 @@
 //! depot under its lock), so nothing here synchronises; the counters in
 //! [`Counts`] are plain sums folded together by whoever holds them.
 
-use crate::global::PoolMalloc;
+use crate::PoolMalloc;
 use core::alloc::{GlobalAlloc, Layout};
 use core::mem;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -1,6 +1,6 @@
-//! Layer 8: typed object pools, [`TypedPool<T>`] and [`PoolBox`], the Rust
-//! form of CPython's per-type free lists (100 floats, 80 lists, 2000 tuples
-//! of each small size, cleared by `gc.collect()`).
+//! Typed object pools, [`TypedPool<T>`] and [`PoolBox`], the Rust form of
+//! CPython's per-type free lists (100 floats, 80 lists, 2000 tuples of each
+//! small size, cleared by `gc.collect()`).
 //!
 //! Application code calls it: a program that makes and drops many values of
 //! one type keeps a `TypedPool<T>` (often in a `static`) and allocates with
@@ -23,7 +23,7 @@
 //! per-thread caches exist to avoid. A `static` pool gives `'static` boxes
 //! that can go anywhere; scoped threads share a local pool.
 //!
-//! Like `std::sync::Mutex`, the pool's locks are not reset by `fork`: a child
+//! The pool's locks are `std::sync::Mutex`es, which `fork` does not reset: a child
 //! must not use a pool whose depot or registry lock another thread of the
 //! parent held at the time, nor take statistics (which walk the list of
 //! pools under its lock) if another thread held that lock. Slots cached by
@@ -97,6 +97,7 @@ mod tests;
 
 pub use boxed::PoolBox;
 
+use super::{lock, WithLock};
 use cache::{free_cache, sweep, LIVE, POOL_GONE, TABLE};
 use core::alloc::Layout;
 use core::fmt;
@@ -420,16 +421,16 @@ impl<T> Drop for TypedPool<T> {
             // SAFETY: registered caches are live while on the list.
             let cr = unsafe { &*c };
             let next = cr.next_in_pool.get();
-            cr.lock.lock();
+            let held = lock(&cr.lock);
             if cr.state.load(Relaxed) == LIVE {
                 let (l, ln, s, sn) = cr.take_all();
                 // SAFETY: the owner cannot use the cache while we have
                 // exclusive access to the pool, and its exit waits on the lock.
                 let _ = unsafe { release_chain(l, ln, inner.slot) + release_chain(s, sn, inner.slot) };
                 cr.state.store(POOL_GONE, Release);
-                cr.lock.unlock();
+                drop(held);
             } else {
-                cr.lock.unlock();
+                drop(held);
                 // SAFETY: the thread is gone and the cache is off the registry.
                 unsafe { free_cache(c) };
             }
