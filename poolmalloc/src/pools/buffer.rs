@@ -28,9 +28,9 @@
 //! A pool's state lives in a small block from the pool layer, allocated on
 //! its first use (so [`BufferPool::new`] stays `const` and a pool may move
 //! until then) and linked into a process-wide list of buffer pools, which
-//! [`crate::stats()`] walks under the list's lock to report totals. The list
-//! is touched only when a pool is set up or dropped and by statistics, never
-//! on acquire or drop of a buffer.
+//! [`pools::stats()`](crate::pools::stats) walks under the list's lock to
+//! report totals. The list is touched only when a pool is set up or dropped
+//! and by statistics, never on acquire or drop of a buffer.
 
 use crate::pools::WithLock;
 use crate::PoolMalloc;
@@ -126,18 +126,18 @@ struct PoolList {
 // by the protocol on `POOLS`.
 unsafe impl Send for PoolList {}
 
-/// Totals over every live buffer pool, for the global statistics (see
-/// [`totals`]).
+/// Totals over every live buffer pool, for the pools' statistics
+/// ([`pools::stats()`](crate::pools::stats); see [`totals`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Totals {
+pub(super) struct Totals {
     /// Pools set up (used at least once) and not dropped.
-    pub(crate) pools: usize,
+    pub(super) pools: usize,
     /// Bytes of free storage they retain.
-    pub(crate) retained_bytes: usize,
+    pub(super) retained_bytes: usize,
     /// Buffers handed out, in the classes and above them.
-    pub(crate) acquired: u64,
+    pub(super) acquired: u64,
     /// Of those, served from retained storage.
-    pub(crate) reused: u64,
+    pub(super) reused: u64,
 }
 
 /// Sums the figures of every live buffer pool by walking the list of
@@ -147,7 +147,7 @@ pub(crate) struct Totals {
 /// each pool being read at a slightly different moment; they are exact when
 /// the pools are idle. Nothing is counted on the acquire and drop paths
 /// beyond each pool's own figures, and nothing here allocates.
-pub(crate) fn totals() -> Totals {
+pub(super) fn totals() -> Totals {
     POOLS.with(|l| {
         let mut t = Totals { pools: l.len, ..Totals::default() };
         let mut p = l.head;

@@ -1,14 +1,17 @@
 //! Object and buffer pools on top of the allocator: [`TypedPool<T>`] and its
 //! [`PoolBox`] (per-type free lists with per-thread caches, in [`typed`]),
 //! and [`BufferPool`] and its [`Buffer`] (reusable byte buffers in capacity
-//! classes, in [`buffer`]).
+//! classes, in [`buffer`]), with statistics over all of them ([`stats()`]
+//! and [`PoolsStats`]).
 //!
 //! Application code calls it, never the allocator: these pools sit above
 //! poolmalloc and use only its public API, the way a separate crate would.
 //! Their slots, storage and bookkeeping are blocks of
 //! [`PoolMalloc`](crate::PoolMalloc), and their locks are
 //! `std::sync::Mutex`es: code holding one may call into the allocator,
-//! which never takes them.
+//! which never takes them. The allocator's report, [`crate::stats()`],
+//! counts that memory in its size classes and large spans and says nothing
+//! of the pools; [`stats()`] here gives their totals.
 //!
 //! # Threads
 //!
@@ -20,11 +23,13 @@
 //! pools keep working.
 
 pub mod buffer;
+mod stats;
 pub mod typed;
 
 pub use buffer::{
     Buffer, BufferClassStats, BufferPool, BufferPoolStats, CLASS_SIZES, DEFAULT_RETAINED_CAP, NUM_CLASSES,
 };
+pub use stats::{stats, PoolsStats};
 pub use typed::{PoolBox, TypedPool, TypedPoolStats, DEFAULT_CAP, TABLE_SIZE};
 
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -85,7 +85,8 @@
 //! * `slot`: free slots, chains of them, and event counts;
 //! * `cache`: per-thread caches, the per-thread tables, thread exit;
 //! * `shared`: a pool's shared state (registry of caches, depot), the slow
-//!   paths, and the process-wide list of pools read by [`crate::stats()`];
+//!   paths, and the process-wide list of pools read by
+//!   [`pools::stats()`](crate::pools::stats);
 //! * `boxed`: [`PoolBox`] and its trait implementations.
 
 mod boxed;
@@ -489,22 +490,22 @@ impl fmt::Display for TypedPoolStats {
     }
 }
 
-/// Totals over every live typed pool, for the global statistics (see
-/// [`totals`]).
+/// Totals over every live typed pool, for the pools' statistics
+/// ([`pools::stats()`](crate::pools::stats); see [`totals`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Totals {
+pub(super) struct Totals {
     /// Pools set up (used at least once) and not dropped.
-    pub(crate) pools: usize,
+    pub(super) pools: usize,
     /// Boxes alive in those pools.
-    pub(crate) live: usize,
+    pub(super) live: usize,
     /// Free slots kept in their thread caches and depots.
-    pub(crate) cached: usize,
+    pub(super) cached: usize,
     /// Bytes of slot memory they hold from the pool layer.
-    pub(crate) bytes: usize,
+    pub(super) bytes: usize,
     /// Allocations served from a cache.
-    pub(crate) hits: u64,
+    pub(super) hits: u64,
     /// Allocations that took a fresh slot from the pool layer.
-    pub(crate) misses: u64,
+    pub(super) misses: u64,
 }
 
 /// Sums the figures of every live typed pool, as [`TypedPool::stats`] would
@@ -518,7 +519,7 @@ pub(crate) struct Totals {
 /// pools the sums are approximate, since each cache is read at a slightly
 /// different moment; they are exact when the pools are idle. It does not
 /// allocate.
-pub(crate) fn totals() -> Totals {
+pub(super) fn totals() -> Totals {
     let (pools, counts, cached, bytes) = shared::walk_pools();
     Totals {
         pools,

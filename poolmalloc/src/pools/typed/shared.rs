@@ -1,8 +1,8 @@
 //! The shared state of a typed pool: [`Inner`] (its cache registry and its
 //! depot of free slots, each behind a lock), [`Core`] (the part of a
 //! `TypedPool` that does not depend on the value type, with the slow paths
-//! of allocation and free), and the process-wide list of pools that the
-//! pools' statistics walk.
+//! of allocation and free), and the process-wide list of pools that
+//! [`pools::stats()`](crate::pools::stats) walks.
 //!
 //! `Inner` is allocated from the pool layer on a pool's first use and does
 //! not move afterwards, so thread caches and the list of pools may point at
