@@ -5,7 +5,8 @@
 //! ```text
 //!   Rust programs            C programs (LD_PRELOAD)         Rust code
 //!  #[global_allocator]     malloc/free/realloc/...       TypedPool, BufferPool
-//!   PoolMalloc / Locked          libpoolmalloc.so
+//!   PoolMalloc / Locked          libpoolmalloc.so        9  pools/, on the
+//!                                                           public API only
 //!        │                            │
 //!        └────────────┬───────────────┘
 //!  8  fronts          alloc.rs: route by size and alignment
