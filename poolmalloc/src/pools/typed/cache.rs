@@ -3,6 +3,10 @@
 //! its overflow list, and the thread-exit side of teardown ([`ExitGuard`],
 //! [`retire`]).
 //!
+//! The pool's fast paths and slow paths (the parent module and `shared`) call
+//! it on the thread that makes or drops a box, and the thread-local exit
+//! guard calls it when that thread exits.
+//!
 //! A cache is owned by its thread, which reads and writes it without locks
 //! or read-modify-write atomics; other threads only read its counters
 //! (statistics, under the pool's registry lock) or take its `lock` in

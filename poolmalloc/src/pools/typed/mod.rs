@@ -23,12 +23,12 @@
 //! per-thread caches exist to avoid. A `static` pool gives `'static` boxes
 //! that can go anywhere; scoped threads share a local pool.
 //!
-//! The pool's locks are `std::sync::Mutex`es, which `fork` does not reset: a child
-//! must not use a pool whose depot or registry lock another thread of the
-//! parent held at the time, nor take statistics (which walk the list of
+//! The pool's locks are `std::sync::Mutex`es, which `fork` does not reset: a
+//! child must not use a pool whose depot or registry lock another thread of
+//! the parent held at the time, nor take statistics (which walk the list of
 //! pools under its lock) if another thread held that lock. Slots cached by
-//! threads that do not exist in the child are not reused there (never handed
-//! out twice).
+//! threads that do not exist in the child are not reused there (never
+//! handed out twice).
 //!
 //! # How a thread finds its cache
 //!

@@ -9,8 +9,8 @@
 //! it. Threads reach the depot and the registry only under their locks, and
 //! an `Inner`'s list links only under the list's lock; the type is not
 //! `Sync`, and threads share it through raw pointers under those locks. The
-//! slow paths here run when a thread's cache is empty, full, missing or out
-//! of date.
+//! slow paths here, called by `TypedPool` on the thread that makes or drops a
+//! box, run when that thread's cache is empty, full, missing or out of date.
 
 use super::cache::{new_cache, Cache, Table, LIVE, TABLE};
 use super::slot::{bump, release_chain, slot_alloc, split_chain, Counts, FreeSlot};
