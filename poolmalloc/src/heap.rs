@@ -796,7 +796,11 @@ mod tests {
         let h = test_heap();
         let mut live = Vec::new();
         fill(&h, class, n, &mut live);
-        assert_eq!(pools_of(&h, class), pools);
+        // An arena's pool 0 is shorter (the header takes its first pages), so
+        // a fill that gets one takes a pool more; which pools it gets depends
+        // on what other tests left in the arenas.
+        let taken = pools_of(&h, class);
+        assert!((pools..=pools + 1).contains(&taken), "{taken} pools for {pools} pools' worth of blocks");
         // Free a random half (xorshift, fixed seed).
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         for i in (1..live.len()).rev() {
@@ -812,7 +816,7 @@ mod tests {
         h.check_invariants();
         fill(&h, class, n - n / 2, &mut live);
         h.check_invariants();
-        assert_eq!(pools_of(&h, class), pools, "the freed blocks are reused before any new pool");
+        assert_eq!(pools_of(&h, class), taken, "the freed blocks are reused before any new pool");
         for b in live {
             check_and_free(&h, b);
         }

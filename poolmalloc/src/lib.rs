@@ -51,7 +51,6 @@ not_under_loom! {
     pub(crate) mod abandoned;
     pub(crate) mod alloc;
     pub(crate) mod arena;
-    pub mod buffer;
     pub(crate) mod debug;
     pub(crate) mod fault;
     pub mod design;
@@ -65,19 +64,25 @@ not_under_loom! {
     pub(crate) mod owned;
     pub(crate) mod ownership;
     pub(crate) mod pool;
+    pub mod pools;
     pub(crate) mod registry;
     pub(crate) mod report;
     pub(crate) mod size_class;
     pub mod stats;
     pub(crate) mod thread;
-    pub mod typed;
 
-    pub use buffer::{Buffer, BufferPool};
     pub use debug::DebugPoolMalloc;
     pub use global::{LockedPoolMalloc, PoolMalloc};
     pub use owned::Heap;
+    pub use pools::{Buffer, BufferPool, PoolBox, TypedPool};
     pub use stats::{stats, Stats};
-    pub use typed::{PoolBox, TypedPool};
+
+    /// The buffer pools under their earlier path; see [`pools::buffer`].
+    #[doc(no_inline)]
+    pub use pools::buffer;
+    /// The typed pools under their earlier path; see [`pools::typed`].
+    #[doc(no_inline)]
+    pub use pools::typed;
 }
 
 /// The library version.

@@ -13,16 +13,7 @@
 //! `mremap` by arena and large-span code. They do not block on I/O; the
 //! documented exception is that a page-fault-heavy `munmap` of a large arena
 //! can take tens of microseconds.
-//!
-//! `Locked` pairs a `RawLock` with the value it guards. The typed and buffer
-//! pools (layer 8) keep their slow-path state in it; their locks sit outside
-//! the allocator's order above, since they are never taken inside `malloc`:
-//! the list of typed pools, then one pool's cache registry, then its depot;
-//! and, separately, the list of buffer pools, then one buffer pool's state.
-//! Code holding one of these may call into the allocator (which takes only
-//! the locks above), never the other way round.
 
-use core::cell::UnsafeCell;
 use crate::sync::atomic::{AtomicU32, AtomicUsize, Ordering::*};
 
 /// A futex-based mutual-exclusion lock that never allocates.
@@ -131,42 +122,6 @@ impl Drop for LockGuard<'_> {
     }
 }
 
-/// A value guarded by a [`RawLock`]: the slow-path state of the typed and
-/// buffer pools. Like the lock, it never allocates. The closure given to
-/// [`Locked::with`] must not take the same lock again.
-pub(crate) struct Locked<T> {
-    lock: RawLock,
-    value: UnsafeCell<T>,
-}
-
-// SAFETY: the value is only reached under the lock (or through `&mut self`),
-// so sharing the wrapper hands the value from thread to thread one holder at
-// a time, which `T: Send` allows.
-unsafe impl<T: Send> Sync for Locked<T> {}
-
-impl<T> Locked<T> {
-    /// A free lock around `value`.
-    pub(crate) const fn new(value: T) -> Self {
-        Locked { lock: RawLock::new(), value: UnsafeCell::new(value) }
-    }
-
-    /// Runs `f` on the value with the lock held (released even if `f`
-    /// panics).
-    #[inline]
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let _unlock = self.lock.guard();
-        // SAFETY: the lock is held until `_unlock` drops, so this is the only
-        // reference to the value.
-        f(unsafe { &mut *self.value.get() })
-    }
-
-    /// The value, through exclusive access.
-    #[cfg(test)]
-    pub(crate) fn get_mut(&mut self) -> &mut T {
-        self.value.get_mut()
-    }
-}
-
 fn futex_wait(state: &AtomicU32, expected: u32) {
     let e = crate::os::Errno::save();
     // SAFETY: the futex word is a valid, aligned u32 that lives as long as the
@@ -227,31 +182,6 @@ mod tests {
         // SAFETY: all threads have finished.
         assert_eq!(unsafe { *s.value.get() }, 4 * ROUNDS);
         assert!(!s.lock.is_locked());
-    }
-
-    #[test]
-    fn locked_excludes_and_unlocks_after_a_panic() {
-        let l = Arc::new(Locked::new(0u64));
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let l = l.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..ROUNDS / 2 {
-                        l.with(|v| *v += 1);
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert_eq!(l.with(|v| *v), 2 * ROUNDS);
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l.with(|_| panic!("inside"))));
-        assert!(r.is_err());
-        assert!(!l.lock.is_locked(), "the lock is released on unwind");
-        let mut l = Arc::try_unwrap(l).ok().unwrap();
-        *l.get_mut() += 1;
-        assert_eq!(l.with(|v| *v), 2 * ROUNDS + 1);
     }
 
     #[test]

@@ -9,28 +9,12 @@
 //! different moments. Blocks on a pool's remote-free list count as in use
 //! until the owner collects them.
 //!
-//! The last three sections break down memory that the sections above already
-//! count (typed pools and buffer pools take their slots and storage from the
-//! pool layer, first-class heaps own pools in the arenas); they are not added
-//! to the mapped total.
-//!
-//! * **Typed pools** and **buffer pools**: the totals come from walking the
-//!   process-wide lists of [`TypedPool`](crate::TypedPool)s and
-//!   [`BufferPool`](crate::BufferPool)s that have been used and not dropped,
-//!   under each list's lock and then each pool's own locks. Nothing is
-//!   counted on the paths that make or drop a box or a buffer. While other
-//!   threads use the pools the totals are approximate (each pool, and each
-//!   thread cache of a typed pool, is read at a slightly different moment);
-//!   they are exact when the pools are idle. A pool in a `static` that was
-//!   never used is not counted.
-//! * **First-class heaps**: the number of live [`Heap`](crate::Heap)s, and
-//!   the pools, blocks and bytes in use of the pools they own, read during
-//!   the same arena walk as the classes (their large blocks are counted with
-//!   the large spans).
-//!
-//! Like the pools' own locks, the two list locks are not reset by `fork`: a
-//! child of a parent whose other threads may have been setting up, dropping
-//! or reading typed or buffer pools at the time should not take a snapshot.
+//! The last section breaks down memory that the sections above already
+//! count (first-class heaps own pools in the arenas); it is not added to the
+//! mapped total. **First-class heaps**: the number of live
+//! [`Heap`](crate::Heap)s, and the pools, blocks and bytes in use of the
+//! pools they own, read during the same arena walk as the classes (their
+//! large blocks are counted with the large spans).
 //!
 //! Nothing here allocates: the snapshot is a fixed-size struct and the report
 //! is written through `core::fmt`.
@@ -42,7 +26,6 @@ use crate::os;
 use crate::pool::{state, POOL_SIZE};
 use crate::size_class::{class_size, MAX_CLASS_SIZE, NUM_CLASSES};
 use crate::registry::{self, REGISTRY, USER_OWNER_BIT};
-use crate::{buffer, typed};
 use core::fmt;
 use crate::sync::atomic::Ordering::Relaxed;
 
@@ -128,26 +111,6 @@ pub struct Stats {
     pub madvise_calls: usize,
     /// `mremap` calls.
     pub mremap_calls: usize,
-    /// Typed pools that have been used and not dropped.
-    pub typed_pools: usize,
-    /// Boxes alive in those pools.
-    pub typed_live: usize,
-    /// Free slots kept in their thread caches and depots.
-    pub typed_cached: usize,
-    /// Bytes of slot memory they hold: live boxes and cached slots.
-    pub typed_bytes: usize,
-    /// Typed allocations served from a cache.
-    pub typed_hits: u64,
-    /// Typed allocations that took a fresh slot from the pool layer.
-    pub typed_misses: u64,
-    /// Buffer pools that have been used and not dropped.
-    pub buffer_pools: usize,
-    /// Bytes of free storage they retain for reuse.
-    pub buffer_retained_bytes: usize,
-    /// Buffers they handed out.
-    pub buffer_acquired: u64,
-    /// Of those, served from retained storage.
-    pub buffer_reused: u64,
     /// Pools owned by first-class heaps.
     pub heap_pools: usize,
     /// Blocks in use in those pools.
@@ -219,16 +182,6 @@ pub fn stats() -> Stats {
         munmap_calls: 0,
         madvise_calls: 0,
         mremap_calls: 0,
-        typed_pools: 0,
-        typed_live: 0,
-        typed_cached: 0,
-        typed_bytes: 0,
-        typed_hits: 0,
-        typed_misses: 0,
-        buffer_pools: 0,
-        buffer_retained_bytes: 0,
-        buffer_acquired: 0,
-        buffer_reused: 0,
         heap_pools: 0,
         heap_blocks_in_use: 0,
         heap_bytes_in_blocks: 0,
@@ -317,18 +270,6 @@ pub fn stats() -> Stats {
     s.munmap_calls = c.munmap_calls.load(Relaxed);
     s.madvise_calls = c.madvise_calls.load(Relaxed);
     s.mremap_calls = c.mremap_calls.load(Relaxed);
-    let t = typed::totals();
-    s.typed_pools = t.pools;
-    s.typed_live = t.live;
-    s.typed_cached = t.cached;
-    s.typed_bytes = t.bytes;
-    s.typed_hits = t.hits;
-    s.typed_misses = t.misses;
-    let b = buffer::totals();
-    s.buffer_pools = b.pools;
-    s.buffer_retained_bytes = b.retained_bytes;
-    s.buffer_acquired = b.acquired;
-    s.buffer_reused = b.reused;
     s
 }
 
@@ -446,18 +387,6 @@ impl fmt::Display for Stats {
         line(f, "# madvise calls", self.madvise_calls)?;
         line(f, "# mremap calls", self.mremap_calls)?;
         writeln!(f)?;
-        line(f, "# typed pools", self.typed_pools)?;
-        line(f, "# live boxes in typed pools", self.typed_live)?;
-        line(f, "# cached slots in typed pools", self.typed_cached)?;
-        line(f, "# bytes in typed pools", self.typed_bytes)?;
-        line(f, "# typed pool cache hits", self.typed_hits as usize)?;
-        line(f, "# typed pool cache misses", self.typed_misses as usize)?;
-        writeln!(f)?;
-        line(f, "# buffer pools", self.buffer_pools)?;
-        line(f, "# bytes retained in buffer pools", self.buffer_retained_bytes)?;
-        line(f, "# buffers acquired", self.buffer_acquired as usize)?;
-        line(f, "# buffers reused", self.buffer_reused as usize)?;
-        writeln!(f)?;
         line(f, "# first-class heaps", self.heaps_first_class)?;
         line(f, "# pools in first-class heaps", self.heap_pools)?;
         line(f, "# blocks in use in first-class heaps", self.heap_blocks_in_use)?;
@@ -509,38 +438,6 @@ mod json {
         }
     }
 
-    /// The typed-pool section.
-    struct TypedPools<'a>(&'a Stats);
-
-    impl Serialize for TypedPools<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let t = self.0;
-            let mut m = s.serialize_struct("TypedPools", 6)?;
-            m.serialize_field("pools", &t.typed_pools)?;
-            m.serialize_field("live", &t.typed_live)?;
-            m.serialize_field("cached", &t.typed_cached)?;
-            m.serialize_field("bytes", &t.typed_bytes)?;
-            m.serialize_field("hits", &t.typed_hits)?;
-            m.serialize_field("misses", &t.typed_misses)?;
-            m.end()
-        }
-    }
-
-    /// The buffer-pool section.
-    struct BufferPools<'a>(&'a Stats);
-
-    impl Serialize for BufferPools<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let t = self.0;
-            let mut m = s.serialize_struct("BufferPools", 4)?;
-            m.serialize_field("pools", &t.buffer_pools)?;
-            m.serialize_field("retained_bytes", &t.buffer_retained_bytes)?;
-            m.serialize_field("acquired", &t.buffer_acquired)?;
-            m.serialize_field("reused", &t.buffer_reused)?;
-            m.end()
-        }
-    }
-
     /// The first-class heap section.
     struct FirstClassHeaps<'a>(&'a Stats);
 
@@ -557,11 +454,11 @@ mod json {
     }
 
     /// The JSON form: every named figure, the classes that have pools, one
-    /// object for each of the typed-pool, buffer-pool and first-class heap
-    /// sections, and whether the parts add up.
+    /// object for the first-class heap section, and whether the parts add
+    /// up.
     impl Serialize for Stats {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("Stats", 38)?;
+            let mut st = s.serialize_struct("Stats", 36)?;
             st.serialize_field("classes", &Classes(self))?;
             st.serialize_field("arenas_allocated", &self.arenas_allocated)?;
             st.serialize_field("arenas_reclaimed", &self.arenas_reclaimed)?;
@@ -595,8 +492,6 @@ mod json {
             st.serialize_field("munmap_calls", &self.munmap_calls)?;
             st.serialize_field("madvise_calls", &self.madvise_calls)?;
             st.serialize_field("mremap_calls", &self.mremap_calls)?;
-            st.serialize_field("typed_pools", &TypedPools(self))?;
-            st.serialize_field("buffer_pools", &BufferPools(self))?;
             st.serialize_field("first_class_heaps", &FirstClassHeaps(self))?;
             st.serialize_field("arena_parts_match", &(self.arena_parts() == self.arenas_current * super::ARENA_SIZE))?;
             st.serialize_field("mapped_parts_match", &(self.mapped_parts() == self.bytes_mapped))?;

@@ -340,6 +340,7 @@ fn arena_and_heap_invariants_hold_after_churn() {
 fn stats_report_typed_pools_buffer_pools_and_heaps() {
     let _s = serial();
     let before = poolmalloc::stats();
+    let pools_before = poolmalloc::pools::stats();
 
     // A typed pool with 64-byte slots: 100 boxes made, 40 dropped, 10 made
     // again from the cache.
@@ -363,20 +364,21 @@ fn stats_report_typed_pools_buffer_pools_and_heaps() {
     assert!(blocks.iter().all(|p| !p.is_null()));
 
     let s = poolmalloc::stats();
+    let p = poolmalloc::pools::stats();
     let ts = typed.stats();
     assert_eq!((ts.live, ts.hits, ts.misses), (70, 10, 100));
-    assert_eq!(s.typed_pools - before.typed_pools, 1);
-    assert_eq!(s.typed_live - before.typed_live, 70);
-    assert_eq!(s.typed_cached - before.typed_cached, ts.cached);
+    assert_eq!(p.typed_pools - pools_before.typed_pools, 1);
+    assert_eq!(p.typed_live - pools_before.typed_live, 70);
+    assert_eq!(p.typed_cached - pools_before.typed_cached, ts.cached);
     assert!(ts.cached > 0);
-    assert_eq!(s.typed_bytes - before.typed_bytes, (70 + ts.cached) * 64);
-    assert_eq!(s.typed_hits - before.typed_hits, 10);
-    assert_eq!(s.typed_misses - before.typed_misses, 100);
+    assert_eq!(p.typed_bytes - pools_before.typed_bytes, (70 + ts.cached) * 64);
+    assert_eq!(p.typed_hits - pools_before.typed_hits, 10);
+    assert_eq!(p.typed_misses - pools_before.typed_misses, 100);
 
-    assert_eq!(s.buffer_pools - before.buffer_pools, 1);
-    assert_eq!(s.buffer_retained_bytes - before.buffer_retained_bytes, 2048);
-    assert_eq!(s.buffer_acquired - before.buffer_acquired, 4);
-    assert_eq!(s.buffer_reused - before.buffer_reused, 1);
+    assert_eq!(p.buffer_pools - pools_before.buffer_pools, 1);
+    assert_eq!(p.buffer_retained_bytes - pools_before.buffer_retained_bytes, 2048);
+    assert_eq!(p.buffer_acquired - pools_before.buffer_acquired, 4);
+    assert_eq!(p.buffer_reused - pools_before.buffer_reused, 1);
 
     assert_eq!(s.heaps_first_class - before.heaps_first_class, 1);
     assert!(s.heap_pools > before.heap_pools);
@@ -386,6 +388,15 @@ fn stats_report_typed_pools_buffer_pools_and_heaps() {
     assert!(s.adds_up(), "the new sections add nothing to the mapped total:\n{s}");
 
     let text = s.to_string();
+    for label in [
+        "# first-class heaps",
+        "# pools in first-class heaps",
+        "# blocks in use in first-class heaps",
+        "# bytes in use in first-class heaps",
+    ] {
+        assert!(text.contains(label), "{label:?} missing from\n{text}");
+    }
+    let pools_text = p.to_string();
     for label in [
         "# typed pools",
         "# live boxes in typed pools",
@@ -397,20 +408,18 @@ fn stats_report_typed_pools_buffer_pools_and_heaps() {
         "# bytes retained in buffer pools",
         "# buffers acquired",
         "# buffers reused",
-        "# first-class heaps",
-        "# pools in first-class heaps",
-        "# blocks in use in first-class heaps",
-        "# bytes in use in first-class heaps",
     ] {
-        assert!(text.contains(label), "{label:?} missing from\n{text}");
+        assert!(pools_text.contains(label), "{label:?} missing from\n{pools_text}");
+        assert!(!text.contains(label), "{label:?} is in the pools' report, not the allocator's:\n{text}");
     }
-    // The new sections come last, after the existing ones, in that order.
+    // The first-class heap section comes last in the allocator's report,
+    // after the existing ones; the pools' report has the typed pools first.
     let at = |l: &str| text.find(l).unwrap();
-    assert!(at("# mremap calls") < at("# typed pools"));
-    assert!(at("# typed pools") < at("# buffer pools"));
-    assert!(at("# buffer pools") < at("# first-class heaps"));
-    let typed_line = text.lines().find(|l| l.starts_with("# live boxes in typed pools")).unwrap();
-    assert!(typed_line.ends_with(&format!("{:>21}", s.typed_live)), "{typed_line}");
+    assert!(at("# mremap calls") < at("# first-class heaps"));
+    let pools_at = |l: &str| pools_text.find(l).unwrap();
+    assert!(pools_at("# typed pools") < pools_at("# buffer pools"));
+    let typed_line = pools_text.lines().find(|l| l.starts_with("# live boxes in typed pools")).unwrap();
+    assert!(typed_line.ends_with(&format!("{:>21}", p.typed_live)), "{typed_line}");
 
     // Everything given back: the totals return to where they were.
     drop(boxes);
@@ -425,11 +434,15 @@ fn stats_report_typed_pools_buffer_pools_and_heaps() {
     assert_eq!(mid.heap_blocks_in_use, before.heap_blocks_in_use);
     drop(heap);
     let after = poolmalloc::stats();
+    let pools_after = poolmalloc::pools::stats();
     assert_eq!(
-        (after.typed_pools, after.typed_live, after.typed_cached, after.typed_bytes),
-        (before.typed_pools, before.typed_live, before.typed_cached, before.typed_bytes)
+        (pools_after.typed_pools, pools_after.typed_live, pools_after.typed_cached, pools_after.typed_bytes),
+        (pools_before.typed_pools, pools_before.typed_live, pools_before.typed_cached, pools_before.typed_bytes)
     );
-    assert_eq!((after.buffer_pools, after.buffer_retained_bytes), (before.buffer_pools, before.buffer_retained_bytes));
+    assert_eq!(
+        (pools_after.buffer_pools, pools_after.buffer_retained_bytes),
+        (pools_before.buffer_pools, pools_before.buffer_retained_bytes)
+    );
     assert_eq!((after.heaps_first_class, after.heap_pools), (before.heaps_first_class, before.heap_pools));
     assert!(after.adds_up());
 }
@@ -439,12 +452,12 @@ fn unused_static_pools_are_not_counted() {
     static TYPED: TypedPool<u64> = TypedPool::new();
     static BUFFERS: BufferPool = BufferPool::new();
     let _s = serial();
-    let s = poolmalloc::stats();
+    let s = poolmalloc::pools::stats();
     assert_eq!(TYPED.stats().bytes, 0);
     assert_eq!(BUFFERS.stats().classes[0].size, 2048);
     let b = TYPED.alloc(7);
     let buf = BUFFERS.acquire(10);
-    let t = poolmalloc::stats();
+    let t = poolmalloc::pools::stats();
     assert_eq!(t.typed_pools, s.typed_pools + 1, "a pool joins on first use");
     assert_eq!(t.buffer_pools, s.buffer_pools + 1);
     assert_eq!(t.typed_live, s.typed_live + 1);
@@ -466,11 +479,14 @@ fn stats_serialize_to_json() {
         v["classes"].as_array().unwrap().iter().find(|c| c["class"] == c48).expect("the 48-byte class has pools");
     assert!(class["blocks_in_use"].as_u64().unwrap() >= 500);
     assert_eq!(class["block_size"].as_u64(), Some(48));
-    assert_eq!(v["typed_pools"]["pools"].as_u64(), Some(s.typed_pools as u64));
-    assert_eq!(v["typed_pools"]["bytes"].as_u64(), Some(s.typed_bytes as u64));
-    assert_eq!(v["buffer_pools"]["retained_bytes"].as_u64(), Some(s.buffer_retained_bytes as u64));
-    assert_eq!(v["buffer_pools"]["acquired"].as_u64(), Some(s.buffer_acquired));
     assert_eq!(v["first_class_heaps"]["heaps"].as_u64(), Some(s.heaps_first_class as u64));
     assert_eq!(v["first_class_heaps"]["blocks_in_use"].as_u64(), Some(s.heap_blocks_in_use as u64));
+    assert!(v.get("typed_pools").is_none() && v.get("buffer_pools").is_none(), "the pools report on their own");
+    let p = poolmalloc::pools::stats();
+    let pv: serde_json::Value = serde_json::to_value(p).unwrap();
+    assert_eq!(pv["typed_pools"]["pools"].as_u64(), Some(p.typed_pools as u64));
+    assert_eq!(pv["typed_pools"]["bytes"].as_u64(), Some(p.typed_bytes as u64));
+    assert_eq!(pv["buffer_pools"]["retained_bytes"].as_u64(), Some(p.buffer_retained_bytes as u64));
+    assert_eq!(pv["buffer_pools"]["acquired"].as_u64(), Some(p.buffer_acquired));
     drop(keep);
 }

@@ -3,7 +3,7 @@
 //! plain allocations above the largest class, and buffers acquired on one
 //! thread and dropped on another.
 
-use poolmalloc::buffer::{BufferPoolStats, CLASS_SIZES, DEFAULT_RETAINED_CAP, NUM_CLASSES};
+use poolmalloc::pools::{BufferPoolStats, CLASS_SIZES, DEFAULT_RETAINED_CAP, NUM_CLASSES};
 use poolmalloc::{Buffer, BufferPool};
 use proptest::prelude::*;
 use std::io::{BufRead, Read, Write};

@@ -4,7 +4,7 @@
 //! boxes, the cap, the box's traits, and a property test of random
 //! alloc/drop/into_inner/clone/trim sequences against a model.
 
-use poolmalloc::typed::TypedPoolStats;
+use poolmalloc::pools::TypedPoolStats;
 use poolmalloc::{PoolBox, TypedPool};
 use proptest::prelude::*;
 use std::cell::RefCell;
@@ -318,7 +318,7 @@ fn stats_display() {
     let b = pool.alloc(5);
     drop(pool.alloc(6));
     let st: TypedPoolStats = pool.stats();
-    assert_eq!((st.live, st.cached, st.hits, st.misses, st.cap), (1, 1, 0, 2, poolmalloc::typed::DEFAULT_CAP));
+    assert_eq!((st.live, st.cached, st.hits, st.misses, st.cap), (1, 1, 0, 2, poolmalloc::pools::DEFAULT_CAP));
     let text = st.to_string();
     assert!(text.contains("live") && text.contains("16-byte slots"), "{text}");
     drop(b);

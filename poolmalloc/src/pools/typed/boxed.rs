@@ -2,8 +2,11 @@
 //! slots, given back to the pool (on whatever thread) when the box drops,
 //! and the standard traits that `Box<T>` forwards to its value.
 //!
-//! A box holds only a pointer to its value and a reference to its pool; all
-//! of the caching lives in the pool (see the parent module).
+//! Application code holds boxes; [`TypedPool::alloc`] makes them. A box holds
+//! only a pointer to its value and a reference to its pool; all of the
+//! caching lives in the pool (see the parent module). A box is `Send` when
+//! `T` is and may be dropped on any thread: its slot goes to the dropping
+//! thread's cache.
 
 use super::TypedPool;
 use core::fmt;

@@ -1,6 +1,6 @@
-//! Layer 8: typed object pools, [`TypedPool<T>`] and [`PoolBox`], the Rust
-//! form of CPython's per-type free lists (100 floats, 80 lists, 2000 tuples
-//! of each small size, cleared by `gc.collect()`).
+//! Typed object pools, [`TypedPool<T>`] and [`PoolBox`], the Rust form of
+//! CPython's per-type free lists (100 floats, 80 lists, 2000 tuples of each
+//! small size, cleared by `gc.collect()`).
 //!
 //! Application code calls it: a program that makes and drops many values of
 //! one type keeps a `TypedPool<T>` (often in a `static`) and allocates with
@@ -23,12 +23,12 @@
 //! per-thread caches exist to avoid. A `static` pool gives `'static` boxes
 //! that can go anywhere; scoped threads share a local pool.
 //!
-//! Like `std::sync::Mutex`, the pool's locks are not reset by `fork`: a child
-//! must not use a pool whose depot or registry lock another thread of the
-//! parent held at the time, nor take statistics (which walk the list of
+//! The pool's locks are `std::sync::Mutex`es, which `fork` does not reset: a
+//! child must not use a pool whose depot or registry lock another thread of
+//! the parent held at the time, nor take statistics (which walk the list of
 //! pools under its lock) if another thread held that lock. Slots cached by
-//! threads that do not exist in the child are not reused there (never handed
-//! out twice).
+//! threads that do not exist in the child are not reused there (never
+//! handed out twice).
 //!
 //! # How a thread finds its cache
 //!
@@ -85,7 +85,8 @@
 //! * `slot`: free slots, chains of them, and event counts;
 //! * `cache`: per-thread caches, the per-thread tables, thread exit;
 //! * `shared`: a pool's shared state (registry of caches, depot), the slow
-//!   paths, and the process-wide list of pools read by [`crate::stats()`];
+//!   paths, and the process-wide list of pools read by
+//!   [`pools::stats()`](crate::pools::stats);
 //! * `boxed`: [`PoolBox`] and its trait implementations.
 
 mod boxed;
@@ -97,6 +98,7 @@ mod tests;
 
 pub use boxed::PoolBox;
 
+use super::{lock, WithLock};
 use cache::{free_cache, sweep, LIVE, POOL_GONE, TABLE};
 use core::alloc::Layout;
 use core::fmt;
@@ -420,16 +422,16 @@ impl<T> Drop for TypedPool<T> {
             // SAFETY: registered caches are live while on the list.
             let cr = unsafe { &*c };
             let next = cr.next_in_pool.get();
-            cr.lock.lock();
+            let held = lock(&cr.lock);
             if cr.state.load(Relaxed) == LIVE {
                 let (l, ln, s, sn) = cr.take_all();
                 // SAFETY: the owner cannot use the cache while we have
                 // exclusive access to the pool, and its exit waits on the lock.
                 let _ = unsafe { release_chain(l, ln, inner.slot) + release_chain(s, sn, inner.slot) };
                 cr.state.store(POOL_GONE, Release);
-                cr.lock.unlock();
+                drop(held);
             } else {
-                cr.lock.unlock();
+                drop(held);
                 // SAFETY: the thread is gone and the cache is off the registry.
                 unsafe { free_cache(c) };
             }
@@ -488,22 +490,22 @@ impl fmt::Display for TypedPoolStats {
     }
 }
 
-/// Totals over every live typed pool, for the global statistics (see
-/// [`totals`]).
+/// Totals over every live typed pool, for the pools' statistics
+/// ([`pools::stats()`](crate::pools::stats); see [`totals`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Totals {
+pub(super) struct Totals {
     /// Pools set up (used at least once) and not dropped.
-    pub(crate) pools: usize,
+    pub(super) pools: usize,
     /// Boxes alive in those pools.
-    pub(crate) live: usize,
+    pub(super) live: usize,
     /// Free slots kept in their thread caches and depots.
-    pub(crate) cached: usize,
+    pub(super) cached: usize,
     /// Bytes of slot memory they hold from the pool layer.
-    pub(crate) bytes: usize,
+    pub(super) bytes: usize,
     /// Allocations served from a cache.
-    pub(crate) hits: u64,
+    pub(super) hits: u64,
     /// Allocations that took a fresh slot from the pool layer.
-    pub(crate) misses: u64,
+    pub(super) misses: u64,
 }
 
 /// Sums the figures of every live typed pool, as [`TypedPool::stats`] would
@@ -517,7 +519,7 @@ pub(crate) struct Totals {
 /// pools the sums are approximate, since each cache is read at a slightly
 /// different moment; they are exact when the pools are idle. It does not
 /// allocate.
-pub(crate) fn totals() -> Totals {
+pub(super) fn totals() -> Totals {
     let (pools, counts, cached, bytes) = shared::walk_pools();
     Totals {
         pools,

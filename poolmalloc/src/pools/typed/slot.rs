@@ -2,11 +2,12 @@
 //! for a type, taking fresh slots from the pool layer and giving chains of
 //! them back, and the event counts kept by caches and depots.
 //!
-//! Every function here works on slots the caller owns (a thread's cache, or a
-//! depot under its lock), so nothing here synchronises; the counters in
-//! [`Counts`] are plain sums folded together by whoever holds them.
+//! The caches, the depots and the pool's slow paths call it. Every function
+//! here works on slots the caller owns (a thread's cache, or a depot under
+//! its lock), so nothing here synchronises; the counters in [`Counts`] are
+//! plain sums folded together by whoever holds them.
 
-use crate::global::PoolMalloc;
+use crate::PoolMalloc;
 use core::alloc::{GlobalAlloc, Layout};
 use core::mem;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -1,5 +1,5 @@
-//! Layer 8: reusable byte buffers, [`BufferPool`] and [`Buffer`], for packet
-//! and message work.
+//! Reusable byte buffers, [`BufferPool`] and [`Buffer`], for packet and
+//! message work.
 //!
 //! Network and protocol code calls it: it takes a buffer per packet or
 //! message, fills it (by `read` from a socket, or through [`std::io::Write`]),
@@ -20,28 +20,29 @@
 //!
 //! The pool is `Sync` and a buffer is `Send`: the usual pattern is to
 //! acquire on a receiving thread and drop on a worker. Each class keeps its
-//! free storage on a stack, and one lock guards the stacks and the count of
-//! retained bytes, so the cap is exact. The lock is taken once per acquire
+//! free storage on a stack, and one lock (a `std::sync::Mutex`) guards the
+//! stacks and the count of retained bytes, so the cap is exact. The lock is taken once per acquire
 //! and once per drop for a few loads and stores, which costs far less than
 //! the zeroing or the page faults it saves for buffers of this size.
 //!
 //! A pool's state lives in a small block from the pool layer, allocated on
 //! its first use (so [`BufferPool::new`] stays `const` and a pool may move
 //! until then) and linked into a process-wide list of buffer pools, which
-//! [`crate::stats()`] walks under the list's lock to report totals. The list
-//! is touched only when a pool is set up or dropped and by statistics, never
-//! on acquire or drop of a buffer.
+//! [`pools::stats()`](crate::pools::stats) walks under the list's lock to
+//! report totals. The list is touched only when a pool is set up or dropped
+//! and by statistics, never on acquire or drop of a buffer.
 
-use crate::global::PoolMalloc;
-use crate::lock::Locked;
-use crate::sync::Local;
+use crate::pools::WithLock;
+use crate::PoolMalloc;
 use core::alloc::{GlobalAlloc, Layout};
+use core::cell::Cell;
 use core::fmt;
 use core::ops::{Deref, DerefMut};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
 use std::alloc::handle_alloc_error;
 use std::io;
+use std::sync::Mutex;
 
 /// Number of capacity classes.
 pub const NUM_CLASSES: usize = 3;
@@ -100,20 +101,20 @@ unsafe impl Send for State {}
 /// The part of a pool allocated on first use. It does not move afterwards,
 /// so the list of buffer pools can point at it.
 struct Shared {
-    state: Locked<State>,
+    state: Mutex<State>,
     /// Buffers above the largest class (plain allocations).
     large_acquired: AtomicU64,
     /// Neighbours on the list of buffer pools ([`POOLS`]). Guarded by its
     /// lock.
-    prev: Local<*mut Shared>,
-    next: Local<*mut Shared>,
+    prev: Cell<*mut Shared>,
+    next: Cell<*mut Shared>,
 }
 
 /// Every set-up buffer pool's shared state, linked through `prev` and
 /// `next`. A `Shared` is on the list from just after its pool publishes it
 /// until the start of the pool's drop, so whoever holds the list's lock may
 /// read any `Shared` on it. The lock is taken before a pool's state lock.
-static POOLS: Locked<PoolList> = Locked::new(PoolList { head: ptr::null_mut(), len: 0 });
+static POOLS: Mutex<PoolList> = Mutex::new(PoolList { head: ptr::null_mut(), len: 0 });
 
 /// The head of the list of buffer pools and its length.
 struct PoolList {
@@ -125,18 +126,18 @@ struct PoolList {
 // by the protocol on `POOLS`.
 unsafe impl Send for PoolList {}
 
-/// Totals over every live buffer pool, for the global statistics (see
-/// [`totals`]).
+/// Totals over every live buffer pool, for the pools' statistics
+/// ([`pools::stats()`](crate::pools::stats); see [`totals`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Totals {
+pub(super) struct Totals {
     /// Pools set up (used at least once) and not dropped.
-    pub(crate) pools: usize,
+    pub(super) pools: usize,
     /// Bytes of free storage they retain.
-    pub(crate) retained_bytes: usize,
+    pub(super) retained_bytes: usize,
     /// Buffers handed out, in the classes and above them.
-    pub(crate) acquired: u64,
+    pub(super) acquired: u64,
     /// Of those, served from retained storage.
-    pub(crate) reused: u64,
+    pub(super) reused: u64,
 }
 
 /// Sums the figures of every live buffer pool by walking the list of
@@ -146,7 +147,7 @@ pub(crate) struct Totals {
 /// each pool being read at a slightly different moment; they are exact when
 /// the pools are idle. Nothing is counted on the acquire and drop paths
 /// beyond each pool's own figures, and nothing here allocates.
-pub(crate) fn totals() -> Totals {
+pub(super) fn totals() -> Totals {
     POOLS.with(|l| {
         let mut t = Totals { pools: l.len, ..Totals::default() };
         let mut p = l.head;
@@ -251,10 +252,10 @@ impl BufferPool {
             return None;
         }
         let value = Shared {
-            state: Locked::new(State { classes: [EMPTY; NUM_CLASSES], retained: 0 }),
+            state: Mutex::new(State { classes: [EMPTY; NUM_CLASSES], retained: 0 }),
             large_acquired: AtomicU64::new(0),
-            prev: Local::new(ptr::null_mut()),
-            next: Local::new(ptr::null_mut()),
+            prev: Cell::new(ptr::null_mut()),
+            next: Cell::new(ptr::null_mut()),
         };
         // SAFETY: `p` is a fresh block for a `Shared`.
         unsafe { p.write(value) };

@@ -1,5 +1,7 @@
 //! Unit tests of the typed pools: stamps, caps, teardown by thread exit and
-//! by pool drop, trim, table overflow.
+//! by pool drop, trim, table overflow. `cargo test` runs them; those that
+//! count outstanding slots (a process-wide figure) take a lock so that they
+//! run one at a time, and some start threads of their own.
 
 use super::*;
 use std::sync::mpsc;

@@ -2,23 +2,26 @@
 //! depot of free slots, each behind a lock), [`Core`] (the part of a
 //! `TypedPool` that does not depend on the value type, with the slow paths
 //! of allocation and free), and the process-wide list of pools that
-//! [`crate::stats()`] walks.
+//! [`pools::stats()`](crate::pools::stats) walks.
 //!
 //! `Inner` is allocated from the pool layer on a pool's first use and does
 //! not move afterwards, so thread caches and the list of pools may point at
-//! it. Threads reach the depot and the registry only under their locks; the
-//! slow paths here run when a thread's cache is empty, full, missing or out
-//! of date.
+//! it. Threads reach the depot and the registry only under their locks, and
+//! an `Inner`'s list links only under the list's lock; the type is not
+//! `Sync`, and threads share it through raw pointers under those locks. The
+//! slow paths here, called by `TypedPool` on the thread that makes or drops a
+//! box, run when that thread's cache is empty, full, missing or out of date.
 
 use super::cache::{new_cache, Cache, Table, LIVE, TABLE};
 use super::slot::{bump, release_chain, slot_alloc, split_chain, Counts, FreeSlot};
 use super::{table_index, BASE_MASK, EPOCH_BITS, GEN_SHIFT, INDEX_MAP, MAX_GEN, NEXT_GEN, TABLE_SIZE, UNASSIGNED};
-use crate::global::PoolMalloc;
-use crate::lock::Locked;
-use crate::sync::Local;
+use crate::pools::WithLock;
+use crate::PoolMalloc;
 use core::alloc::{GlobalAlloc, Layout};
+use core::cell::Cell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
+use std::sync::Mutex;
 
 /// The pool's registry of thread caches.
 pub(super) struct Registry {
@@ -72,11 +75,11 @@ pub(super) struct Inner {
     /// Bytes of memory one box uses: the slot size, or 0 for zero-sized
     /// types (whose boxes take no slot).
     pub(super) slot_bytes: usize,
-    pub(super) registry: Locked<Registry>,
-    pub(super) depot: Locked<Depot>,
+    pub(super) registry: Mutex<Registry>,
+    pub(super) depot: Mutex<Depot>,
     /// Neighbours on the list of pools ([`POOLS`]). Guarded by its lock.
-    pub(super) prev_pool: Local<*mut Inner>,
-    pub(super) next_pool: Local<*mut Inner>,
+    pub(super) prev_pool: Cell<*mut Inner>,
+    pub(super) next_pool: Cell<*mut Inner>,
 }
 
 /// A pool's figures summed over its caches and its depot (see
@@ -331,16 +334,16 @@ impl Core {
                     mag,
                     depot_limit: self.cap - 2 * mag,
                     slot_bytes: if zst { 0 } else { slot.size() },
-                    registry: Locked::new(Registry { head: ptr::null_mut(), retired: Counts::default() }),
-                    depot: Locked::new(Depot {
+                    registry: Mutex::new(Registry { head: ptr::null_mut(), retired: Counts::default() }),
+                    depot: Mutex::new(Depot {
                         chains: ptr::null_mut(),
                         n_chains: 0,
                         loose: ptr::null_mut(),
                         loose_len: 0,
                         counts: Counts::default(),
                     }),
-                    prev_pool: Local::new(ptr::null_mut()),
-                    next_pool: Local::new(ptr::null_mut()),
+                    prev_pool: Cell::new(ptr::null_mut()),
+                    next_pool: Cell::new(ptr::null_mut()),
                 };
                 // SAFETY: `p` is a fresh block for an `Inner`.
                 unsafe { p.write(value) };
@@ -557,7 +560,7 @@ pub(super) unsafe fn free_inner(p: *mut Inner) {
 /// list's lock may read any `Inner` on it. The lock is taken before a pool's
 /// registry or depot lock, and only on set-up, drop and statistics, never on
 /// the paths that make or drop a box.
-pub(super) static POOLS: Locked<PoolList> = Locked::new(PoolList { head: ptr::null_mut(), len: 0 });
+pub(super) static POOLS: Mutex<PoolList> = Mutex::new(PoolList { head: ptr::null_mut(), len: 0 });
 
 /// The head of the list of pools and its length.
 pub(super) struct PoolList {

@@ -3,6 +3,10 @@
 //! its overflow list, and the thread-exit side of teardown ([`ExitGuard`],
 //! [`retire`]).
 //!
+//! The pool's fast paths and slow paths (the parent module and `shared`) call
+//! it on the thread that makes or drops a box, and the thread-local exit
+//! guard calls it when that thread exits.
+//!
 //! A cache is owned by its thread, which reads and writes it without locks
 //! or read-modify-write atomics; other threads only read its counters
 //! (statistics, under the pool's registry lock) or take its `lock` in
@@ -12,13 +16,13 @@
 use super::shared::{Inner, Registry};
 use super::slot::{bump, release_chain, Counts, FreeSlot};
 use super::{table_index, EMPTY_ENTRY, TABLE_SIZE};
-use crate::global::PoolMalloc;
-use crate::lock::RawLock;
-use crate::sync::Local;
+use crate::pools::{lock, WithLock};
+use crate::PoolMalloc;
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use std::sync::Mutex;
 
 /// Cache states (`Cache::state`).
 pub(super) const LIVE: u8 = 0;
@@ -34,15 +38,17 @@ pub(super) const POOL_GONE: u8 = 2;
 /// Owner: the thread whose table references it, while that thread holds a
 /// borrow of the pool. Others touch it only through atomics (statistics,
 /// under the pool's registry lock) or under `lock` in teardown (see the
-/// module docs).
+/// module docs). So the `Cell` fields are never accessed by two threads at
+/// once; the type is not `Sync`, and other threads reach it only through
+/// raw pointers, under the protocols above.
 #[repr(C, align(64))]
 pub(super) struct Cache {
     /// Head of the loaded chain; it holds `loaded_len` slots.
-    pub(super) loaded: Local<*mut FreeSlot>,
+    pub(super) loaded: Cell<*mut FreeSlot>,
     /// Slots in `loaded`, at most `mag`. Owner writes, statistics read.
     pub(super) loaded_len: AtomicUsize,
     /// Head of the spare chain; it holds `spare_len` slots.
-    pub(super) spare: Local<*mut FreeSlot>,
+    pub(super) spare: Cell<*mut FreeSlot>,
     /// Slots in `spare`: 0 or `mag`. Owner writes, statistics read.
     pub(super) spare_len: AtomicUsize,
     /// Magazine size of the pool (immutable).
@@ -57,9 +63,9 @@ pub(super) struct Cache {
     pub(super) released: AtomicU64,
     /// The pool stamp this cache was last flushed for; a table entry holding
     /// this cache holds this stamp. Owner only.
-    pub(super) synced: Local<u64>,
+    pub(super) synced: Cell<u64>,
     /// Next cache on the owner thread's overflow list. Owner only.
-    pub(super) next_in_thread: Local<*mut Cache>,
+    pub(super) next_in_thread: Cell<*mut Cache>,
     /// The pool's generation and index (its stamp without the epoch).
     pub(super) base: u64,
     /// Slot layout of the pool (immutable).
@@ -68,11 +74,11 @@ pub(super) struct Cache {
     /// pool, or while `state` is `LIVE` and `lock` is held.
     pub(super) inner: *const Inner,
     /// Serialises thread exit against pool drop.
-    pub(super) lock: RawLock,
+    pub(super) lock: Mutex<()>,
     /// `LIVE`, `THREAD_GONE` or `POOL_GONE`; changed only under `lock`.
     pub(super) state: AtomicU8,
     /// Next cache in the pool's registry. Guarded by the registry lock.
-    pub(super) next_in_pool: Local<*mut Cache>,
+    pub(super) next_in_pool: Cell<*mut Cache>,
 }
 
 impl Cache {
@@ -153,23 +159,23 @@ pub(super) fn new_cache(inner: &Inner, stamp: u64) -> *mut Cache {
         return c;
     }
     let cache = Cache {
-        loaded: Local::new(ptr::null_mut()),
+        loaded: Cell::new(ptr::null_mut()),
         loaded_len: AtomicUsize::new(0),
-        spare: Local::new(ptr::null_mut()),
+        spare: Cell::new(ptr::null_mut()),
         spare_len: AtomicUsize::new(0),
         mag: inner.mag,
         allocs: AtomicU64::new(0),
         frees: AtomicU64::new(0),
         misses: AtomicU64::new(0),
         released: AtomicU64::new(0),
-        synced: Local::new(stamp),
-        next_in_thread: Local::new(ptr::null_mut()),
+        synced: Cell::new(stamp),
+        next_in_thread: Cell::new(ptr::null_mut()),
         base: inner.base,
         slot: inner.slot,
         inner,
-        lock: RawLock::new(),
+        lock: Mutex::new(()),
         state: AtomicU8::new(LIVE),
-        next_in_pool: Local::new(ptr::null_mut()),
+        next_in_pool: Cell::new(ptr::null_mut()),
     };
     // SAFETY: `c` is a fresh block for a `Cache`.
     unsafe { c.write(cache) };
@@ -193,11 +199,11 @@ pub(super) unsafe fn free_cache(c: *mut Cache) {
 }
 
 /// Waits until whoever set a cache's final state has released its lock; after
-/// this the cache may be freed. (The releasing side may still issue a futex
-/// wake on the address, which is harmless after the memory is freed.)
+/// this the cache may be freed. (The releasing side may still be finishing
+/// the mutex's unlock, a futex wake on the lock's address that does not read
+/// the memory, which is harmless after it is freed.)
 pub(super) fn wait_released(c: &Cache) {
-    c.lock.lock();
-    c.lock.unlock();
+    drop(lock(&c.lock));
 }
 
 /// Frees the `THREAD_GONE` caches of a registry, folding their counts in.
@@ -396,7 +402,7 @@ pub(super) unsafe fn retire(c: *mut Cache) {
     // SAFETY: our caches stay allocated until the pool frees a `THREAD_GONE`
     // one, which cannot happen before we set that state below.
     let cr = unsafe { &*c };
-    cr.lock.lock();
+    let held = lock(&cr.lock);
     if cr.state.load(Relaxed) == LIVE {
         // SAFETY: the state is LIVE and we hold the lock, so the pool's drop
         // has not passed this cache and its shared state is alive.
@@ -406,9 +412,9 @@ pub(super) unsafe fn retire(c: *mut Cache) {
         let n = unsafe { inner.absorb(l, ln, s, sn) };
         bump(&cr.released, n);
         cr.state.store(THREAD_GONE, Release);
-        cr.lock.unlock();
+        drop(held);
     } else {
-        cr.lock.unlock();
+        drop(held);
         // SAFETY: the pool is gone and so is our thread.
         unsafe { free_cache(c) };
     }
