@@ -25,7 +25,7 @@ pub const MAX_ALLOC: usize = isize::MAX as usize;
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
     if size <= MAX_CLASS_SIZE {
-        return thread::alloc(size_class::class_of(size), || debug::malloc(size, ALIGNMENT, false));
+        return thread::alloc(size_class::class_of(size), move || debug::malloc(size, ALIGNMENT, false));
     }
     malloc_large(size)
 }
@@ -57,7 +57,7 @@ pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
         return debug::malloc(size, align, false);
     }
     match size_class::class_of_aligned(size, align) {
-        Some(c) => thread::alloc(c, || debug::malloc(size, align, false)),
+        Some(c) => thread::alloc(c, move || debug::malloc(size, align, false)),
         None => enomem(large::alloc(size, align)),
     }
 }
@@ -73,7 +73,7 @@ pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
 pub unsafe fn free(p: *mut u8) {
     if ownership::tag_of(p as usize) == TAG_ARENA {
         // SAFETY: forwarded from the caller; `p` is inside an arena.
-        unsafe { thread::free(p, || debug_free(p)) };
+        unsafe { thread::free(p, move || debug_free(p)) };
     } else {
         free_not_in_arena(p);
     }

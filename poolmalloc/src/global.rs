@@ -69,7 +69,7 @@ unsafe fn dealloc_with(p: *mut u8, layout: &Layout) {
         // SAFETY: by the caller, `p` is a live pool block (in debug mode the
         // slow path takes it, since debug blocks' pools never match a
         // thread).
-        unsafe { thread::free(crate::ownership::freed_block(p, layout.size()), || core_alloc::debug_free(p)) };
+        unsafe { thread::free(crate::ownership::freed_block(p, layout.size()), move || core_alloc::debug_free(p)) };
     } else {
         // SAFETY: by the caller, `p` is a live large block.
         unsafe { core_alloc::free_large(p) };
@@ -123,7 +123,7 @@ unsafe impl GlobalAlloc for PoolMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if in_pools(&layout) {
-            return thread::alloc(pool_class(&layout), || crate::debug::malloc(layout.size(), layout.align(), false));
+            return thread::alloc(pool_class(&layout), move || crate::debug::malloc(layout.size(), layout.align(), false));
         }
         alloc_large(layout)
     }
@@ -131,7 +131,7 @@ unsafe impl GlobalAlloc for PoolMalloc {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if in_pools(&layout) {
-            let p = thread::alloc(pool_class(&layout), || crate::debug::malloc(layout.size(), layout.align(), false));
+            let p = thread::alloc(pool_class(&layout), move || crate::debug::malloc(layout.size(), layout.align(), false));
             if !p.is_null() {
                 // SAFETY: a fresh block of at least `size` bytes.
                 unsafe { ptr::write_bytes(p, 0, layout.size()) };
