@@ -109,9 +109,7 @@ fn free_not_in_arena(p: *mut u8) {
         return;
     }
     if options::debug() {
-        // SAFETY: the caller of `free` vouches for `p`; debug mode checks it.
-        unsafe { debug::free(p, None, "free") };
-        return;
+        return debug_free(p);
     }
     match ownership::tag_of(p as usize) {
         TAG_LARGE_HEAD | TAG_LARGE_TAIL => {
@@ -130,9 +128,7 @@ fn free_not_in_arena(p: *mut u8) {
 /// pointers are detected and reported).
 pub unsafe fn free_large(p: *mut u8) {
     if options::debug() {
-        // SAFETY: the caller vouches for `p`; debug mode checks it.
-        unsafe { debug::free(p, None, "free") };
-        return;
+        return debug_free(p);
     }
     if !large::free(p) {
         invalid_pointer("free", p, "not the start of a live block");

@@ -76,6 +76,13 @@ unsafe fn dealloc_with(p: *mut u8, layout: &Layout) {
     }
 }
 
+/// Allocates a pool block for a layout that fits the pools (debug mode:
+/// a debug block for the same layout).
+#[inline(always)]
+fn alloc_small(layout: Layout) -> *mut u8 {
+    thread::alloc(pool_class(&layout), move || crate::debug::malloc(layout.size(), layout.align(), false))
+}
+
 /// Shared realloc for both fronts.
 ///
 /// # Safety
@@ -123,7 +130,7 @@ unsafe impl GlobalAlloc for PoolMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if in_pools(&layout) {
-            return thread::alloc(pool_class(&layout), move || crate::debug::malloc(layout.size(), layout.align(), false));
+            return alloc_small(layout);
         }
         alloc_large(layout)
     }
@@ -131,7 +138,7 @@ unsafe impl GlobalAlloc for PoolMalloc {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if in_pools(&layout) {
-            let p = thread::alloc(pool_class(&layout), move || crate::debug::malloc(layout.size(), layout.align(), false));
+            let p = alloc_small(layout);
             if !p.is_null() {
                 // SAFETY: a fresh block of at least `size` bytes.
                 unsafe { ptr::write_bytes(p, 0, layout.size()) };

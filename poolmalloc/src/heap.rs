@@ -163,12 +163,7 @@ impl Heap {
                 let pr = unsafe { &*p };
                 // A pool taken from `avail` may be fully carved with blocks
                 // on its local list: use them before calling it exhausted.
-                let b = pr.pop();
-                if !b.is_null() {
-                    self.check();
-                    return b.cast();
-                }
-                if pr.collect_remote() > 0 || pr.carve() {
+                if !pr.free.get().is_null() || pr.collect_remote() > 0 || pr.carve() {
                     let b = pr.pop();
                     debug_assert!(!b.is_null());
                     self.check();
