@@ -282,6 +282,34 @@ fn threads_in_locked_mode() {
 }
 
 #[test]
+fn medium_blocks_share_arenas_and_bad_frees_into_them_are_reported() {
+    let program = compile("medium", &[]);
+    let outcome = run(preloaded(&program, &[("POOLMALLOC_INVALID_FREE", "warn")]), TIMEOUT);
+    outcome.assert_success("medium");
+    assert!(outcome.stdout.contains("bad frees done"), "{}", outcome.describe());
+    let addr = |label: &str| {
+        let hex = outcome
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(label).and_then(|r| r.strip_prefix(" 0x")))
+            .unwrap_or_else(|| panic!("medium did not print its {label} address\n{}", outcome.describe()));
+        usize::from_str_radix(hex.trim(), 16).expect("a hexadecimal address")
+    };
+    let lines: Vec<&str> = outcome.stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "expected three reports\n{}", outcome.describe());
+    assert_eq!(lines[0], format!("poolmalloc: invalid free of {:#x} (not the start of a block)", addr("interior")));
+    assert_eq!(lines[1], format!("poolmalloc: invalid free of {:#x} (not the start of a block)", addr("follower")));
+    // The second free finds the block on its pool's free list ("double
+    // free"), or its pool already given up ("block is not allocated").
+    let double = format!("poolmalloc: invalid free of {:#x} (", addr("double"));
+    assert!(
+        lines[2] == format!("{double}double free)") || lines[2] == format!("{double}block is not allocated)"),
+        "{}",
+        outcome.describe()
+    );
+}
+
+#[test]
 fn malloc_zero_is_unique() {
     run_c("malloc_zero", &[]);
 }

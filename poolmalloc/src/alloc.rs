@@ -36,7 +36,20 @@ fn malloc_large(size: usize) -> *mut u8 {
     if options::debug() {
         return debug::malloc(size, ALIGNMENT, false);
     }
-    enomem(large::alloc(size, ALIGNMENT))
+    huge(size, ALIGNMENT)
+}
+
+/// A huge block, with one retry after giving back what is held but not
+/// live.
+#[cold]
+#[inline(never)]
+pub(crate) fn huge(size: usize, align: usize) -> *mut u8 {
+    let p = large::alloc(size, align);
+    if !p.is_null() {
+        return p;
+    }
+    reclaim_for_retry();
+    enomem(large::alloc(size, align))
 }
 
 #[inline(always)]
@@ -58,7 +71,7 @@ pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
     }
     match size_class::class_of_aligned(size, align) {
         Some(c) => thread::alloc(c, move || debug::malloc(size, align, false)),
-        None => enomem(large::alloc(size, align)),
+        None => huge(size, align),
     }
 }
 
@@ -151,11 +164,14 @@ pub fn classify(p: *mut u8) -> Owned {
     match ownership::tag_of(p as usize) {
         TAG_ARENA => {
             // SAFETY: `p` is in an arena, whose header is mapped.
-            let pool = unsafe { &*arena::pool_of(p) };
+            let pool_ptr = arena::owning_pool(p);
+            // SAFETY: as above.
+            let pool = unsafe { &*pool_ptr };
             let st = pool.state.load(Relaxed);
-            let start = pool.start.get() as usize;
             let aligned = p as usize & (ALIGNMENT - 1) == 0;
-            if (st == state::USED || st == state::ABANDONED) && p as usize >= start && aligned {
+            let block = (st == state::USED || st == state::ABANDONED) && aligned && pool.is_block_start(p);
+            // A medium block is also checked for having been freed.
+            if block && (pool.owner_flags() == 0 || thread::medium_block_live(pool_ptr, p)) {
                 Owned::Pool(pool.block_size.get() as usize)
             } else {
                 Owned::No
@@ -223,7 +239,7 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
                 // SAFETY: `p` holds `usable` readable bytes.
                 return unsafe { move_block(p, usable, new_size) };
             }
-            enomem(large::realloc(p, new_size))
+            huge_realloc(p, new_size)
         }
         Owned::No => {
             invalid_pointer("realloc", p, "not allocated by poolmalloc");
@@ -250,18 +266,55 @@ unsafe fn move_block(p: *mut u8, old_usable: usize, new_size: usize) -> *mut u8 
 }
 
 /// Allocates `size` zeroed bytes aligned to 16, skipping the zeroing for
-/// fresh large mappings.
+/// fresh huge mappings. The whole usable size reads as zero, not only the
+/// `size` bytes asked for: programs that treat `malloc_usable_size` as
+/// capacity rely on it.
 pub fn calloc(size: usize) -> *mut u8 {
     if options::debug() {
         return debug::malloc(size, ALIGNMENT, true);
     }
     if size > MAX_CLASS_SIZE {
-        return enomem(large::alloc_zeroed(size, ALIGNMENT));
+        return huge_zeroed(size, ALIGNMENT);
     }
+    let usable = size_class::class_size(size_class::class_of(size));
     let p = malloc(size);
     if !p.is_null() {
-        // SAFETY: a fresh block of at least `size` bytes.
-        unsafe { ptr::write_bytes(p, 0, size) };
+        // SAFETY: a fresh block of its class's `usable` bytes.
+        unsafe { ptr::write_bytes(p, 0, usable) };
     }
     p
+}
+
+/// A zeroed huge block, with one retry after giving back what is held but
+/// not live.
+#[cold]
+#[inline(never)]
+pub(crate) fn huge_zeroed(size: usize, align: usize) -> *mut u8 {
+    let p = large::alloc_zeroed(size, align);
+    if !p.is_null() {
+        return p;
+    }
+    reclaim_for_retry();
+    enomem(large::alloc_zeroed(size, align))
+}
+
+/// Resizes a huge block (see [`large::realloc`]), with one retry after
+/// giving back what is held but not live.
+pub(crate) fn huge_realloc(p: *mut u8, new_size: usize) -> *mut u8 {
+    let q = large::realloc(p, new_size);
+    if !q.is_null() {
+        return q;
+    }
+    reclaim_for_retry();
+    enomem(large::realloc(p, new_size))
+}
+
+/// After a failed mapping: gives back everything held but not live, across
+/// the process (the huge-span cache, free pools' pages and all-free arenas
+/// including the spare, and this thread's empty pools), so that one more try
+/// can succeed.
+#[cold]
+#[inline(never)]
+pub(crate) fn reclaim_for_retry() {
+    crate::lifecycle::trim();
 }

@@ -2,10 +2,18 @@
 //!
 //! An arena is a 4 MiB mapping aligned to 4 MiB, so the arena and pool of any
 //! block are found by masking its address: no pool is lost to alignment, and
-//! the ownership map needs one entry per arena. The arena header sits at the
-//! start and holds the [`Pool`] metadata of all 64 pools; pool 0's blocks
-//! begin after the header (on the next page), pools 1 to 63 each own a whole
-//! 64 KiB slice.
+//! the ownership map needs one entry per arena. The arena is cut into 64
+//! slices of 64 KiB. The arena header sits at the start and holds the
+//! [`Pool`] metadata of all 64 slices; slice 0's blocks begin after the
+//! header (rounded up to 16 KiB, so its blocks keep the alignment the size
+//! classes promise), slices 1 to 63 are whole.
+//!
+//! A pool of a class up to 32 KiB is one slice. A pool of a larger class
+//! (a medium block, up to 1 MiB) is a run of contiguous slices, never
+//! including slice 0, starting on the alignment its class needs
+//! ([`size_class::run_align`]); the records of its other slices are
+//! FOLLOWERs that point back at the first. Freed runs become free slices
+//! again, so medium memory is reused by small pools and the reverse.
 //!
 //! Arenas are shared by all heaps and guarded by one lock ([`ARENAS`]).
 //! Heaps take pools from arenas and give them back; this happens once per
@@ -16,7 +24,9 @@
 //! * **Fullest first.** Arenas with free pools sit in buckets by their number
 //!   of free pools; a pool is always taken from the arena with the fewest free
 //!   pools, so the emptier arenas can drain and be released (pymalloc keeps
-//!   its `usable_arenas` list sorted for the same reason).
+//!   its `usable_arenas` list sorted for the same reason). A run goes to the
+//!   fullest arena that has a long enough run of free slices, looking at no
+//!   more than [`RUN_SEARCH`] arenas before it maps a new one.
 //! * **Release.** An arena whose pools have all been free for the purge
 //!   delay is unmapped, except that one such arena is kept as a spare (its
 //!   pages decommitted) to stop a program that hovers at an arena boundary
@@ -51,6 +61,7 @@ use crate::options;
 use crate::os;
 use crate::ownership::{self, GRANULE, GRANULE_SHIFT, TAG_ARENA};
 use crate::pool::{state, Pool, POOL_SHIFT, POOL_SIZE};
+use crate::size_class::{self, SLICE_POOL_ALIGN_SHIFT};
 use crate::sync::Local;
 use core::ptr;
 use crate::sync::atomic::Ordering::Relaxed;
@@ -123,10 +134,35 @@ pub fn pool_of(p: *mut u8) -> *mut Pool {
         .cast()
 }
 
-/// Bytes of the header area: the header rounded up to a page. Pool 0's
-/// blocks start here.
+/// Bytes of the header area: the header rounded up to a page and to 16 KiB
+/// (the alignment of every single-slice pool's start). Pool 0's blocks start
+/// here.
 pub fn header_bytes() -> usize {
-    core::mem::size_of::<Arena>().next_multiple_of(os::page_size())
+    core::mem::size_of::<Arena>().next_multiple_of(os::page_size().max(1 << SLICE_POOL_ALIGN_SHIFT))
+}
+
+/// Arenas a run request examines (fullest first) before it maps a new one.
+pub const RUN_SEARCH: usize = 64;
+
+/// Bits at the slice indices where a run aligned to `align` slices (a power
+/// of two up to 16) may start.
+const fn aligned_starts(align: usize) -> u64 {
+    u64::MAX / ((1u64 << align) - 1)
+}
+
+/// Start indices of the runs of `k` free slices in `free`, restricted to
+/// multiples of `align`.
+fn run_starts(free: u64, k: usize, align: usize) -> u64 {
+    let mut starts = free;
+    for j in 1..k {
+        starts &= free >> j;
+    }
+    starts & aligned_starts(align)
+}
+
+/// The bits of `k` slices from `i`.
+fn run_mask(i: usize, k: usize) -> u64 {
+    (((1u128 << k) - 1) as u64) << i
 }
 
 /// Bitmask of the pools that can ever hold blocks (pool 0 cannot when the
@@ -309,9 +345,90 @@ impl Arenas {
         }
     }
 
-    /// Takes a free pool out of the fullest arena that has one. Lock held.
+    /// Takes a pool for `class` out of the fullest arena that can hold it.
+    /// Lock held. Returns the pool (state still FREE, its `slices` set, its
+    /// followers marked) or null if memory is exhausted.
+    fn take_pool(&self, class: usize) -> *mut Pool {
+        if class < size_class::NUM_SINGLE {
+            self.take_slice()
+        } else {
+            self.take_run(size_class::slices(class), size_class::run_align(class))
+        }
+    }
+
+    /// Takes `k` contiguous free slices starting on a multiple of `align`
+    /// (never slice 0). Lock held. Null if memory is exhausted.
+    fn take_run(&self, k: usize, align: usize) -> *mut Pool {
+        let mut found: Option<(*mut Arena, u64)> = None;
+        let mut looked = 0;
+        let mut m = self.nonempty.get() & !((1u128 << k) - 1);
+        'search: while m != 0 {
+            let n = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let mut a = self.buckets[n].get();
+            while !a.is_null() {
+                // SAFETY: bucket members are live arenas; lock held.
+                let a_ref = unsafe { &*a };
+                let starts = run_starts(a_ref.free_mask.get() & !1, k, align);
+                if starts != 0 {
+                    self.bucket_remove(a, n);
+                    found = Some((a, starts));
+                    break 'search;
+                }
+                looked += 1;
+                if looked >= RUN_SEARCH {
+                    break 'search;
+                }
+                a = a_ref.next.get();
+            }
+        }
+        let (a, starts) = match found {
+            Some(f) => f,
+            None => {
+                let a = if !self.spare.get().is_null() {
+                    let a = self.spare.get();
+                    self.spare.set(ptr::null_mut());
+                    a
+                } else {
+                    let a = self.map_arena();
+                    if a.is_null() {
+                        return ptr::null_mut();
+                    }
+                    a
+                };
+                // SAFETY: `a` is a live arena with every pool free.
+                let starts = run_starts(unsafe { (*a).free_mask.get() } & !1, k, align);
+                debug_assert!(starts != 0);
+                (a, starts)
+            }
+        };
+        // SAFETY: `a` is a live arena off every bucket; the lock is held.
+        let a_ref = unsafe { &*a };
+        // Prefer a run whose pages are all still resident, then the highest.
+        let dirty_starts = run_starts(a_ref.dirty_mask.get() & a_ref.free_mask.get() & !1, k, align);
+        let pick = if dirty_starts != 0 { dirty_starts } else { starts };
+        let i = 63 - pick.leading_zeros() as usize;
+        let run = run_mask(i, k);
+        let was_dirty = a_ref.dirty_mask.get() & run;
+        self.dirty_pools.set(self.dirty_pools.get() - was_dirty.count_ones() as usize);
+        a_ref.dirty_mask.set(a_ref.dirty_mask.get() & !run);
+        a_ref.free_mask.set(a_ref.free_mask.get() & !run);
+        a_ref.pools[i].slices.set(k as u8);
+        for j in 1..k {
+            let f = &a_ref.pools[i + j];
+            f.lead.store(j as u8, Relaxed);
+            f.state.store(state::FOLLOWER, Relaxed);
+        }
+        if a_ref.nfree() > 0 {
+            self.bucket_insert(a);
+        }
+        // SAFETY: as in `take_slice`.
+        unsafe { ptr::addr_of_mut!((*a).pools[i]) }
+    }
+
+    /// Takes one free slice out of the fullest arena that has one. Lock held.
     /// Returns the pool (state still FREE) or null if memory is exhausted.
-    fn take_pool(&self) -> *mut Pool {
+    fn take_slice(&self) -> *mut Pool {
         let ne = self.nonempty.get();
         let a = if ne != 0 {
             let a = self.pick_arena(ne);
@@ -384,7 +501,7 @@ impl Arenas {
         fullest
     }
 
-    /// Gives a pool back. Lock held.
+    /// Gives a pool (all of its slices) back. Lock held.
     fn give_pool(&self, p: *mut Pool, now: u64) {
         let a = Arena::of(p);
         // SAFETY: `p` is pool metadata inside a live arena (with the arena's
@@ -395,19 +512,25 @@ impl Arenas {
         if before > 0 {
             self.bucket_remove(a, before);
         }
-        a_ref.pools[i].state.store(state::FREE, Relaxed);
-        a_ref.pools[i].owner.store(0, Relaxed);
-        a_ref.pools[i].freed_at.set(now);
-        a_ref.free_mask.set(a_ref.free_mask.get() | 1 << i);
-        a_ref.dirty_mask.set(a_ref.dirty_mask.get() | 1 << i);
-        self.dirty_pools.set(self.dirty_pools.get() + 1);
+        let k = a_ref.pools[i].slices.get() as usize;
+        for pool in &a_ref.pools[i..i + k] {
+            pool.state.store(state::FREE, Relaxed);
+            pool.owner.store(0, Relaxed);
+            pool.lead.store(0, Relaxed);
+            pool.slices.set(1);
+            pool.freed_at.set(now);
+        }
+        let run = run_mask(i, k);
+        a_ref.free_mask.set(a_ref.free_mask.get() | run);
+        a_ref.dirty_mask.set(a_ref.dirty_mask.get() | run);
+        self.dirty_pools.set(self.dirty_pools.get() + k);
         let delay = options::purge_delay_ms();
         if delay == 0 {
             if a_ref.free_mask.get() == usable_mask() {
                 self.release_arena(a);
             } else {
                 self.bucket_insert(a);
-                self.decommit_mask(a_ref, 1 << i);
+                self.decommit_mask(a_ref, run);
             }
             return;
         }
@@ -528,12 +651,26 @@ impl Arenas {
             let free = a_ref.free_mask.get();
             assert_eq!(a_ref.dirty_mask.get() & !free, 0, "only free pools are dirty");
             dirty += a_ref.dirty_mask.get().count_ones() as usize;
-            for i in 0..POOLS_PER_ARENA {
+            let mut i = 0;
+            while i < POOLS_PER_ARENA {
                 if usable_mask() & (1 << i) == 0 {
+                    i += 1;
                     continue;
                 }
-                let st = a_ref.pools[i].state.load(Relaxed);
+                let p = &a_ref.pools[i];
+                let st = p.state.load(Relaxed);
                 assert_eq!(st == state::FREE, free & (1 << i) != 0, "pool {i} state {st} vs free mask");
+                assert_ne!(st, state::FOLLOWER, "slice {i}: a follower outside any run");
+                let k = p.slices.get() as usize;
+                assert!(k >= 1 && i + k <= POOLS_PER_ARENA, "slice {i}: run of {k}");
+                assert!(k == 1 || i > 0, "no run includes slice 0");
+                for j in 1..k {
+                    let f = &a_ref.pools[i + j];
+                    assert_eq!(f.state.load(Relaxed), state::FOLLOWER, "slice {}: follower of {i}", i + j);
+                    assert_eq!(f.lead.load(Relaxed) as usize, j, "slice {}: lead", i + j);
+                    assert_eq!(free & (1 << (i + j)), 0, "followers are not free");
+                }
+                i += k;
             }
             if a == self.spare.get() {
                 assert_eq!(free, usable_mask(), "spare arena is all free");
@@ -556,12 +693,13 @@ pub fn check_invariants() {
     ARENAS.check_invariants();
 }
 
-/// Takes a pool from the arenas (mapping a new arena if needed). The pool is
-/// returned in state FREE for the caller to initialise; null when out of
+/// Takes a pool for `class` from the arenas (mapping a new arena if
+/// needed): one slice, or a run of slices for a class above 32 KiB. The pool
+/// is returned in state FREE for the caller to initialise; null when out of
 /// memory.
-pub fn acquire_pool() -> *mut Pool {
+pub fn acquire_pool(class: usize) -> *mut Pool {
     let _g = ARENAS.lock.guard();
-    let p = ARENAS.take_pool();
+    let p = ARENAS.take_pool(class);
     ARENAS.purge(os::now_ms(), false);
     p
 }
@@ -595,13 +733,37 @@ pub fn pool_area(p: &Pool) -> usize {
     pool_end(p) - p.start.get().addr()
 }
 
-/// The end address of `p`'s slice of its arena. Address arithmetic only:
+/// The end address of `p`'s slices of its arena. Address arithmetic only:
 /// `p` may be a reference that reaches no further than its pool's metadata.
 pub fn pool_end(p: &Pool) -> usize {
     let addr = (p as *const Pool).addr();
     let base = addr & !(ARENA_SIZE - 1);
     let i = (addr - base - core::mem::offset_of!(Arena, pools)) / core::mem::size_of::<Pool>();
-    base + (i + 1) * POOL_SIZE
+    base + (i + p.slices.get() as usize) * POOL_SIZE
+}
+
+/// The pool record for any pointer into an arena: [`pool_of`], or for a
+/// pointer into a multi-slice pool's later slice, the record of the pool's
+/// first slice. Reads only the arena header, which is mapped.
+#[inline]
+pub fn owning_pool(p: *mut u8) -> *mut Pool {
+    leader_of(pool_of(p))
+}
+
+/// `pool` itself, or for a FOLLOWER slice's record, the record of the first
+/// slice of its pool. `pool` must be a record in a live arena's header.
+#[inline]
+pub fn leader_of(pool: *mut Pool) -> *mut Pool {
+    // SAFETY: by the caller, `pool` is a record in a mapped arena header.
+    let pr = unsafe { &*pool };
+    if pr.state.load(Relaxed) == state::FOLLOWER {
+        let lead = pr.lead.load(Relaxed) as usize;
+        // A follower's lead reaches back to a record of the same header;
+        // clamping keeps even a racing invalid free's read inside it.
+        let index = (pool.addr() & (ARENA_SIZE - 1)) / core::mem::size_of::<Pool>();
+        return pool.wrapping_sub(lead.min(index));
+    }
+    pool
 }
 
 /// Fork child only (single-threaded, locks reset): calls `release` on every

@@ -117,7 +117,7 @@ fn raw_block(p: usize) -> Option<(usize, usize)> {
     match ownership::tag_of(p) {
         ownership::TAG_ARENA => {
             // SAFETY: `p` is in an arena, whose header is mapped.
-            let pool = unsafe { &*arena::pool_of(ptr::with_exposed_provenance_mut(p)) };
+            let pool = unsafe { &*arena::owning_pool(ptr::with_exposed_provenance_mut(p)) };
             let st = pool.state.load(Relaxed);
             let start = pool.start.get() as usize;
             let end = pool.end.get() as usize;

@@ -18,9 +18,9 @@
 //!   9   6      thread                            per-block dispatch: heap slot → heap; remote frees; locked mode
 //!   8   6      lifecycle                         set-up, heap slot, thread exit, first-class heaps, trim, fork, at-exit report
 //!   7   x      stats                             the statistics snapshot and report
-//!   6   7      large                             blocks above the largest class: own mappings, span cache, mremap
+//!   6   7      large                             huge blocks (above 1 MiB): own mappings, span cache, mremap
 //!   5   5      heap abandoned registry           per-class pool lists; abandoned pools; heap structures and sentinels
-//!   4   2      arena                             4 MiB aligned arenas of 64 pools; fullest first; decommit, release
+//!   4   2      arena                             4 MiB aligned arenas of 64 slices; pools and medium runs; fullest first; decommit, release
 //!   3   3      pool remote                       one class per pool: local, remote and bump free lists
 //!   2   4      size_class                        the class table and the branch-free lookup (constant data)
 //!   1   1      ownership                         address → arena / large span / not ours, in O(1)
@@ -85,13 +85,18 @@
 //!   decommits memory in whole pages.
 //! * **arena**: 4 MiB of address space aligned to 4 MiB, mapped at once. Its
 //!   first pages hold the arena header (all pool metadata).
-//! * **pool**: a 64 KiB slice of an arena holding blocks of one size class
-//!   (pool 0 is shorter: the header takes its first pages).
+//! * **slice**: 64 KiB of an arena, one record in its header.
+//! * **pool**: the blocks of one size class: one slice of an arena for a
+//!   class up to 32 KiB (pool 0 is shorter: the header takes its first
+//!   pages), a run of contiguous slices for a medium class (above 32 KiB).
+//! * **medium block**: a block of a class above 32 KiB and up to 1 MiB,
+//!   carved from a run of arena slices; never a mapping of its own.
 //! * **block**: what `malloc` returns. A block's size is its class's size.
-//! * **size class**: one of 80 block sizes, 16 B to 32 KiB.
+//! * **size class**: one of 120 block sizes, 16 B to 1 MiB.
 //! * **heap**: the set of pools one thread (or the locked mode) allocates
 //!   from, organised by class.
-//! * **span**: a large allocation's own mapping.
+//! * **span**: a huge allocation's own mapping (above 1 MiB, or aligned
+//!   above 1 MiB).
 //! * **granule**: 4 MiB of address space, one ownership-map entry.
 //!
 //! # Block lifecycle

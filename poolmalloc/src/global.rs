@@ -56,7 +56,7 @@ fn alloc_large(layout: Layout) -> *mut u8 {
     if crate::options::debug() {
         return crate::debug::malloc(layout.size(), layout.align(), false);
     }
-    large::alloc(layout.size(), layout.align())
+    core_alloc::huge(layout.size(), layout.align())
 }
 
 /// Frees a block whose layout is known.
@@ -97,9 +97,18 @@ unsafe fn realloc_with(p: *mut u8, layout: Layout, new_size: usize, alloc: impl 
     if old_in_pools == in_pools(&new_layout) {
         if old_in_pools {
             // Same class: nothing to do.
-            if pool_class(&layout) == pool_class(&new_layout) {
-                if p as usize & (ALIGNMENT - 1) != 0 {
-                    crate::fault::invalid_pointer("realloc", p, "not the start of a block");
+            let class = pool_class(&layout);
+            if class == pool_class(&new_layout) {
+                // A medium block is checked in full (as its free would be);
+                // a small one for alignment only.
+                let why = if class >= size_class::NUM_SINGLE {
+                    let live = matches!(core_alloc::classify(p), core_alloc::Owned::Pool(_));
+                    (!live).then_some("not the start of a live block")
+                } else {
+                    (p as usize & (ALIGNMENT - 1) != 0).then_some("not the start of a block")
+                };
+                if let Some(why) = why {
+                    crate::fault::invalid_pointer("realloc", p, why);
                     return ptr::null_mut();
                 }
                 return p;
@@ -110,7 +119,7 @@ unsafe fn realloc_with(p: *mut u8, layout: Layout, new_size: usize, alloc: impl 
                 crate::fault::invalid_pointer("realloc", p, "not the start of a live block");
                 return ptr::null_mut();
             }
-            return large::realloc(p, new_size);
+            return core_alloc::huge_realloc(p, new_size);
         }
     }
     let q = alloc(new_layout);
@@ -149,7 +158,7 @@ unsafe impl GlobalAlloc for PoolMalloc {
             return crate::debug::malloc(layout.size(), layout.align(), true);
         }
         // Fresh mappings are zero; cached spans are zeroed by the large path.
-        large::alloc_zeroed(layout.size(), layout.align())
+        core_alloc::huge_zeroed(layout.size(), layout.align())
     }
 
     #[inline]
@@ -200,7 +209,7 @@ unsafe impl GlobalAlloc for LockedPoolMalloc {
         if in_pools(&layout) {
             return thread::locked_alloc(pool_class(&layout));
         }
-        large::alloc(layout.size(), layout.align())
+        core_alloc::huge(layout.size(), layout.align())
     }
 
     #[inline]
@@ -287,13 +296,18 @@ mod tests {
             assert_eq!(q.add(39).read(), 0x5a);
             q.add(40).write_bytes(0x6b, 2960);
             let l = Layout::from_size_align(3000, 8).unwrap();
-            // Into a large span.
+            // Into a medium pool (a run of arena slices).
             let r = PoolMalloc.realloc(q, l, 200_000);
-            assert_eq!(ownership::tag_of(r.addr()), TAG_LARGE_HEAD);
+            assert_eq!(ownership::tag_of(r.addr()), TAG_ARENA);
             assert_eq!((r.read(), r.add(2999).read()), (0x5a, 0x6b));
             r.add(199_999).write(0x7c);
             let l = Layout::from_size_align(200_000, 8).unwrap();
-            // Large to larger: the span moves (or grows in place).
+            // Into a huge span.
+            let r = PoolMalloc.realloc(r, l, 3 << 20);
+            assert_eq!(ownership::tag_of(r.addr()), TAG_LARGE_HEAD);
+            assert_eq!((r.read(), r.add(2999).read(), r.add(199_999).read()), (0x5a, 0x6b, 0x7c));
+            let l = Layout::from_size_align(3 << 20, 8).unwrap();
+            // Huge to larger: the span moves (or grows in place).
             let s = PoolMalloc.realloc(r, l, 5 << 20);
             assert_eq!((s.read(), s.add(2999).read(), s.add(199_999).read()), (0x5a, 0x6b, 0x7c));
             s.add((5 << 20) - 1).write(1);

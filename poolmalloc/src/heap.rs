@@ -18,14 +18,18 @@
 
 use crate::abandoned::ABANDONED;
 use crate::arena;
-use crate::pool::{state, Block, Pool, PoolList, RemoteHints, OWNER_FULL, OWNER_STASHED};
-use crate::size_class::NUM_CLASSES;
+use crate::pool::{state, Block, Pool, PoolList, RemoteHints, OWNER_FULL, OWNER_STASHED, POOL_SIZE};
+use crate::size_class::{self, NUM_CLASSES, NUM_SINGLE};
 use crate::sync::Local;
 use core::ptr;
 use crate::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Empty pools a heap keeps for reuse before returning them to arenas.
 pub const STASH_MAX: usize = 4;
+/// Most slices (64 KiB each) the empty pools in a heap's stash may span
+/// together: room for one 1 MiB pool, or four single-slice ones and a
+/// medium run.
+pub const STASH_MAX_SLICES: usize = 20;
 /// At most this many abandoned pools are adopted at once.
 const ADOPT_BATCH: usize = 8;
 
@@ -172,7 +176,7 @@ impl Heap {
                 if !pr.try_set_remote_full() {
                     continue; // remote frees arrived meanwhile; collect them
                 }
-                pr.owner.store(owner | OWNER_FULL, Relaxed);
+                pr.set_owner_word(owner | OWNER_FULL);
                 // SAFETY: `p` is on no list while current.
                 unsafe { self.full[class].push(p) };
                 self.current[class].set(empty_pool());
@@ -204,7 +208,7 @@ impl Heap {
             if pr.has_remote() {
                 // SAFETY: `p` is on this list.
                 unsafe { self.full[class].remove(p) };
-                pr.owner.store(owner, Relaxed);
+                pr.set_owner_word(owner);
                 pr.collect_remote();
                 if pr.is_empty() {
                     self.release_empty(p, false);
@@ -221,7 +225,7 @@ impl Heap {
     /// the arenas. Initialised, USED, on no list. Null if out of memory.
     fn new_pool(&self, class: usize) -> *mut Pool {
         let owner = self.owner.get();
-        let p = self.stash.pop();
+        let p = self.stash_take(class);
         if !p.is_null() {
             // SAFETY: stashed pools are live, empty and ours.
             let pr = unsafe { &*p };
@@ -235,7 +239,7 @@ impl Heap {
                 return p;
             }
         }
-        let p = arena::acquire_pool();
+        let p = arena::acquire_pool(class);
         if p.is_null() {
             return p;
         }
@@ -281,7 +285,7 @@ impl Heap {
         // SAFETY: `p` is ours and on no list.
         let pr = unsafe { &*p };
         if pr.try_set_remote_full() {
-            pr.owner.store(self.owner.get() | OWNER_FULL, Relaxed);
+            pr.set_owner_word(self.owner.get() | OWNER_FULL);
             // SAFETY: `p` is on no list.
             unsafe { self.full[class].push(p) };
         } else {
@@ -303,7 +307,7 @@ impl Heap {
         // SAFETY: as above.
         unsafe { self.full[class].remove(p) };
         pr.clear_remote_full();
-        pr.owner.store(self.owner.get(), Relaxed);
+        pr.set_owner_word(self.owner.get());
         // SAFETY: `b` is a handed-out block of `p`.
         let used = unsafe { pr.push(b) };
         if used == 0 {
@@ -398,12 +402,50 @@ impl Heap {
         self.check();
     }
 
+    /// A stashed pool that can serve `class` (as many slices, as long, since
+    /// slice 0 is shorter, and starting on the alignment the class needs),
+    /// taken off the stash; null if none.
+    fn stash_take(&self, class: usize) -> *mut Pool {
+        let k = size_class::slices(class);
+        let mut p = self.stash.head();
+        while !p.is_null() {
+            // SAFETY: stashed pools are live, empty and ours.
+            let pr = unsafe { &*p };
+            let fits = pr.slices.get() as usize == k
+                && (class < NUM_SINGLE
+                    || (arena::pool_area(pr) == k * POOL_SIZE
+                        && pr.start.get().addr() % (size_class::run_align(class) * POOL_SIZE) == 0));
+            if fits {
+                // SAFETY: `p` is on the stash.
+                unsafe { self.stash.remove(p) };
+                return p;
+            }
+            p = pr.next.get();
+        }
+        ptr::null_mut()
+    }
+
+    /// Slices spanned by the stashed pools.
+    fn stash_slices(&self) -> usize {
+        let mut n = 0;
+        let mut p = self.stash.head();
+        while !p.is_null() {
+            // SAFETY: stashed pools are live and ours.
+            let pr = unsafe { &*p };
+            n += pr.slices.get() as usize;
+            p = pr.next.get();
+        }
+        n
+    }
+
     /// An empty pool on no list: into the stash, or back to its arena.
     fn release_empty(&self, p: *mut Pool, to_arena: bool) {
         // SAFETY: `p` is ours, empty and on no list.
         let pr = unsafe { &*p };
-        if !to_arena && self.stash.len() < STASH_MAX {
-            pr.owner.store(self.owner.get() | OWNER_STASHED, Relaxed);
+        let room = self.stash.len() < STASH_MAX
+            && self.stash_slices() + pr.slices.get() as usize <= STASH_MAX_SLICES;
+        if !to_arena && room {
+            pr.set_owner_word(self.owner.get() | OWNER_STASHED);
             pr.state.store(state::EMPTY, Relaxed);
             // SAFETY: `p` is on no list.
             unsafe { self.stash.push(p) };
@@ -533,7 +575,7 @@ impl Heap {
             if cur != empty_pool() {
                 // SAFETY: the current pool is ours.
                 let pr = unsafe { &*cur };
-                assert_eq!(pr.owner.load(Relaxed), owner, "current pool owned by its heap");
+                assert_eq!(pr.owner.load(Relaxed), owner | pr.owner_flags(), "current pool owned by its heap");
                 check_pool(pr, class);
             }
             for (list, full) in [(&self.avail[class], false), (&self.full[class], true)] {
@@ -543,7 +585,7 @@ impl Heap {
                     // SAFETY: pools on our lists are ours.
                     let pr = unsafe { &*p };
                     let want = if full { owner | OWNER_FULL } else { owner };
-                    assert_eq!(pr.owner.load(Relaxed), want, "list pool owner word");
+                    assert_eq!(pr.owner.load(Relaxed), want | pr.owner_flags(), "list pool owner word");
                     assert!(p != cur, "current pool is on no list");
                     check_pool(pr, class);
                     n += 1;
@@ -648,6 +690,7 @@ fn check_pool(p: &Pool, class: usize) {
 mod tests {
     use super::*;
     use crate::ownership::{self, TAG_ARENA};
+    use crate::pool::owner_id;
     use crate::size_class::class_size;
     use crate::sync::atomic::AtomicUsize;
     use std::boxed::Box;
@@ -658,7 +701,7 @@ mod tests {
     /// adopt other threads' abandoned pools.
     fn test_heap() -> Box<Heap> {
         static IDS: AtomicUsize = AtomicUsize::new(1);
-        let id = ((usize::MAX >> 12) - IDS.fetch_add(1, Relaxed)) << 4 | 2;
+        let id = ((usize::MAX >> 12) - IDS.fetch_add(1, Relaxed)) << 6 | 2;
         let h = Box::new(Heap::new(Kind::Real, id));
         h.adopts.set(false);
         h
@@ -676,7 +719,7 @@ mod tests {
             // SAFETY: `p` is in an arena; its pool's header is mapped.
             let pool = unsafe { &*arena::pool_of(p) };
             assert_eq!(pool.class.get() as usize, class);
-            assert_eq!(pool.owner.load(Relaxed) & !OWNER_FULL, h.owner.get());
+            assert_eq!(owner_id(pool.owner.load(Relaxed)), h.owner.get());
             let byte = (class * 31 + i) as u8;
             // SAFETY: a fresh block of `bs` bytes.
             unsafe { p.write_bytes(byte, bs) };

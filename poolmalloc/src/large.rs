@@ -1,7 +1,8 @@
-//! Layer 7: large allocations.
+//! Layer 7: huge allocations.
 //!
-//! Requests above the largest size class (or with an alignment above what
-//! pools serve) get a mapping of their own. Each mapping ("span") starts on a
+//! Requests above the largest size class (1 MiB), or with an alignment above
+//! what pools serve, get a mapping of their own; medium blocks (32 KiB to
+//! 1 MiB) come from runs of arena slices (see [`crate::arena`]). Each mapping ("span") starts on a
 //! 4 MiB granule so the ownership map can tag it; a 64-byte header at the
 //! span's start records its geometry, and the block follows at an offset of
 //! `max(64, align)`. A header is validated (magic number bound to its
@@ -10,8 +11,9 @@
 //! Freed spans go to a small cache ([`CACHE_SLOTS`] entries, at most
 //! [`CACHE_MAX_BYTES`]) so a `malloc`/`free` loop of a few MiB does not make a
 //! system call each time. A request takes the smallest cached span that is
-//! long enough and gives the excess back (`mremap` shrinks it in place), or
-//! grows the longest shorter one in place: either way it reuses resident
+//! long enough: as it is when it is at most a quarter longer (no system
+//! call), otherwise giving the excess back (`mremap` shrinks it in place); or
+//! it grows the longest shorter one in place. Either way it reuses resident
 //! pages instead of faulting fresh ones in. Cached spans are unmapped once older than the purge
 //! delay (checked on later large operations) and at `trim()`.
 //!
@@ -132,9 +134,9 @@ fn alloc_span(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     }
     let offset = offset_for(align);
     let Some(map_len) = map_len_for(size, offset) else { return ptr::null_mut() };
-    let (base, cached) = match take_cached(map_len, align) {
-        Some(b) => (b, true),
-        None => (map_span(map_len, align), false),
+    let (base, map_len, cached) = match take_cached(map_len, align) {
+        Some((b, len)) => (b, len, true),
+        None => (map_span(map_len, align), map_len, false),
     };
     if base.is_null() {
         return base;
@@ -143,8 +145,9 @@ fn alloc_span(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     // SAFETY: `base` is a span of `map_len` bytes we own.
     let p = unsafe { finish(base, map_len, offset, size) };
     if zeroed && cached {
-        // SAFETY: the block has `size` writable bytes.
-        unsafe { ptr::write_bytes(p, 0, size) };
+        // The whole usable size reads as zero, as a fresh mapping does.
+        // SAFETY: the block has `map_len - offset` writable bytes.
+        unsafe { ptr::write_bytes(p, 0, map_len - offset) };
     }
     p
 }
@@ -209,12 +212,13 @@ fn unmap_span(base: *mut u8, map_len: usize) {
     unsafe { os::unmap(base, map_len) };
 }
 
-/// A cached span of at least `map_len` bytes (and at most 25 % more) whose
-/// base suits `align`.
-fn take_cached(map_len: usize, align: usize) -> Option<*mut u8> {
+/// A cached span for a request of `map_len` bytes whose base suits `align`,
+/// and its length. The smallest long enough span is taken as it is when it
+/// is at most a quarter longer than asked (no system call: the excess
+/// becomes usable size); a longer one gives its excess back with one
+/// `mremap`. Failing that, the longest shorter one is grown in place.
+fn take_cached(map_len: usize, align: usize) -> Option<(*mut u8, usize)> {
     let _g = LOCK.guard();
-    // The smallest cached span that is long enough; failing that, the
-    // largest shorter one, to try to grow in place.
     let mut best: Option<usize> = None;
     let mut shorter: Option<usize> = None;
     for i in 0..CACHE_SLOTS {
@@ -235,29 +239,31 @@ fn take_cached(map_len: usize, align: usize) -> Option<*mut u8> {
     CACHE.base[i].set(ptr::null_mut());
     CACHE.bytes.set(CACHE.bytes.get() - l);
     drop(_g);
-    if l != map_len {
-        // Reusing resident pages saves faulting fresh ones in. A longer span
-        // gives its excess back so that it is exactly as long as recorded; a
-        // shorter one grows only where the address space after it is free.
-        let tail = if l > map_len { unmark_tail(base, map_len, l) } else { (base, 0) };
-        // SAFETY: the cached span is ours and unused.
-        if !unsafe { os::remap_in_place(base, l, map_len) } {
-            restore_tail(tail);
-            if l > map_len {
-                unmap_span(base, l);
-            } else {
-                // Could not grow: put it back for a later, smaller request.
-                cache_put(base, l, os::now_ms());
-            }
-            return None;
+    if l >= map_len && l - map_len <= map_len / 4 {
+        COUNTERS.cache_hits.fetch_add(1, Relaxed);
+        return Some((base, l));
+    }
+    // Reusing resident pages saves faulting fresh ones in. A much longer
+    // span gives its excess back; a shorter one grows only where the address
+    // space after it is free.
+    let tail = if l > map_len { unmark_tail(base, map_len, l) } else { (base, 0) };
+    // SAFETY: the cached span is ours and unused.
+    if !unsafe { os::remap_in_place(base, l, map_len) } {
+        restore_tail(tail);
+        if l > map_len {
+            unmap_span(base, l);
+        } else {
+            // Could not grow: put it back for a later, smaller request.
+            cache_put(base, l, os::now_ms());
         }
-        if l < map_len {
-            // Grown in place: the new range was free, so no one else marks it.
-            ownership::mark(base, map_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
-        }
+        return None;
+    }
+    if l < map_len {
+        // Grown in place: the new range was free, so no one else marks it.
+        ownership::mark(base, map_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
     }
     COUNTERS.cache_hits.fetch_add(1, Relaxed);
-    Some(base)
+    Some((base, map_len))
 }
 
 /// Puts a span into the cache if there is room; otherwise unmaps it.

@@ -224,7 +224,7 @@ extern "C" fn thread_exit(arg: *mut libc::c_void) {
 /// does not adopt abandoned pools. Null if out of memory.
 pub(crate) fn new_user_heap() -> *mut Heap {
     global_init();
-    let id = (USER_HEAP_IDS.fetch_add(1, Relaxed) << 4) | USER_OWNER_BIT;
+    let id = (USER_HEAP_IDS.fetch_add(1, Relaxed) << 6) | USER_OWNER_BIT;
     let h = REGISTRY.new_heap(id);
     if !h.is_null() {
         // SAFETY: a fresh heap from the registry, ours alone.

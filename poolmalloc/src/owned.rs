@@ -40,7 +40,7 @@
 use crate::alloc as core_alloc;
 use crate::heap::Heap as RawHeap;
 use crate::large::SpanList;
-use crate::pool::OWNER_FULL;
+use crate::pool::{owner_id, OWNER_CHECKED};
 use crate::global::{in_pools, pool_class};
 use crate::{arena, lifecycle};
 use core::alloc::Layout;
@@ -111,10 +111,18 @@ impl Heap {
     pub unsafe fn free(&self, p: *mut u8, layout: Layout) {
         if in_pools(&layout) {
             let p = crate::ownership::freed_block(p, layout.size());
-            let pool = arena::pool_of(p);
+            let mut pool = arena::pool_of(p);
             // SAFETY: `p` is a block of a live pool.
-            let owner = unsafe { (*pool).owner.load(Relaxed) } & !OWNER_FULL;
-            if owner == self.raw().owner.get() {
+            let mut word = unsafe { (*pool).owner.load(Relaxed) };
+            if word & OWNER_CHECKED != 0 || word == 0 {
+                // A medium pool (or a later slice of one): its record, and a
+                // check that `p` starts a block.
+                pool = arena::leader_of(pool);
+                // SAFETY: a record of a live arena.
+                let pr = unsafe { &*pool };
+                word = if pr.is_block_start(p) { pr.owner.load(Relaxed) } else { 0 };
+            }
+            if owner_id(word) == self.raw().owner.get() {
                 // SAFETY: one of our pools, and `p` is a handed-out block.
                 unsafe { self.raw().free_owned(pool, p.cast()) };
             } else {
@@ -137,7 +145,7 @@ impl Heap {
         let _g = arena::ARENAS.lock.guard();
         arena::ARENAS.for_each(|a, free, _| {
             for (i, p) in a.pools.iter().enumerate() {
-                if free & (1 << i) == 0 && p.owner.load(Relaxed) & !OWNER_FULL == owner {
+                if free & (1 << i) == 0 && owner_id(p.owner.load(Relaxed)) == owner {
                     n += p.used() as usize;
                 }
             }

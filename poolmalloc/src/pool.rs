@@ -1,8 +1,11 @@
 //! Layer 3: pools.
 //!
-//! A pool is a 64 KiB slice of an arena that holds blocks of one size class.
-//! Its metadata ([`Pool`]) lives in the arena header, never among the blocks,
-//! so a user overflow cannot reach a free-list head, a count or an owner.
+//! A pool is a 64 KiB slice of an arena that holds blocks of one size class,
+//! or for a class above 32 KiB a run of contiguous slices
+//! ([`size_class::slices`]). Its metadata ([`Pool`]) lives in the arena
+//! header, never among the blocks, so a user overflow cannot reach a
+//! free-list head, a count or an owner. The metadata records of a run's other
+//! slices are FOLLOWERs that name their leader's.
 //!
 //! A pool hands out blocks from, in order of preference:
 //!
@@ -47,16 +50,16 @@ use crate::sync::Local;
 use core::ptr;
 use crate::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 
-/// log2 of the pool size.
-pub const POOL_SHIFT: usize = 16;
-/// Bytes per pool.
+/// log2 of the pool size (one arena slice).
+pub const POOL_SHIFT: usize = size_class::SLICE_SHIFT;
+/// Bytes per single-slice pool.
 pub const POOL_SIZE: usize = 1 << POOL_SHIFT;
 /// At most this many bytes of never-used blocks are carved into the free list
 /// at once, so that memory is touched only as it is needed.
 const CARVE_BYTES: usize = 4096;
 
-const _: () = assert!(POOL_SIZE >= 2 * size_class::MAX_CLASS_SIZE, "a pool holds at least two of the largest blocks");
-const _: () = assert!(POOL_SIZE % (1 << size_class::MAX_POOL_ALIGN_SHIFT) == 0);
+const _: () = assert!(POOL_SIZE >= 2 * size_class::SLICE_CLASS_MAX, "a single-slice pool holds at least two blocks");
+const _: () = assert!(POOL_SIZE % (1 << size_class::SLICE_POOL_ALIGN_SHIFT) == 0);
 
 /// Owner value of pools owned by the locked-mode heap. Never a thread id:
 /// thread ids are thread-control-block addresses, far above 4.
@@ -67,10 +70,17 @@ pub const OWNER_FULL: usize = 1;
 /// heap's owner id, so a free into it fails the fast-path owner comparison
 /// and a fork child still knows whose stash holds it.
 pub const OWNER_STASHED: usize = 8;
+/// Set in the owner word of every pool of a class above 32 KiB, so that
+/// every free into it fails the fast-path owner comparison and the slow path
+/// checks that the pointer starts a block (interior pointers into medium
+/// blocks are reported, as they are for huge blocks). Thread ids are
+/// multiples of 64 and first-class heap ids multiples of 64 plus 2, so the
+/// bit is free in both.
+pub const OWNER_CHECKED: usize = 16;
 /// The heap owner id in an owner word.
 #[inline(always)]
 pub const fn owner_id(word: usize) -> usize {
-    word & !(OWNER_FULL | OWNER_STASHED)
+    word & !(OWNER_FULL | OWNER_STASHED | OWNER_CHECKED)
 }
 
 /// Pool states (see the module docs).
@@ -83,6 +93,9 @@ pub mod state {
     pub const EMPTY: u8 = 2;
     /// Its heap's thread exited with blocks live; on the abandoned list.
     pub const ABANDONED: u8 = 3;
+    /// A slice of a multi-slice pool other than its first: its `lead`
+    /// field says how many slices back the pool's own record is.
+    pub const FOLLOWER: u8 = 4;
 }
 
 pub use crate::remote::Block;
@@ -181,6 +194,13 @@ pub struct Pool {
     pub state: AtomicU8,
     /// When the pool last became FREE (ms). Arena lock.
     pub freed_at: Local<u64>,
+    /// Slices the pool spans (1 for every class up to 32 KiB). Set by the
+    /// arena, under its lock, when it hands the pool out.
+    pub slices: Local<u8>,
+    /// For a FOLLOWER slice: how many slices back its pool's record is.
+    /// Written under the arena lock; read by frees of any pointer into the
+    /// slice.
+    pub lead: AtomicU8,
 }
 
 const _: () = assert!(core::mem::size_of::<Pool>() == 128);
@@ -204,7 +224,40 @@ impl Pool {
             start: Local::new(start),
             state: AtomicU8::new(state::FREE),
             freed_at: Local::new(0),
+            slices: Local::new(1),
+            lead: AtomicU8::new(0),
         }
+    }
+
+    /// Flags every owner word of this pool carries: [`OWNER_CHECKED`] for a
+    /// class above 32 KiB.
+    #[inline]
+    pub fn owner_flags(&self) -> usize {
+        if self.class.get() as usize >= size_class::NUM_SINGLE {
+            OWNER_CHECKED
+        } else {
+            0
+        }
+    }
+
+    /// Stores an owner word (an owner id with `OWNER_FULL` or
+    /// `OWNER_STASHED`), adding this pool's [`owner_flags`](Self::owner_flags);
+    /// 0 (no owner) is stored as is.
+    #[inline]
+    pub fn set_owner_word(&self, word: usize) {
+        let w = if word == 0 { 0 } else { word | self.owner_flags() };
+        self.owner.store(w, Relaxed);
+    }
+
+    /// Whether `p` is the start of one of this pool's blocks (carved or not;
+    /// whether it is handed out is another question). Address arithmetic
+    /// only.
+    #[inline]
+    pub fn is_block_start(&self, p: *const u8) -> bool {
+        let (start, end) = (self.start.get() as usize, self.end.get() as usize);
+        let bs = self.block_size.get() as usize;
+        let a = p as usize;
+        a >= start && a < end && bs != 0 && (a - start) % bs == 0
     }
 
     /// Prepares the pool to serve `class` for `owner`, whose remote hints are
@@ -223,13 +276,15 @@ impl Pool {
         self.used.store(0, Relaxed);
         self.remote.reset();
         self.hints.store(hints.cast_mut(), Relaxed);
-        self.owner.store(owner, Release);
+        let w = if owner == 0 { 0 } else { owner | self.owner_flags() };
+        self.owner.store(w, Release);
     }
 
     /// Changes owner (adoption); keeps the blocks.
     pub fn set_owner(&self, owner: usize, hints: *const RemoteHints) {
         self.hints.store(hints.cast_mut(), Relaxed);
-        self.owner.store(owner, Release);
+        let w = if owner == 0 { 0 } else { owner | self.owner_flags() };
+        self.owner.store(w, Release);
     }
 
     /// Blocks in use as seen by the owner.
@@ -350,6 +405,25 @@ impl Pool {
         while !f.is_null() {
             if f == b {
                 crate::fault::invalid_free(b.cast(), "double free");
+                return false;
+            }
+            // SAFETY: blocks on the local list are free blocks of this pool.
+            f = unsafe { (*f).next };
+        }
+        true
+    }
+
+    /// Whether the block starting at `p` has been handed out and is not on
+    /// the local free list: carved, and not found on the list (a walk, so
+    /// for medium pools, which hold few blocks). Blocks on the remote list
+    /// still count as handed out. Owner only.
+    pub fn handed_out(&self, p: *const u8) -> bool {
+        if p as usize >= self.bump.get() as usize {
+            return false;
+        }
+        let mut f = self.free.get();
+        while !f.is_null() {
+            if core::ptr::eq(f.cast::<u8>(), p) {
                 return false;
             }
             // SAFETY: blocks on the local list are free blocks of this pool.

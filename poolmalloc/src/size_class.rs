@@ -6,10 +6,26 @@
 //! * **small** classes in 16-byte steps from 16 to [`SMALL_MAX`] bytes, the
 //!   32 classes of CPython's pymalloc (16 is the alignment C and Rust expect);
 //! * **medium** classes in geometric steps, [`STEPS_PER_DOUBLING`] per power of
-//!   two, up to [`MAX_CLASS_SIZE`]. Eight steps per doubling bound the
+//!   two, up to [`MAX_CLASS_SIZE`] (1 MiB). Eight steps per doubling bound the
 //!   rounding waste of a medium request by 12.5 %.
 //!
-//! Anything larger goes to the large path (layer 7).
+//! A pool of a class up to [`SLICE_CLASS_MAX`] (32 KiB) is one 64 KiB slice
+//! of an arena. A pool of a larger class is a run of [`slices`]`(c)`
+//! contiguous slices, chosen so that the blocks fill the run to within
+//! 1/16 (a 40 KiB class: 2 slices, 3 blocks; a 1 MiB class: 16 slices, one
+//! block). Those pools start on a slice boundary, or on a larger power of two
+//! where the block size is one ([`run_align`]), so every block of such a class
+//! is aligned to the largest power of two dividing its size.
+//!
+//! Why 1 MiB: a block of a few hundred KiB is still allocated and freed at
+//! the rate of small ones by real programs (network buffers, the item arrays
+//! of large Python lists and dicts), and a mapping per block costs system
+//! calls on every reuse and one of the kernel's 65,530 map entries per live
+//! block. At 1 MiB a run is a quarter of an arena, so runs still pack into
+//! arenas with little loss, and a block above that is big enough that the
+//! page faults of touching it dominate what a mapping of its own costs.
+//!
+//! Anything larger goes to the huge path (layer 7).
 //!
 //! The size-to-class lookup is a single load from a byte table indexed by
 //! `(size + 15) / 16`: no branch and no loop. All tables are built by `const`
@@ -26,9 +42,17 @@ pub const NUM_SMALL: usize = SMALL_MAX / ALIGNMENT;
 /// Medium classes per power of two.
 pub const STEPS_PER_DOUBLING: usize = 8;
 /// log2 of the largest class size.
-pub const MAX_CLASS_SHIFT: usize = 15;
-/// Largest request served from pools; larger requests use the large path.
+pub const MAX_CLASS_SHIFT: usize = 20;
+/// Largest request served from pools; larger requests use the huge path.
 pub const MAX_CLASS_SIZE: usize = 1 << MAX_CLASS_SHIFT;
+/// log2 of an arena slice, the unit pools are made of.
+pub const SLICE_SHIFT: usize = 16;
+/// Bytes per arena slice.
+pub const SLICE: usize = 1 << SLICE_SHIFT;
+/// Largest class whose pool is a single slice (holding at least two blocks).
+pub const SLICE_CLASS_MAX: usize = SLICE / 2;
+/// Most slices in one pool.
+pub const MAX_POOL_SLICES: usize = 16;
 /// Number of medium classes.
 pub const NUM_MEDIUM: usize = (MAX_CLASS_SHIFT - SMALL_MAX.trailing_zeros() as usize) * STEPS_PER_DOUBLING;
 /// Total number of size classes.
@@ -37,8 +61,9 @@ pub const NUM_CLASSES: usize = NUM_SMALL + NUM_MEDIUM;
 const _: () = assert!(ALIGNMENT.is_power_of_two() && ALIGNMENT >= 16);
 const _: () = assert!(SMALL_MAX % ALIGNMENT == 0 && SMALL_MAX >= 512);
 const _: () = assert!(SMALL_MAX.is_power_of_two());
-const _: () = assert!(MAX_CLASS_SIZE >= 16 * 1024);
-const _: () = assert!(NUM_CLASSES <= 255, "class indices are stored in a byte");
+const _: () = assert!(MAX_CLASS_SIZE >= 1 << 20, "medium blocks up to at least 1 MiB come from pools");
+const _: () = assert!(NUM_CLASSES <= 128, "class indices are stored in a byte, and remote hints are 128 bits");
+const _: () = assert!(MAX_CLASS_SIZE <= MAX_POOL_SLICES * SLICE);
 
 /// Block size of class `c`, computed without tables (used to build them).
 const fn compute_class_size(c: usize) -> usize {
@@ -85,7 +110,6 @@ const fn build_lookup() -> [u8; LOOKUP_LEN] {
 }
 
 static CLASS_OF: [u8; LOOKUP_LEN] = build_lookup();
-const LOOKUP: [u8; LOOKUP_LEN] = build_lookup();
 
 // Compile-time checks of the table invariants.
 const _: () = {
@@ -108,15 +132,107 @@ const _: () = {
     }
     assert!(SIZES[NUM_SMALL - 1] as usize == SMALL_MAX);
     assert!(SIZES[NUM_CLASSES - 1] as usize == MAX_CLASS_SIZE);
-    // The lookup table picks the smallest class that fits every size.
-    let mut size = 0;
-    while size <= MAX_CLASS_SIZE {
-        let c = LOOKUP[size.div_ceil(ALIGNMENT)] as usize;
-        assert!(SIZES[c] as usize >= size);
-        assert!(c == 0 || (SIZES[c - 1] as usize) < size);
-        size += 1;
+    // The lookup table picks the smallest class that fits every size: all
+    // sizes of a 16-byte granule share an entry, so checking the granule's
+    // first and last size covers them all.
+    let lookup = build_lookup();
+    let mut g = 1;
+    while g < LOOKUP_LEN {
+        let c = lookup[g] as usize;
+        assert!(SIZES[c] as usize >= g * ALIGNMENT);
+        assert!(c == 0 || (SIZES[c - 1] as usize) < (g - 1) * ALIGNMENT + 1);
+        g += 1;
     }
 };
+
+/// Number of classes whose pool is a single slice.
+pub const NUM_SINGLE: usize = {
+    let mut c = 0;
+    while c < NUM_CLASSES && compute_class_size(c) <= SLICE_CLASS_MAX {
+        c += 1;
+    }
+    c
+};
+
+/// Slices of a pool of class `c`: one up to [`SLICE_CLASS_MAX`]; above it,
+/// the fewest slices (at least enough for one block) whose tail after the
+/// last whole block is at most 1/16 of the run, or failing that the fewest
+/// that hold one block.
+const fn compute_slices(c: usize) -> usize {
+    let bs = compute_class_size(c);
+    if bs <= SLICE_CLASS_MAX {
+        return 1;
+    }
+    let least = bs.div_ceil(SLICE);
+    let mut k = least;
+    while k <= MAX_POOL_SLICES {
+        let area = k * SLICE;
+        if (area % bs) * 16 <= area {
+            return k;
+        }
+        k += 1;
+    }
+    least
+}
+
+/// Alignment, in slices, of the first slice of a multi-slice pool of class
+/// `c`: the largest power of two dividing the block size, in slices (at
+/// least 1, at most [`MAX_POOL_SLICES`]).
+const fn compute_run_align(c: usize) -> usize {
+    let bs = compute_class_size(c);
+    if bs <= SLICE_CLASS_MAX {
+        return 1;
+    }
+    let low = 1usize << bs.trailing_zeros();
+    let a = low / SLICE;
+    if a == 0 {
+        1
+    } else if a > MAX_POOL_SLICES {
+        MAX_POOL_SLICES
+    } else {
+        a
+    }
+}
+
+const fn build_slices(run_align: bool) -> [u8; NUM_CLASSES] {
+    let mut t = [0u8; NUM_CLASSES];
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        t[c] = if run_align { compute_run_align(c) } else { compute_slices(c) } as u8;
+        c += 1;
+    }
+    t
+}
+
+static SLICES: [u8; NUM_CLASSES] = build_slices(false);
+static RUN_ALIGN: [u8; NUM_CLASSES] = build_slices(true);
+
+const _: () = {
+    assert!(NUM_SINGLE == 80, "classes 16 B to 32 KiB keep their single-slice pools");
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        let k = compute_slices(c);
+        let bs = compute_class_size(c);
+        assert!(k >= 1 && k <= MAX_POOL_SLICES && k * SLICE >= bs);
+        assert!((c < NUM_SINGLE) == (k == 1 && bs <= SLICE_CLASS_MAX));
+        assert!(compute_run_align(c).is_power_of_two() && compute_run_align(c) <= MAX_POOL_SLICES);
+        // A run aligned this way fits an arena's 63 usable slices.
+        assert!(compute_run_align(c) + k <= 64);
+        c += 1;
+    }
+};
+
+/// Slices in a pool of class `c` (1 for every class up to 32 KiB).
+#[inline]
+pub fn slices(c: usize) -> usize {
+    SLICES[c] as usize
+}
+
+/// Alignment in slices of the first slice of a pool of class `c`.
+#[inline]
+pub fn run_align(c: usize) -> usize {
+    RUN_ALIGN[c] as usize
+}
 
 /// Class for a request of `size` bytes. `size` must be at most
 /// [`MAX_CLASS_SIZE`]; size 0 maps to the smallest class.
@@ -134,10 +250,15 @@ pub fn class_size(c: usize) -> usize {
 
 /// Smallest alignment shift kept in [`ALIGNED_CLASS`] (32 bytes).
 const ALIGN_SHIFT_MIN: usize = 5;
-/// Largest alignment served from pools (4 KiB). Pools start at addresses
-/// aligned to at least this, so a class whose block size is a multiple of the
-/// alignment yields only aligned blocks.
-pub const MAX_POOL_ALIGN_SHIFT: usize = 12;
+/// Alignment (log2) that every single-slice pool's blocks area starts on:
+/// 16 KiB (a slice boundary, or the end of the arena header, which is rounded
+/// up to it).
+pub const SLICE_POOL_ALIGN_SHIFT: usize = 14;
+/// Largest alignment served from pools (1 MiB, the largest class): a
+/// multi-slice pool starts on a multiple of the largest power of two dividing
+/// its block size ([`run_align`]), so a class whose block size is a multiple
+/// of the alignment yields only aligned blocks.
+pub const MAX_POOL_ALIGN_SHIFT: usize = MAX_CLASS_SHIFT;
 const ALIGN_ROWS: usize = MAX_POOL_ALIGN_SHIFT - ALIGN_SHIFT_MIN + 1;
 /// Marks "no class qualifies" in [`ALIGNED_CLASS`].
 const NO_CLASS: u8 = u8::MAX;
@@ -151,7 +272,10 @@ const fn build_aligned() -> [[u8; NUM_CLASSES]; ALIGN_ROWS] {
         let mut next = NO_CLASS;
         while c > 0 {
             c -= 1;
-            if SIZES[c] as usize % align == 0 {
+            // Single-slice pools start on 16 KiB; multi-slice pools on their
+            // block size's largest power-of-two divisor.
+            let start_ok = c >= NUM_SINGLE || r + ALIGN_SHIFT_MIN <= SLICE_POOL_ALIGN_SHIFT;
+            if SIZES[c] as usize % align == 0 && start_ok {
                 next = c as u8;
             }
             t[r][c] = next;
@@ -162,7 +286,7 @@ const fn build_aligned() -> [[u8; NUM_CLASSES]; ALIGN_ROWS] {
 }
 
 /// `ALIGNED_CLASS[shift - 5][c]`: the smallest class at or above `c` whose
-/// block size is a multiple of `1 << shift`.
+/// blocks are all aligned to `1 << shift`.
 static ALIGNED_CLASS: [[u8; NUM_CLASSES]; ALIGN_ROWS] = build_aligned();
 
 /// Class for `size` bytes aligned to `align` (a power of two), or `None` when
@@ -215,9 +339,18 @@ mod tests {
         assert_eq!(class_of(MAX_CLASS_SIZE), NUM_CLASSES - 1);
     }
 
+    /// Sizes to check: every size up to 64 KiB, then the first and last
+    /// size of each 16-byte granule (all sizes of a granule share an
+    /// entry). Miri checks a sparser set.
+    fn sizes() -> impl Iterator<Item = usize> {
+        let dense = if cfg!(miri) { 4096 } else { 65536 };
+        let step = if cfg!(miri) { 4093 } else { ALIGNMENT };
+        (0..=dense).chain((dense..MAX_CLASS_SIZE).step_by(step).flat_map(|g| [g + 1, g + ALIGNMENT]))
+    }
+
     #[test]
     fn lookup_is_tight_for_every_size() {
-        for size in 0..=MAX_CLASS_SIZE {
+        for size in sizes() {
             let c = class_of(size);
             assert!(class_size(c) >= size);
             if c > 0 {
@@ -227,18 +360,48 @@ mod tests {
     }
 
     #[test]
+    fn medium_pools_are_runs_of_slices_filled_to_within_a_sixteenth() {
+        assert_eq!(NUM_SINGLE, 80);
+        assert_eq!(class_size(NUM_SINGLE - 1), SLICE_CLASS_MAX);
+        for c in 0..NUM_CLASSES {
+            let (bs, k) = (class_size(c), slices(c));
+            if c < NUM_SINGLE {
+                assert_eq!(k, 1);
+                continue;
+            }
+            let area = k * SLICE;
+            assert!(area >= bs, "class {c}");
+            assert!(area % bs <= area / 16 || k == bs.div_ceil(SLICE), "class {c}: {k} slices for {bs} B");
+            assert_eq!(run_align(c) * SLICE % (1 << bs.trailing_zeros()).min(MAX_POOL_SLICES * SLICE), 0);
+        }
+        // 40 KiB: two slices, three blocks; 1 MiB: sixteen slices, one block.
+        let c40 = class_of(40 * 1024);
+        assert_eq!((class_size(c40), slices(c40)), (40 * 1024, 2));
+        assert_eq!(slices(NUM_CLASSES - 1), 16);
+        assert_eq!(run_align(NUM_CLASSES - 1), 16);
+    }
+
+    #[test]
     fn aligned_classes_are_multiples_of_the_alignment() {
-        for shift in 0..=13 {
+        let step = if cfg!(miri) { 40_961 } else { 7 };
+        for shift in 0..=MAX_POOL_ALIGN_SHIFT + 1 {
             let align = 1usize << shift;
-            for size in (0..=MAX_CLASS_SIZE).step_by(7) {
+            for size in (0..=MAX_CLASS_SIZE).step_by(step) {
                 match class_of_aligned(size, align) {
                     Some(c) => {
                         assert!(class_size(c) >= size);
                         assert_eq!(class_size(c) % align.max(ALIGNMENT), 0);
+                        if shift > SLICE_POOL_ALIGN_SHIFT {
+                            assert!(c >= NUM_SINGLE, "alignment {align} needs a multi-slice pool");
+                            assert!(run_align(c) * SLICE >= align.min(MAX_POOL_SLICES * SLICE));
+                        }
                     }
-                    None => assert!(shift > MAX_POOL_ALIGN_SHIFT || size > MAX_CLASS_SIZE / 2),
+                    None => assert!(shift > MAX_POOL_ALIGN_SHIFT, "size {size} align {align}"),
                 }
             }
         }
+        // memalign(8192, 64) and friends stay in single-slice pools.
+        assert_eq!(class_of_aligned(64, 8192).map(class_size), Some(8192));
+        assert_eq!(class_of_aligned(64, 1 << 16).map(class_size), Some(1 << 16));
     }
 }

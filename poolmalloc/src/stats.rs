@@ -228,6 +228,8 @@ pub fn stats() -> Stats {
                     continue;
                 }
                 match p.state.load(Relaxed) {
+                    // Counted with the first slice of its pool.
+                    state::FOLLOWER => {}
                     state::USED | state::ABANDONED => {
                         if p.state.load(Relaxed) == state::ABANDONED {
                             s.pools_abandoned += 1;

@@ -28,7 +28,7 @@ use crate::heap::{Heap, Kind};
 use crate::lifecycle::{self, current_heap};
 use crate::options;
 use crate::os;
-use crate::pool::{state, Block, Pool, LOCKED_OWNER, OWNER_FULL};
+use crate::pool::{owner_id, state, Block, Pool, LOCKED_OWNER, OWNER_CHECKED, OWNER_FULL};
 use crate::registry::{LOCKED_HEAP, LOCKED_LOCK, ORPHAN_REMOTE_FREES};
 use crate::size_class::ALIGNMENT;
 use crate::sync::atomic::Ordering::*;
@@ -64,7 +64,17 @@ fn alloc_slow(debug: impl FnOnce() -> *mut u8, class: usize, h: *mut Heap) -> *m
     // SAFETY: the slot always points at a live heap.
     let p = match unsafe { (*h).kind } {
         // SAFETY: the calling thread owns its real heap.
-        Kind::Real => unsafe { (*h).alloc_slow(class) },
+        Kind::Real => match unsafe { (*h).alloc_slow(class) } {
+            p if p.is_null() => {
+                // Out of memory: give back what is held but not live
+                // (cached huge spans, free pools' pages, all-free arenas, this
+                // heap's empty pools) and try once more.
+                lifecycle::trim();
+                // SAFETY: as above.
+                unsafe { (*h).alloc_slow(class) }
+            }
+            p => p,
+        },
         Kind::Uninit => {
             lifecycle::init_thread();
             return alloc(class, debug);
@@ -78,8 +88,17 @@ fn alloc_slow(debug: impl FnOnce() -> *mut u8, class: usize, h: *mut Heap) -> *m
     p
 }
 
-/// Allocates from the locked heap.
+/// Allocates from the locked heap; when memory is exhausted, gives back what
+/// is held but not live and tries once more (as [`alloc`] does).
 pub fn locked_alloc(class: usize) -> *mut u8 {
+    let p = {
+        let _g = LOCKED_LOCK.guard();
+        LOCKED_HEAP.alloc(class)
+    };
+    if !p.is_null() {
+        return p;
+    }
+    lifecycle::trim();
     let _g = LOCKED_LOCK.guard();
     LOCKED_HEAP.alloc(class)
 }
@@ -157,6 +176,9 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, debug: impl FnOnce()) {
         debug();
         return;
     }
+    // A pointer into a later slice of a medium pool leads to the pool's
+    // own record.
+    let pool = arena::leader_of(pool);
     // SAFETY: `pool` is metadata in a live arena.
     let pr = unsafe { &*pool };
     let st = pr.state.load(Relaxed);
@@ -164,15 +186,17 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, debug: impl FnOnce()) {
         crate::fault::invalid_free(p, "block is not allocated");
         return;
     }
-    if p as usize & (ALIGNMENT - 1) != 0 {
+    if p as usize & (ALIGNMENT - 1) != 0 || !pr.is_block_start(p) {
         crate::fault::invalid_free(p, "not the start of a block");
         return;
     }
-    let owner = pr.owner.load(Relaxed);
+    let owner = pr.owner.load(Relaxed) & !OWNER_CHECKED;
     let me = thread_id();
-    if owner == me | OWNER_FULL {
-        // SAFETY: our own full pool; the slot holds our heap.
-        unsafe { (*current_heap()).free_to_full(pool, p.cast()) };
+    if owner & !OWNER_FULL == me {
+        // Our own pool: a full one, or a medium one (whose owner word never
+        // matches on the fast path).
+        // SAFETY: our own pool; the slot holds our heap; `p` starts a block.
+        unsafe { (*current_heap()).free_owned(pool, p.cast()) };
     } else if owner & !OWNER_FULL == LOCKED_OWNER {
         let _g = LOCKED_LOCK.guard();
         // SAFETY: the locked heap's pools stay with it while they hold live
@@ -198,6 +222,24 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, debug: impl FnOnce()) {
             unsafe { pr.push_remote(p.cast()) };
             ORPHAN_REMOTE_FREES.fetch_add(1, Relaxed);
         }
+    }
+}
+
+/// For a block of a medium pool (whose frees are all checked), whether
+/// `p` is still handed out, as far as the calling thread can tell without
+/// racing the pool's owner: the owner (or the locked heap's lock holder)
+/// walks the pool's local list; any other thread answers yes.
+pub fn medium_block_live(pool: *mut Pool, p: *mut u8) -> bool {
+    // SAFETY: `pool` is a record of a live arena.
+    let pr = unsafe { &*pool };
+    let owner = owner_id(pr.owner.load(Relaxed));
+    if owner == thread_id() {
+        pr.handed_out(p)
+    } else if owner == LOCKED_OWNER {
+        let _g = LOCKED_LOCK.guard();
+        owner_id(pr.owner.load(Relaxed)) != LOCKED_OWNER || pr.handed_out(p)
+    } else {
+        true
     }
 }
 

@@ -120,6 +120,40 @@ fn child() {
     for h in handles {
         h.join().expect("a thread panicked at the limit");
     }
+    // With default options and no trim(): use up the address space with
+    // medium blocks (from arenas) until even 40 KB fails, free everything,
+    // then ask for a huge block larger than any span or room left. What
+    // poolmalloc still holds (cached spans, free pools and all-free arenas
+    // waiting out the purge delay) must be given back when the mapping
+    // fails, or the request fails.
+    let mut at_limit = 0;
+    for size in [1usize << 20, 40_000] {
+        let l = Layout::from_size_align(size, 8).unwrap();
+        while again.len() < again.capacity() {
+            // SAFETY: a valid layout.
+            let p = unsafe { PoolMalloc.alloc(l) };
+            if p.is_null() {
+                break;
+            }
+            // SAFETY: a fresh block of `size` bytes.
+            unsafe { p.write_bytes(0x3c, 64) };
+            again.push(Ptr(p, l));
+        }
+        at_limit = again.len();
+    }
+    release(&mut again);
+    for size in [32usize << 20, 1 << 20, 40_000] {
+        let l = Layout::from_size_align(size, 8).unwrap();
+        // SAFETY: a valid layout.
+        let p = unsafe { PoolMalloc.alloc(l) };
+        assert!(!p.is_null(), "{size} B after freeing {at_limit} blocks at the limit: no recovery");
+        // SAFETY: a fresh block of `size` bytes.
+        unsafe {
+            p.write_bytes(0x5a, size);
+            PoolMalloc.dealloc(p, l);
+        }
+    }
+    println!("oom: recovered without trim after {at_limit} blocks");
 }
 
 fn main() {

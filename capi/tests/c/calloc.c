@@ -18,14 +18,16 @@ static size_t first_nonzero(const unsigned char *p, size_t n)
     return SIZE_MAX;
 }
 
-/* calloc(nmemb, size) is zeroed over its whole usable size... of which the
- * requested part is what C promises; check that part. */
+/* calloc(nmemb, size) is zeroed over its whole usable size, not only the
+ * requested part C promises: programs that treat malloc_usable_size as
+ * capacity rely on it (glibc, mimalloc and jemalloc do the same). */
 static void check_zeroed(void *p, size_t nmemb, size_t size, const char *when)
 {
-    size_t n = nmemb * size;
     CHECK(p != NULL, "calloc(%zu, %zu) returned NULL (%s)\n", nmemb, size, when);
     if (p == NULL)
         return;
+    size_t n = malloc_usable_size(p);
+    CHECK(n >= nmemb * size, "calloc(%zu, %zu) usable size %zu (%s)\n", nmemb, size, n, when);
     size_t bad = first_nonzero(p, n);
     CHECK(bad == SIZE_MAX, "calloc(%zu, %zu) byte %zu is not zero (%s)\n", nmemb, size, bad, when);
 }
