@@ -9,7 +9,9 @@
 //! stacks, channels) comes from the harness's own allocator, `System`.
 
 pub mod false_sharing;
+pub mod handoff;
 pub mod large;
+pub mod many_medium;
 pub mod migrate;
 pub mod network;
 pub mod numeric;
@@ -18,6 +20,7 @@ pub mod producer_consumer;
 pub mod python;
 pub mod random_sizes;
 pub mod server;
+pub mod server_buffers;
 pub mod strings;
 pub mod thread_leak;
 pub mod typed;
@@ -124,6 +127,9 @@ pub enum Id {
     ThreadLeak,
     Network,
     Typed,
+    ServerBuffers,
+    Handoff,
+    ManyMedium,
 }
 
 #[derive(Debug)]
@@ -261,6 +267,30 @@ pub const WORKLOADS: &[Workload] = &[
         runner: Runner::InProcess(Id::Typed),
     },
     Workload {
+        name: "server-buffers",
+        stresses: "1-64 KiB connection buffers passed around a ring of threads, checked, sometimes grown, freed",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: MULTI,
+        runner: Runner::InProcess(Id::ServerBuffers),
+    },
+    Workload {
+        name: "handoff",
+        stresses: "arrays of live blocks inherited by new threads each generation: frees of exited threads' blocks",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: &[Variant::new("small", Threads::All), Variant::new("medium", Threads::All)],
+        runner: Runner::InProcess(Id::Handoff),
+    },
+    Workload {
+        name: "many-medium",
+        stresses: "20,000-100,000 live 40,000 B blocks at once, then freed in random order: mappings per block",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: SINGLE,
+        runner: Runner::InProcess(Id::ManyMedium),
+    },
+    Workload {
         name: "python",
         stresses: "the allocator as CPython's object allocator (PYTHONMALLOC=malloc and LD_PRELOAD)",
         metric: Metric::Seconds,
@@ -364,6 +394,9 @@ pub fn run<A: GlobalAlloc + Sync>(id: Id, a: &'static A, p: &Params) -> WorkResu
         Id::ThreadLeak => thread_leak::run(a, p),
         Id::Network => network::run(a, p),
         Id::Typed => typed::run(a, p),
+        Id::ServerBuffers => server_buffers::run(a, p),
+        Id::Handoff => handoff::run(a, p),
+        Id::ManyMedium => many_medium::run(a, p),
     }
 }
 
