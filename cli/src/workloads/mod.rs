@@ -26,6 +26,7 @@ pub mod thread_leak;
 pub mod typed;
 
 use crate::cli::Size;
+use crate::syscalls;
 use serde::{Deserialize, Serialize};
 use std::alloc::{GlobalAlloc, Layout};
 use std::time::Instant;
@@ -143,6 +144,10 @@ pub struct Workload {
     pub deterministic: bool,
     pub variants: &'static [Variant],
     pub runner: Runner,
+    /// Whether the suite also counts the memory system calls of each
+    /// comparator's measured loop, in one extra untimed run (see
+    /// [`crate::syscalls`]).
+    pub syscalls: bool,
 }
 
 const SINGLE: &[Variant] = &[Variant::new("", Threads::One)];
@@ -157,6 +162,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: SINGLE,
         runner: Runner::InProcess(Id::Numeric),
+        syscalls: false,
     },
     Workload {
         name: "strings",
@@ -165,6 +171,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: SINGLE,
         runner: Runner::InProcess(Id::Strings),
+        syscalls: false,
     },
     Workload {
         name: "server",
@@ -173,6 +180,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: MULTI,
         runner: Runner::InProcess(Id::Server),
+        syscalls: false,
     },
     Workload {
         name: "producer-consumer",
@@ -181,6 +189,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: MULTI,
         runner: Runner::InProcess(Id::ProducerConsumer),
+        syscalls: false,
     },
     Workload {
         name: "random-sizes",
@@ -189,6 +198,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: false,
         variants: MULTI,
         runner: Runner::InProcess(Id::RandomSizes),
+        syscalls: false,
     },
     Workload {
         name: "pareto",
@@ -197,6 +207,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: &[Variant::new("1t", Threads::One), Variant::new("nt", Threads::All)],
         runner: Runner::InProcess(Id::Pareto),
+        syscalls: false,
     },
     Workload {
         name: "migrate",
@@ -206,6 +217,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: false,
         variants: MULTI,
         runner: Runner::InProcess(Id::Migrate),
+        syscalls: false,
     },
     Workload {
         name: "false-sharing",
@@ -214,6 +226,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: &[Variant::new("passive", Threads::All), Variant::new("active", Threads::All)],
         runner: Runner::InProcess(Id::FalseSharing),
+        syscalls: false,
     },
     Workload {
         name: "large",
@@ -222,6 +235,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: SINGLE,
         runner: Runner::InProcess(Id::Large),
+        syscalls: false,
     },
     Workload {
         name: "thread-leak",
@@ -230,6 +244,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: MULTI,
         runner: Runner::InProcess(Id::ThreadLeak),
+        syscalls: false,
     },
     Workload {
         name: "network",
@@ -251,6 +266,7 @@ pub const WORKLOADS: &[Workload] = &[
             },
         ],
         runner: Runner::InProcess(Id::Network),
+        syscalls: false,
     },
     Workload {
         name: "typed",
@@ -265,6 +281,7 @@ pub const WORKLOADS: &[Workload] = &[
             reference: None,
         }],
         runner: Runner::InProcess(Id::Typed),
+        syscalls: false,
     },
     Workload {
         name: "server-buffers",
@@ -273,6 +290,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: MULTI,
         runner: Runner::InProcess(Id::ServerBuffers),
+        syscalls: true,
     },
     Workload {
         name: "handoff",
@@ -281,6 +299,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: &[Variant::new("small", Threads::All), Variant::new("medium", Threads::All)],
         runner: Runner::InProcess(Id::Handoff),
+        syscalls: true,
     },
     Workload {
         name: "many-medium",
@@ -289,6 +308,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: SINGLE,
         runner: Runner::InProcess(Id::ManyMedium),
+        syscalls: true,
     },
     Workload {
         name: "python",
@@ -297,6 +317,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: python::VARIANTS,
         runner: Runner::Python,
+        syscalls: false,
     },
 ];
 
@@ -469,11 +490,15 @@ pub fn cookie(v: u64) -> u64 {
     (v ^ 0x5DEE_CE66_D1CE_4E5B).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (v >> 29)
 }
 
-/// Times a closure that does the measured work.
+/// Times a closure that does the measured work. The loop is also marked
+/// for a tracer that counts its system calls; the marks are not timed.
 pub fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
+    syscalls::mark(syscalls::Mark::Start);
     let start = Instant::now();
     let value = f();
-    (start.elapsed().as_secs_f64(), value)
+    let seconds = start.elapsed().as_secs_f64();
+    syscalls::mark(syscalls::Mark::Stop);
+    (seconds, value)
 }
 
 /// Joins a worker thread, turning a panic into an error message.
