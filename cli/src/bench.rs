@@ -14,8 +14,9 @@ use crate::instructions;
 use crate::libs;
 use crate::output::Outputs;
 use crate::proc::{self, Finished};
-use crate::report::{self, CaseResult, ComparatorResult, Failure, Machine, Report, Role, RunFigure};
+use crate::report::{self, CaseResult, ComparatorResult, Failure, Machine, Report, Role, RunFigure, SyscallFigure};
 use crate::svg;
+use crate::syscalls;
 use crate::workloads::{self, python, Api, Outcome, Runner, Threads, Variant, Workload};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -247,7 +248,8 @@ fn schedule(cases: &[Case], runs: u32) -> Vec<(u32, usize, usize)> {
 /// the raw results, the baseline RSS, and the number of failed measurements.
 fn run_all(plan: &Plan, cases: &[Case], runs: u32) -> (Vec<CaseResult>, Option<u64>, usize) {
     let jobs = schedule(cases, runs);
-    let bar = ProgressBar::new(jobs.len() as u64 + 1);
+    let counting = counting_jobs(cases);
+    let bar = ProgressBar::new((jobs.len() + counting.len()) as u64 + 1);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:32} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -300,8 +302,55 @@ fn run_all(plan: &Plan, cases: &[Case], runs: u32) -> (Vec<CaseResult>, Option<u
         }
         bar.inc(1);
     }
+
+    let mut unavailable: Option<String> = None;
+    for (ci, k) in counting {
+        let case = &cases[ci];
+        let comparator = &case.comparators[k];
+        let label = results[ci].case.clone();
+        let result = &mut results[ci].comparators[k];
+        bar.set_message(format!("{label} · {} · counting system calls", comparator.name()));
+        if let Some(why) = &unavailable {
+            result.syscalls_unavailable = Some(why.clone());
+            bar.inc(1);
+            continue;
+        }
+        match count_syscalls(plan, case, comparator) {
+            Counted::Figure(f) => result.syscalls = Some(f),
+            Counted::Unavailable(why) => {
+                bar.suspend(|| eprintln!("poolmalloc: memory system calls are not counted: {why}"));
+                result.syscalls_unavailable = Some(why.clone());
+                unavailable = Some(why);
+            }
+            Counted::Failed(message) => {
+                failed += 1;
+                let message = format!("counting run: {message}");
+                bar.suspend(|| eprintln!("poolmalloc: {label} with {}, {message}", comparator.name()));
+                result.syscalls_unavailable = Some(message.clone());
+                result.failures.push(Failure { run: 0, message });
+            }
+        }
+        bar.inc(1);
+    }
     bar.finish_and_clear();
     (results, baseline, failed)
+}
+
+/// The `(case, comparator)` pairs whose memory system calls are counted:
+/// the in-process comparators of the workloads that ask for it.
+fn counting_jobs(cases: &[Case]) -> Vec<(usize, usize)> {
+    let mut jobs = Vec::new();
+    for (ci, case) in cases.iter().enumerate() {
+        if !case.workload.syscalls {
+            continue;
+        }
+        for (k, c) in case.comparators.iter().enumerate() {
+            if matches!(c, Comparator::InProcess(_) | Comparator::Api(_)) {
+                jobs.push((ci, k));
+            }
+        }
+    }
+    jobs
 }
 
 fn print_workloads() {
@@ -343,6 +392,9 @@ fn print_summary(
     println!(
         "took less time or memory; for ops/s workloads the time ratio is poolmalloc's throughput ÷ the comparator's."
     );
+    for line in report::syscall_lines(results) {
+        println!("{line}");
+    }
     if let Some(b) = baseline.filter(|_| results.iter().any(|c| !c.python)) {
         println!("Peak RSS of in-process workloads includes the harness's own {} (an idle worker).", format::bytes(b));
     }
@@ -391,26 +443,71 @@ fn measure_baseline(plan: &Plan) -> Result<u64, String> {
     Ok(f.usage.max_rss)
 }
 
+/// The worker command that runs `case` with an in-process comparator.
+fn case_worker(plan: &Plan, case: &Case, comparator: &Comparator) -> Command {
+    let mut cmd = worker_command(&plan.exe);
+    cmd.arg("__worker").arg(case.workload.name).arg(comparator.name()).args([
+        "--size",
+        plan.size.name(),
+        "--threads",
+        &case.threads.to_string(),
+    ]);
+    if !case.variant.name.is_empty() {
+        cmd.args(["--variant", case.variant.name]);
+    }
+    cmd
+}
+
+/// The outcome a worker printed as its last line.
+fn worker_outcome(f: &Finished) -> Result<Outcome, String> {
+    let line = String::from_utf8_lossy(&f.stdout);
+    serde_json::from_str(line.lines().last().unwrap_or_default())
+        .map_err(|e| format!("unreadable worker output `{}`: {e}", line.trim()))
+}
+
+/// What counting a comparator's system calls gave.
+enum Counted {
+    Figure(SyscallFigure),
+    /// Counting is not possible here; the same for every comparator.
+    Unavailable(String),
+    /// The traced worker failed.
+    Failed(String),
+}
+
+/// Runs one extra, untimed measurement of an in-process comparator with
+/// its memory system calls counted (see [`crate::syscalls`]).
+fn count_syscalls(plan: &Plan, case: &Case, comparator: &Comparator) -> Counted {
+    let mut cmd = case_worker(plan, case, comparator);
+    let traced = match syscalls::run_traced(&mut cmd, plan.timeout) {
+        Ok(t) => t,
+        Err(why) => return Counted::Unavailable(why),
+    };
+    let outcome = match check_exit(&traced.finished, plan.timeout).and_then(|()| worker_outcome(&traced.finished)) {
+        Ok(o) => o,
+        Err(message) => return Counted::Failed(message),
+    };
+    let counts = traced.counts;
+    if counts.loops == 0 {
+        return Counted::Failed("the worker marked no measured loop".to_string());
+    }
+    let total = counts.total();
+    Counted::Figure(SyscallFigure {
+        ops: outcome.ops,
+        by_call: syscalls::CALLS.iter().map(|c| c.to_string()).zip(counts.window).collect(),
+        total,
+        per_million_ops: if outcome.ops > 0 { total as f64 * 1e6 / outcome.ops as f64 } else { 0.0 },
+        process_total: counts.process,
+    })
+}
+
 /// Runs one measurement; the error is a one-line reason.
 fn measure(plan: &Plan, case: &Case, comparator: &Comparator) -> Result<RunFigure, String> {
     match comparator {
         Comparator::InProcess(_) | Comparator::Api(_) => {
-            let mut cmd = worker_command(&plan.exe);
-            cmd.arg("__worker").arg(case.workload.name).arg(comparator.name()).args([
-                "--size",
-                plan.size.name(),
-                "--threads",
-                &case.threads.to_string(),
-            ]);
-            if !case.variant.name.is_empty() {
-                cmd.args(["--variant", case.variant.name]);
-            }
+            let mut cmd = case_worker(plan, case, comparator);
             let f = proc::run_captured(&mut cmd, plan.timeout).map_err(|e| format!("cannot start a worker: {e}"))?;
             check_exit(&f, plan.timeout)?;
-            let line = String::from_utf8_lossy(&f.stdout);
-            let outcome: Outcome = serde_json::from_str(line.lines().last().unwrap_or_default())
-                .map_err(|e| format!("unreadable worker output `{}`: {e}", line.trim()))?;
-            Ok(figure(&outcome, &f))
+            Ok(figure(&worker_outcome(&f)?, &f))
         }
         Comparator::Python(c) => {
             let Some(python) = &plan.python else { return Err("python3 not found".to_string()) };

@@ -38,6 +38,19 @@ pub fn bytes(b: u64) -> String {
     }
 }
 
+/// A count that may be large: `0.5`, `812`, `81.2k`, `2.05M`.
+pub fn count(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.1}k", v / 1e3)
+    } else if v >= 10.0 || v == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 /// `1.23×`.
 pub fn ratio(r: f64) -> String {
     format!("{r:.2}×")
@@ -76,6 +89,11 @@ mod tests {
         assert_eq!(bytes(3 << 20), "3.0 MiB");
         assert_eq!(rate(12_345_678.0), "12.3 Mop/s");
         assert_eq!(ratio(0.954), "0.95×");
+        assert_eq!(count(0.0), "0");
+        assert_eq!(count(0.46), "0.5");
+        assert_eq!(count(812.4), "812");
+        assert_eq!(count(81_234.0), "81.2k");
+        assert_eq!(count(2_049_000.0), "2.05M");
     }
 
     #[test]

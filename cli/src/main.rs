@@ -26,6 +26,7 @@ mod report;
 mod rng;
 mod run;
 mod svg;
+mod syscalls;
 mod worker;
 mod workloads;
 

@@ -149,49 +149,91 @@ fn drain(mut pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<Vec
     })
 }
 
-/// Runs `cmd` with stdin closed and stdout and stderr captured; kills it
+/// Kills a child that runs past its deadline.
+struct Watchdog {
+    exited: Arc<(Mutex<bool>, Condvar)>,
+    thread: thread::JoinHandle<bool>,
+}
+
+impl Watchdog {
+    fn start(pid: libc::pid_t, deadline: Instant) -> Watchdog {
+        let exited = Arc::new((Mutex::new(false), Condvar::new()));
+        let watch = Arc::clone(&exited);
+        let thread = thread::spawn(move || {
+            let (lock, cv) = &*watch;
+            let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while !*done {
+                let now = Instant::now();
+                if now >= deadline {
+                    // SAFETY: plain syscall. The child has not been reaped
+                    // (its owner reaps only after setting `done`, which we
+                    // hold the lock on), so `pid` still names it.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return true;
+                }
+                done = cv.wait_timeout(done, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            }
+            false
+        });
+        Watchdog { exited, thread }
+    }
+
+    /// Stops the watchdog, which must be called after the child has exited
+    /// and before it is reaped. Returns whether the watchdog killed it.
+    fn stop(self) -> bool {
+        {
+            let (lock, cv) = &*self.exited;
+            *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            cv.notify_all();
+        }
+        self.thread.join().unwrap_or(false)
+    }
+}
+
+/// A running child whose stdout and stderr are being captured, watched by
+/// a watchdog.
+pub struct Started {
+    pub pid: libc::pid_t,
+    start: Instant,
+    out: thread::JoinHandle<Vec<u8>>,
+    err: thread::JoinHandle<Vec<u8>>,
+    watchdog: Watchdog,
+}
+
+/// Starts `cmd` with stdin closed and stdout and stderr captured; kills it
 /// after `timeout`.
-pub fn run_captured(cmd: &mut Command, timeout: Duration) -> io::Result<Finished> {
+pub fn start_captured(cmd: &mut Command, timeout: Duration) -> io::Result<Started> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
     let mut child: Child = cmd.spawn()?;
     let pid = child.id() as libc::pid_t;
     let out = drain(child.stdout.take());
     let err = drain(child.stderr.take());
+    let watchdog = Watchdog::start(pid, start + timeout);
+    Ok(Started { pid, start, out, err, watchdog })
+}
 
-    let exited = Arc::new((Mutex::new(false), Condvar::new()));
-    let watch = Arc::clone(&exited);
-    let watchdog = thread::spawn(move || {
-        let (lock, cv) = &*watch;
-        let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let deadline = start + timeout;
-        while !*done {
-            let now = Instant::now();
-            if now >= deadline {
-                // SAFETY: plain syscall. The child has not been reaped (the
-                // main thread reaps only after setting `done`, which we hold
-                // the lock on), so `pid` still names it.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                return true;
-            }
-            done = cv.wait_timeout(done, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
-        }
-        false
-    });
-
-    let waited = wait_exited(pid);
-    let wall = start.elapsed();
-    {
-        let (lock, cv) = &*exited;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        cv.notify_all();
+impl Started {
+    /// Finishes with a child that has exited but is not reaped yet
+    /// (`waited` says whether waiting for that went well): stops the
+    /// watchdog, reaps the child and collects its output.
+    pub fn finish(self, waited: io::Result<()>) -> io::Result<Finished> {
+        let wall = self.start.elapsed();
+        let timed_out = self.watchdog.stop();
+        waited?;
+        let (exit, ru) = reap(self.pid)?;
+        let stdout = self.out.join().unwrap_or_default();
+        let stderr = self.err.join().unwrap_or_default();
+        Ok(Finished { exit, usage: usage(wall, &ru), stdout, stderr, timed_out })
     }
-    let timed_out = watchdog.join().unwrap_or(false);
-    waited?;
-    let (exit, ru) = reap(pid)?;
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    Ok(Finished { exit, usage: usage(wall, &ru), stdout, stderr, timed_out })
+}
+
+/// Runs `cmd` with stdin closed and stdout and stderr captured; kills it
+/// after `timeout`.
+pub fn run_captured(cmd: &mut Command, timeout: Duration) -> io::Result<Finished> {
+    let started = start_captured(cmd, timeout)?;
+    let waited = wait_exited(started.pid);
+    started.finish(waited)
 }
 
 /// Runs `cmd` with the terminal's stdin, stdout and stderr. While it runs,

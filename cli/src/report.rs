@@ -62,6 +62,24 @@ pub struct Medians {
     pub peak_rss_bytes: u64,
 }
 
+/// The memory system calls of one comparator's measured loop, from one
+/// extra, untimed run traced by [`crate::syscalls`].
+#[derive(Clone, Debug, Serialize)]
+pub struct SyscallFigure {
+    /// Operations the counted run's loop made.
+    pub ops: u64,
+    /// Calls made while the loop ran (all threads), by name: `mmap`,
+    /// `munmap`, `mremap`, `madvise`, `brk`, `mprotect`.
+    pub by_call: BTreeMap<String, u64>,
+    /// The sum of `by_call`.
+    pub total: u64,
+    /// `total` per million of `ops`.
+    pub per_million_ops: f64,
+    /// The same calls made by the whole worker process, from `exec` to
+    /// exit: the loader, the setup and the final frees included.
+    pub process_total: u64,
+}
+
 /// Every figure for one allocator on one case.
 #[derive(Debug, Serialize)]
 pub struct ComparatorResult {
@@ -78,6 +96,12 @@ pub struct ComparatorResult {
     pub time_ratio_to_pymalloc: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_ratio_to_pymalloc: Option<f64>,
+    /// For the workloads that count them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<SyscallFigure>,
+    /// Why a workload that counts system calls has no count here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls_unavailable: Option<String>,
 }
 
 impl ComparatorResult {
@@ -93,7 +117,14 @@ impl ComparatorResult {
             rss_ratio_to_poolmalloc: None,
             time_ratio_to_pymalloc: None,
             rss_ratio_to_pymalloc: None,
+            syscalls: None,
+            syscalls_unavailable: None,
         }
+    }
+
+    /// Whether system calls were counted, or meant to be, for this row.
+    fn counts_syscalls(&self) -> bool {
+        self.syscalls.is_some() || self.syscalls_unavailable.is_some()
     }
 }
 
@@ -470,23 +501,35 @@ fn align_numbers(t: &mut Table, from: usize) {
     }
 }
 
-/// The table of in-process cases, or `None` if there are none.
+fn syscalls_cell(c: &ComparatorResult) -> String {
+    match (&c.syscalls, c.counts_syscalls()) {
+        (Some(s), _) => format::count(s.per_million_ops),
+        (None, true) => "n/a".to_string(),
+        (None, false) => "-".to_string(),
+    }
+}
+
+/// Whether any in-process row counted (or tried to count) system calls.
+fn any_syscalls(cases: &[CaseResult]) -> bool {
+    cases.iter().filter(|c| !c.python).flat_map(|c| &c.comparators).any(ComparatorResult::counts_syscalls)
+}
+
+/// The table of in-process cases, or `None` if there are none. It has a
+/// `syscalls/Mop` column when some case counted system calls.
 pub fn in_process_table(cases: &[CaseResult]) -> Option<Table> {
-    let mut t = new_table(&[
-        "workload",
-        "threads",
-        "allocator",
-        "median",
-        "time vs poolmalloc",
-        "peak RSS",
-        "RSS vs poolmalloc",
-    ]);
+    let syscalls = any_syscalls(cases);
+    let mut header =
+        vec!["workload", "threads", "allocator", "median", "time vs poolmalloc", "peak RSS", "RSS vs poolmalloc"];
+    if syscalls {
+        header.push("syscalls/Mop");
+    }
+    let mut t = new_table(&header);
     let mut any = false;
     for case in cases.iter().filter(|c| !c.python) {
         for (i, c) in case.comparators.iter().enumerate() {
             let (name, threads) =
                 if i == 0 { (case.case.clone(), case.threads.to_string()) } else { Default::default() };
-            t.add_row(vec![
+            let mut row = vec![
                 name,
                 threads,
                 c.allocator.clone(),
@@ -494,7 +537,11 @@ pub fn in_process_table(cases: &[CaseResult]) -> Option<Table> {
                 ratio_cell(c.time_ratio_to_poolmalloc),
                 rss_cell(c),
                 ratio_cell(c.rss_ratio_to_poolmalloc),
-            ]);
+            ];
+            if syscalls {
+                row.push(syscalls_cell(c));
+            }
+            t.add_row(row);
             any = true;
         }
     }
@@ -534,6 +581,26 @@ pub fn python_table(cases: &[CaseResult]) -> Option<Table> {
     any.then_some(t)
 }
 
+/// The lines that explain the `syscalls/Mop` column, when the table has one.
+pub fn syscall_lines(cases: &[CaseResult]) -> Vec<String> {
+    if !any_syscalls(cases) {
+        return Vec::new();
+    }
+    let mut lines = vec![
+        "syscalls/Mop: mmap, munmap, mremap, madvise, brk and mprotect calls per million operations of the measured"
+            .to_string(),
+        "loop, counted in one extra untimed run; they include the stacks of threads the loop starts.".to_string(),
+    ];
+    let mut reasons: Vec<&str> = Vec::new();
+    for c in cases.iter().flat_map(|c| &c.comparators).filter(|c| c.syscalls.is_none()) {
+        if let Some(why) = c.syscalls_unavailable.as_deref().filter(|w| !reasons.contains(w)) {
+            reasons.push(why);
+        }
+    }
+    lines.extend(reasons.iter().map(|why| format!("n/a: {why}")));
+    lines
+}
+
 /// The geometric-mean lines under the tables.
 pub fn geomean_lines(geomeans: &[Geomean]) -> Vec<String> {
     let mut lines = Vec::new();
@@ -568,7 +635,7 @@ pub fn csv(cases: &[CaseResult]) -> String {
     let mut out = String::from(
         "case,workload,variant,threads,metric,allocator,runs_ok,runs_failed,median_seconds,median_ops_per_sec,\
          median_peak_rss_bytes,time_ratio_to_poolmalloc,rss_ratio_to_poolmalloc,time_ratio_to_pymalloc,\
-         rss_ratio_to_pymalloc\n",
+         rss_ratio_to_pymalloc,syscalls_per_million_ops\n",
     );
     for case in cases {
         for c in &case.comparators {
@@ -578,7 +645,7 @@ pub fn csv(cases: &[CaseResult]) -> String {
             };
             let _ = writeln!(
                 out,
-                "{},{},{},{},{metric},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{metric},{},{},{},{},{},{},{},{},{},{},{}",
                 csv_field(&case.case),
                 csv_field(&case.workload),
                 csv_field(&case.variant),
@@ -593,6 +660,7 @@ pub fn csv(cases: &[CaseResult]) -> String {
                 opt(c.rss_ratio_to_poolmalloc),
                 opt(c.time_ratio_to_pymalloc),
                 opt(c.rss_ratio_to_pymalloc),
+                opt(c.syscalls.as_ref().map(|s| s.per_million_ops)),
             );
         }
     }

@@ -255,3 +255,43 @@ fn with_debug_reports_what_debug_mode_costs() {
     assert!(cost["geomean_time"].as_f64().unwrap() > 0.0 && cost["geomean_rss"].as_f64().unwrap() > 0.0);
     assert!(report["geomeans"].as_array().unwrap().iter().all(|g| g["versus"] != "poolmalloc-debug"));
 }
+
+#[test]
+fn memory_system_calls_are_counted_where_the_workload_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("syscalls.json");
+    poolmalloc()
+        .args(["bench", "--quick", "--runs", "1", "--only", "numeric,many-medium", "--json"])
+        .arg(&json)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("syscalls/Mop"));
+
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cases = report["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    // numeric does not count them.
+    for c in cases[0]["comparators"].as_array().unwrap() {
+        assert!(c.get("syscalls").is_none() && c.get("syscalls_unavailable").is_none(), "{c}");
+    }
+    assert_eq!(cases[1]["case"], "many-medium");
+    for c in cases[1]["comparators"].as_array().unwrap() {
+        let name = &c["allocator"];
+        let Some(s) = c.get("syscalls") else {
+            // Where the kernel refuses to trace, the reason takes the figure's place.
+            assert!(!c["syscalls_unavailable"].as_str().unwrap().is_empty(), "{name}");
+            continue;
+        };
+        let ops = s["ops"].as_u64().unwrap();
+        let total = s["total"].as_u64().unwrap();
+        assert_eq!(ops, 20_000, "{name}");
+        let by_call = s["by_call"].as_object().unwrap();
+        let names: Vec<&str> = by_call.keys().map(String::as_str).collect();
+        assert_eq!(names, ["brk", "madvise", "mmap", "mprotect", "mremap", "munmap"], "{name}");
+        assert_eq!(by_call.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), total, "{name}");
+        let per_mop = s["per_million_ops"].as_f64().unwrap();
+        assert!((per_mop - total as f64 * 1e6 / ops as f64).abs() < 1e-6, "{name}");
+        // The loader maps the executable and its libraries, whatever the allocator.
+        assert!(s["process_total"].as_u64().unwrap() > total, "{name}");
+    }
+}

@@ -9,7 +9,9 @@
 //! stacks, channels) comes from the harness's own allocator, `System`.
 
 pub mod false_sharing;
+pub mod handoff;
 pub mod large;
+pub mod many_medium;
 pub mod migrate;
 pub mod network;
 pub mod numeric;
@@ -18,11 +20,13 @@ pub mod producer_consumer;
 pub mod python;
 pub mod random_sizes;
 pub mod server;
+pub mod server_buffers;
 pub mod strings;
 pub mod thread_leak;
 pub mod typed;
 
 use crate::cli::Size;
+use crate::syscalls;
 use serde::{Deserialize, Serialize};
 use std::alloc::{GlobalAlloc, Layout};
 use std::time::Instant;
@@ -124,6 +128,9 @@ pub enum Id {
     ThreadLeak,
     Network,
     Typed,
+    ServerBuffers,
+    Handoff,
+    ManyMedium,
 }
 
 #[derive(Debug)]
@@ -137,6 +144,10 @@ pub struct Workload {
     pub deterministic: bool,
     pub variants: &'static [Variant],
     pub runner: Runner,
+    /// Whether the suite also counts the memory system calls of each
+    /// comparator's measured loop, in one extra untimed run (see
+    /// [`crate::syscalls`]).
+    pub syscalls: bool,
 }
 
 const SINGLE: &[Variant] = &[Variant::new("", Threads::One)];
@@ -151,6 +162,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: SINGLE,
         runner: Runner::InProcess(Id::Numeric),
+        syscalls: false,
     },
     Workload {
         name: "strings",
@@ -159,6 +171,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: SINGLE,
         runner: Runner::InProcess(Id::Strings),
+        syscalls: false,
     },
     Workload {
         name: "server",
@@ -167,6 +180,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: MULTI,
         runner: Runner::InProcess(Id::Server),
+        syscalls: false,
     },
     Workload {
         name: "producer-consumer",
@@ -175,6 +189,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: MULTI,
         runner: Runner::InProcess(Id::ProducerConsumer),
+        syscalls: false,
     },
     Workload {
         name: "random-sizes",
@@ -183,6 +198,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: false,
         variants: MULTI,
         runner: Runner::InProcess(Id::RandomSizes),
+        syscalls: false,
     },
     Workload {
         name: "pareto",
@@ -191,6 +207,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: &[Variant::new("1t", Threads::One), Variant::new("nt", Threads::All)],
         runner: Runner::InProcess(Id::Pareto),
+        syscalls: false,
     },
     Workload {
         name: "migrate",
@@ -200,6 +217,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: false,
         variants: MULTI,
         runner: Runner::InProcess(Id::Migrate),
+        syscalls: false,
     },
     Workload {
         name: "false-sharing",
@@ -208,6 +226,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: &[Variant::new("passive", Threads::All), Variant::new("active", Threads::All)],
         runner: Runner::InProcess(Id::FalseSharing),
+        syscalls: false,
     },
     Workload {
         name: "large",
@@ -216,6 +235,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: SINGLE,
         runner: Runner::InProcess(Id::Large),
+        syscalls: false,
     },
     Workload {
         name: "thread-leak",
@@ -224,6 +244,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: MULTI,
         runner: Runner::InProcess(Id::ThreadLeak),
+        syscalls: false,
     },
     Workload {
         name: "network",
@@ -245,6 +266,7 @@ pub const WORKLOADS: &[Workload] = &[
             },
         ],
         runner: Runner::InProcess(Id::Network),
+        syscalls: false,
     },
     Workload {
         name: "typed",
@@ -259,6 +281,34 @@ pub const WORKLOADS: &[Workload] = &[
             reference: None,
         }],
         runner: Runner::InProcess(Id::Typed),
+        syscalls: false,
+    },
+    Workload {
+        name: "server-buffers",
+        stresses: "1-64 KiB connection buffers passed around a ring of threads, checked, sometimes grown, freed",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: MULTI,
+        runner: Runner::InProcess(Id::ServerBuffers),
+        syscalls: true,
+    },
+    Workload {
+        name: "handoff",
+        stresses: "arrays of live blocks inherited by new threads each generation: frees of exited threads' blocks",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: &[Variant::new("small", Threads::All), Variant::new("medium", Threads::All)],
+        runner: Runner::InProcess(Id::Handoff),
+        syscalls: true,
+    },
+    Workload {
+        name: "many-medium",
+        stresses: "20,000-100,000 live 40,000 B blocks at once, then freed in random order: mappings per block",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: SINGLE,
+        runner: Runner::InProcess(Id::ManyMedium),
+        syscalls: true,
     },
     Workload {
         name: "python",
@@ -267,6 +317,7 @@ pub const WORKLOADS: &[Workload] = &[
         deterministic: true,
         variants: python::VARIANTS,
         runner: Runner::Python,
+        syscalls: false,
     },
 ];
 
@@ -364,6 +415,9 @@ pub fn run<A: GlobalAlloc + Sync>(id: Id, a: &'static A, p: &Params) -> WorkResu
         Id::ThreadLeak => thread_leak::run(a, p),
         Id::Network => network::run(a, p),
         Id::Typed => typed::run(a, p),
+        Id::ServerBuffers => server_buffers::run(a, p),
+        Id::Handoff => handoff::run(a, p),
+        Id::ManyMedium => many_medium::run(a, p),
     }
 }
 
@@ -436,11 +490,15 @@ pub fn cookie(v: u64) -> u64 {
     (v ^ 0x5DEE_CE66_D1CE_4E5B).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (v >> 29)
 }
 
-/// Times a closure that does the measured work.
+/// Times a closure that does the measured work. The loop is also marked
+/// for a tracer that counts its system calls; the marks are not timed.
 pub fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
+    syscalls::mark(syscalls::Mark::Start);
     let start = Instant::now();
     let value = f();
-    (start.elapsed().as_secs_f64(), value)
+    let seconds = start.elapsed().as_secs_f64();
+    syscalls::mark(syscalls::Mark::Stop);
+    (seconds, value)
 }
 
 /// Joins a worker thread, turning a panic into an error message.
