@@ -24,9 +24,13 @@
 //! * **Fullest first.** Arenas with free pools sit in buckets by their number
 //!   of free pools; a pool is always taken from the arena with the fewest free
 //!   pools, so the emptier arenas can drain and be released (pymalloc keeps
-//!   its `usable_arenas` list sorted for the same reason). A run goes to the
-//!   fullest arena that has a long enough run of free slices, looking at no
-//!   more than [`RUN_SEARCH`] arenas before it maps a new one.
+//!   its `usable_arenas` list sorted for the same reason).
+//! * **Best fit for runs.** Bucketed arenas are also filed by their longest
+//!   run of free slices. A medium pool's run comes from an arena whose
+//!   longest run is the shortest that fits, so long runs stay whole for long
+//!   requests; at most [`RUN_SEARCH`] arenas are examined (an aligned run may
+//!   be missing from an arena whose longest run is long enough) before a new
+//!   arena is mapped.
 //! * **Release.** An arena whose pools have all been free for the purge
 //!   delay is unmapped, except that one such arena is kept as a spare (its
 //!   pages decommitted) to stop a program that hovers at an arena boundary
@@ -92,6 +96,13 @@ pub struct Arena {
     /// Links in the list of all arenas. Arena lock.
     all_next: Local<*mut Arena>,
     all_prev: Local<*mut Arena>,
+    /// Links in a run list (arenas by their longest run of free slices).
+    /// Arena lock.
+    run_next: Local<*mut Arena>,
+    run_prev: Local<*mut Arena>,
+    /// The longest run of free slices (slice 0 not counted) while the arena
+    /// is in a bucket; the index of its run list. Arena lock.
+    run_len: Local<u8>,
 }
 
 impl Arena {
@@ -160,6 +171,16 @@ fn run_starts(free: u64, k: usize, align: usize) -> u64 {
     starts & aligned_starts(align)
 }
 
+/// Length of the longest run of set bits in `m`.
+fn longest_run(mut m: u64) -> usize {
+    let mut n = 0;
+    while m != 0 {
+        m &= m << 1;
+        n += 1;
+    }
+    n
+}
+
 /// The bits of `k` slices from `i`.
 fn run_mask(i: usize, k: usize) -> u64 {
     (((1u128 << k) - 1) as u64) << i
@@ -183,6 +204,11 @@ pub struct Arenas {
     buckets: [Local<*mut Arena>; POOLS_PER_ARENA + 1],
     /// Bit n set iff `buckets[n]` is non-empty.
     nonempty: Local<u128>,
+    /// `runs[r]`: the bucketed arenas whose longest run of free slices (not
+    /// counting slice 0) is r, for r in 1..=63. Medium requests look here.
+    runs: [Local<*mut Arena>; POOLS_PER_ARENA],
+    /// Bit r set iff `runs[r]` is non-empty.
+    runs_nonempty: Local<u64>,
     /// All arenas, including full ones and the spare.
     all: Local<*mut Arena>,
     /// The one arena kept with all its pools free, or null.
@@ -206,6 +232,8 @@ pub static ARENAS: Arenas = Arenas {
     lock: RawLock::new(),
     buckets: [const { Local::new(ptr::null_mut()) }; POOLS_PER_ARENA + 1],
     nonempty: Local::new(0),
+    runs: [const { Local::new(ptr::null_mut()) }; POOLS_PER_ARENA],
+    runs_nonempty: Local::new(0),
     all: Local::new(ptr::null_mut()),
     spare: Local::new(ptr::null_mut()),
     count: Local::new(0),
@@ -231,9 +259,56 @@ impl Arenas {
         }
         self.buckets[n].set(a);
         self.nonempty.set(self.nonempty.get() | 1 << n);
+        self.runs_insert(a);
+    }
+
+    /// Files a bucketed arena under its longest free run. Lock held.
+    fn runs_insert(&self, a: *mut Arena) {
+        // SAFETY: `a` is a live arena; the arena lock is held.
+        let a_ref = unsafe { &*a };
+        let r = longest_run(a_ref.free_mask.get() & !1);
+        a_ref.run_len.set(r as u8);
+        if r == 0 {
+            return;
+        }
+        let head = self.runs[r].get();
+        a_ref.run_prev.set(ptr::null_mut());
+        a_ref.run_next.set(head);
+        if !head.is_null() {
+            // SAFETY: list members are live arenas.
+            unsafe { (*head).run_prev.set(a) };
+        }
+        self.runs[r].set(a);
+        self.runs_nonempty.set(self.runs_nonempty.get() | 1 << r);
+    }
+
+    /// Takes a bucketed arena off its run list. Lock held.
+    fn runs_remove(&self, a: *mut Arena) {
+        // SAFETY: `a` is a live arena; the arena lock is held.
+        let a_ref = unsafe { &*a };
+        let r = a_ref.run_len.get() as usize;
+        if r == 0 {
+            return;
+        }
+        let (next, prev) = (a_ref.run_next.get(), a_ref.run_prev.get());
+        if prev.is_null() {
+            self.runs[r].set(next);
+        } else {
+            // SAFETY: list members are live arenas.
+            unsafe { (*prev).run_next.set(next) };
+        }
+        if !next.is_null() {
+            // SAFETY: list members are live arenas.
+            unsafe { (*next).run_prev.set(prev) };
+        }
+        if self.runs[r].get().is_null() {
+            self.runs_nonempty.set(self.runs_nonempty.get() & !(1 << r));
+        }
+        a_ref.run_len.set(0);
     }
 
     fn bucket_remove(&self, a: *mut Arena, n: usize) {
+        self.runs_remove(a);
         // SAFETY: `a` is on bucket `n`; the arena lock is held.
         let a_ref = unsafe { &*a };
         let (next, prev) = (a_ref.next.get(), a_ref.prev.get());
@@ -306,6 +381,7 @@ impl Arenas {
         a_ref.dirty_mask.set(0);
         a_ref.next.set(ptr::null_mut());
         a_ref.prev.set(ptr::null_mut());
+        a_ref.run_len.set(0);
         self.all_insert(a);
         self.count.set(self.count.get() + 1);
         self.allocated.set(self.allocated.get() + 1);
@@ -359,19 +435,23 @@ impl Arenas {
     /// Takes `k` contiguous free slices starting on a multiple of `align`
     /// (never slice 0). Lock held. Null if memory is exhausted.
     fn take_run(&self, k: usize, align: usize) -> *mut Pool {
+        // Best fit: the arenas whose longest free run is shortest but long
+        // enough, so long runs stay whole for long requests. An aligned run
+        // may not exist in an arena whose longest run is long enough, so at
+        // most RUN_SEARCH arenas are looked at.
         let mut found: Option<(*mut Arena, u64)> = None;
         let mut looked = 0;
-        let mut m = self.nonempty.get() & !((1u128 << k) - 1);
+        let mut m = self.runs_nonempty.get() & !((1u64 << k) - 1);
         'search: while m != 0 {
-            let n = m.trailing_zeros() as usize;
+            let r = m.trailing_zeros() as usize;
             m &= m - 1;
-            let mut a = self.buckets[n].get();
+            let mut a = self.runs[r].get();
             while !a.is_null() {
-                // SAFETY: bucket members are live arenas; lock held.
+                // SAFETY: run-list members are live arenas; lock held.
                 let a_ref = unsafe { &*a };
                 let starts = run_starts(a_ref.free_mask.get() & !1, k, align);
                 if starts != 0 {
-                    self.bucket_remove(a, n);
+                    self.bucket_remove(a, a_ref.nfree());
                     found = Some((a, starts));
                     break 'search;
                 }
@@ -379,7 +459,7 @@ impl Arenas {
                 if looked >= RUN_SEARCH {
                     break 'search;
                 }
-                a = a_ref.next.get();
+                a = a_ref.run_next.get();
             }
         }
         let (a, starts) = match found {
@@ -624,6 +704,7 @@ impl Arenas {
     /// * the spare has every pool free and none dirty.
     pub fn check_invariants(&self) {
         let mut in_buckets = 0usize;
+        let mut with_runs = 0usize;
         for n in 0..=POOLS_PER_ARENA {
             let mut a = self.buckets[n].get();
             assert_eq!(a.is_null(), self.nonempty.get() & (1 << n) == 0, "bucket mask bit {n}");
@@ -634,11 +715,32 @@ impl Arenas {
                 assert_eq!(a_ref.nfree(), n, "arena in the bucket of its free-pool count");
                 assert!(n > 0, "no full arena in a bucket");
                 assert_eq!(a_ref.prev.get(), prev, "bucket back links");
+                let r = longest_run(a_ref.free_mask.get() & !1);
+                assert_eq!(a_ref.run_len.get() as usize, r, "arena filed under its longest free run");
+                if r > 0 {
+                    with_runs += 1;
+                }
                 in_buckets += 1;
                 prev = a;
                 a = a_ref.next.get();
             }
         }
+        let mut on_run_lists = 0usize;
+        for r in 0..POOLS_PER_ARENA {
+            let mut a = self.runs[r].get();
+            assert_eq!(a.is_null(), self.runs_nonempty.get() & (1 << r) == 0, "run mask bit {r}");
+            let mut prev = ptr::null_mut();
+            while !a.is_null() {
+                // SAFETY: run-list members are live arenas; lock held.
+                let a_ref = unsafe { &*a };
+                assert_eq!(a_ref.run_len.get() as usize, r, "arena on the run list of its longest run");
+                assert_eq!(a_ref.run_prev.get(), prev, "run list back links");
+                on_run_lists += 1;
+                prev = a;
+                a = a_ref.run_next.get();
+            }
+        }
+        assert_eq!(on_run_lists, with_runs, "every bucketed arena with a free run is on a run list");
         let mut count = 0usize;
         let mut partial = 0usize;
         let mut dirty = 0usize;
@@ -810,3 +912,4 @@ mod tests {
         assert!(header_bytes() >= core::mem::size_of::<Arena>());
     }
 }
+

@@ -490,3 +490,33 @@ fn stats_serialize_to_json() {
     assert_eq!(pv["buffer_pools"]["acquired"].as_u64(), Some(p.buffer_acquired));
     drop(keep);
 }
+
+#[test]
+fn medium_blocks_pack_into_arenas() {
+    let _g = serial();
+    // 8,000 live blocks of 40,000 B (class 40 KiB: three per two-slice run,
+    // 31 runs per arena) need about 86 arenas. A search that looked only at
+    // the fullest arenas, whose one free slice cannot hold a run, would give
+    // up after 64 of them and map an arena per run (about 750).
+    let before = poolmalloc::stats().arenas_current;
+    let l = Layout::from_size_align(40_000, 8).unwrap();
+    let blocks: Vec<*mut u8> = (0..8000)
+        .map(|i| {
+            // SAFETY: a valid layout.
+            let p = unsafe { PoolMalloc.alloc(l) };
+            assert!(!p.is_null());
+            // SAFETY: a fresh block of 40,000 bytes.
+            unsafe { p.add(39_999).write(i as u8) };
+            p
+        })
+        .collect();
+    let grown = poolmalloc::stats().arenas_current - before;
+    assert!(grown <= 100, "8,000 medium blocks took {grown} new arenas");
+    for (i, p) in blocks.into_iter().enumerate() {
+        // SAFETY: allocated above with `l`.
+        unsafe {
+            assert_eq!(p.add(39_999).read(), i as u8);
+            PoolMalloc.dealloc(p, l);
+        }
+    }
+}
