@@ -364,7 +364,7 @@ impl Arenas {
         }
         if !ownership::mark(base, ARENA_SIZE, TAG_ARENA, TAG_ARENA) {
             // SAFETY: our fresh mapping, seen by no one.
-            unsafe { os::unmap(base, ARENA_SIZE) };
+            unsafe { os::release_or_keep(base, ARENA_SIZE) };
             return ptr::null_mut();
         }
         let a = base.cast::<Arena>();
@@ -389,17 +389,36 @@ impl Arenas {
         a
     }
 
+    /// Unmaps an all-free arena that is on no bucket and not the spare.
+    /// If the kernel refuses (the arena shares a kernel mapping with its
+    /// neighbours, and splitting it would pass the map-count limit), the
+    /// arena stays: back in the map, its pages decommitted, as the spare or
+    /// in the last bucket, to be used again or released later. Lock held.
     fn unmap_arena(&self, a: *mut Arena) {
         // SAFETY: `a` is live; lock held.
         let dirty = unsafe { (*a).dirty_mask.get() }.count_ones() as usize;
-        self.dirty_pools.set(self.dirty_pools.get() - dirty);
+        // Off the all-list (which reads the header) and out of the ownership
+        // map before the kernel has the range back.
         self.all_remove(a);
         ownership::unmark(a as usize, ARENA_SIZE);
-        // SAFETY: every pool of the arena is free, so no block or pool
-        // metadata is in use, and it is off every list.
-        unsafe { os::unmap(a.cast(), ARENA_SIZE) };
-        self.count.set(self.count.get() - 1);
-        self.reclaimed.set(self.reclaimed.get() + 1);
+        // SAFETY: every pool of the arena is free, so no block is in use,
+        // and the header is not read again unless the unmap fails.
+        if unsafe { os::unmap(a.cast(), ARENA_SIZE) } {
+            self.dirty_pools.set(self.dirty_pools.get() - dirty);
+            self.count.set(self.count.get() - 1);
+            self.reclaimed.set(self.reclaimed.get() + 1);
+            return;
+        }
+        ownership::mark(a.cast(), ARENA_SIZE, TAG_ARENA, TAG_ARENA);
+        self.all_insert(a);
+        // SAFETY: the unmap failed, so the arena is still mapped and ours.
+        let a_ref = unsafe { &*a };
+        self.decommit_mask(a_ref, a_ref.dirty_mask.get());
+        if self.spare.get().is_null() {
+            self.spare.set(a);
+        } else {
+            self.bucket_insert(a);
+        }
     }
 
     /// Decommits the pools of `a` in `mask`, coalescing neighbours into one

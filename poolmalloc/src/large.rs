@@ -175,7 +175,7 @@ fn map_span(map_len: usize, align: usize) -> *mut u8 {
     }
     if !ownership::mark(base, map_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL) {
         // SAFETY: our fresh mapping, seen by no one.
-        unsafe { os::unmap(base, map_len) };
+        unsafe { os::release_or_keep(base, map_len) };
         return ptr::null_mut();
     }
     base
@@ -204,12 +204,19 @@ fn restore_tail((at, len): (*mut u8, usize)) {
     }
 }
 
-/// Unmaps a span that is no longer live or cached.
+/// Unmaps a span that is no longer live or cached. It leaves the ownership
+/// map first; if the kernel refuses the unmap, it goes back into the map
+/// (its header no longer validates, so pointers into it are still
+/// reported) and its pages are decommitted and counted as unreleased.
 fn unmap_span(base: *mut u8, map_len: usize) {
     ownership::unmark(base as usize, map_len);
     // SAFETY: callers pass spans they took off the cache or that were just
     // freed, which nothing uses any more.
-    unsafe { os::unmap(base, map_len) };
+    if !unsafe { os::unmap(base, map_len) } {
+        ownership::mark(base, map_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL);
+        // SAFETY: as above; the range is still ours.
+        unsafe { os::keep_unreleased(base, map_len) };
+    }
 }
 
 /// A cached span for a request of `map_len` bytes whose base suits `align`,
@@ -403,7 +410,7 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     if dest.is_null() || !ownership::mark(dest, new_len, TAG_LARGE_HEAD, TAG_LARGE_TAIL) {
         if !dest.is_null() {
             // SAFETY: our fresh reservation, seen by no one.
-            unsafe { os::unmap(dest, new_len) };
+            unsafe { os::release_or_keep(dest, new_len) };
         }
         COUNTERS.requested_bytes.fetch_add(s.size, Relaxed);
         return ptr::null_mut();
@@ -421,7 +428,7 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
         s.magic = MAGIC ^ base as usize;
         ownership::unmark(dest as usize, new_len);
         // SAFETY: our fresh reservation, seen by no one.
-        unsafe { os::unmap(dest, new_len) };
+        unsafe { os::release_or_keep(dest, new_len) };
         COUNTERS.requested_bytes.fetch_add(s.size, Relaxed);
         return ptr::null_mut();
     }

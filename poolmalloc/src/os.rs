@@ -44,6 +44,13 @@ pub(crate) struct OsCounters {
     pub munmap_calls: AtomicUsize,
     pub madvise_calls: AtomicUsize,
     pub mremap_calls: AtomicUsize,
+    /// `munmap` calls the kernel refused (it must split a mapping and the
+    /// process is at its map-count limit).
+    pub munmap_failures: AtomicUsize,
+    /// Bytes that stay mapped because `munmap` failed and nothing could
+    /// reuse them: decommitted (no memory behind them) but still address
+    /// space. Counted, never silently leaked.
+    pub unreleased: AtomicUsize,
     /// Bytes currently mapped by poolmalloc (arenas, large spans, metadata).
     pub mapped: AtomicUsize,
     /// Highest value `mapped` has had.
@@ -55,6 +62,8 @@ pub(crate) static COUNTERS: OsCounters = OsCounters {
     munmap_calls: AtomicUsize::new(0),
     madvise_calls: AtomicUsize::new(0),
     mremap_calls: AtomicUsize::new(0),
+    munmap_failures: AtomicUsize::new(0),
+    unreleased: AtomicUsize::new(0),
     mapped: AtomicUsize::new(0),
     mapped_peak: AtomicUsize::new(0),
 };
@@ -111,7 +120,11 @@ pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
         return p;
     }
     // SAFETY: we just mapped `p` and nobody has seen it.
-    unsafe { unmap(p, size) };
+    if !unsafe { unmap(p, size) } {
+        // SAFETY: as above.
+        unsafe { keep_unreleased(p, size) };
+        return ptr::null_mut();
+    }
     // Over-reserve and trim both ends.
     let Some(total) = size.checked_add(align - page_size()) else {
         return ptr::null_mut();
@@ -124,16 +137,47 @@ pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
     let start = raw.wrapping_add(lead);
     let trail = total - lead - size;
     // SAFETY: the lead and trail are parts of our fresh reservation that
-    // nobody has seen.
+    // nobody has seen. A trim the kernel refuses gives the whole rest of the
+    // reservation back instead (no split needed at its ends), and the
+    // mapping fails.
     unsafe {
-        if lead > 0 {
-            unmap(raw, lead);
+        if lead > 0 && !unmap(raw, lead) {
+            release_or_keep(raw, total);
+            return ptr::null_mut();
         }
-        if trail > 0 {
-            unmap(start.wrapping_add(size), trail);
+        if trail > 0 && !unmap(start.wrapping_add(size), trail) {
+            release_or_keep(start, size + trail);
+            return ptr::null_mut();
         }
     }
     start
+}
+
+/// Unmaps a range nobody uses; if the kernel refuses, decommits it and
+/// counts it as unreleased.
+///
+/// # Safety
+/// As for [`unmap`].
+#[cfg(not(miri))]
+pub unsafe fn release_or_keep(p: *mut u8, size: usize) {
+    // SAFETY: forwarded from the caller.
+    if !unsafe { unmap(p, size) } {
+        // SAFETY: as above.
+        unsafe { keep_unreleased(p, size) };
+    }
+}
+
+/// Records a range that `munmap` refused and nothing will reuse: its pages
+/// are decommitted, its address space counted in
+/// [`OsCounters::unreleased`].
+///
+/// # Safety
+/// The range must be mapped by this module and hold nothing anyone needs.
+#[cfg(not(miri))]
+pub unsafe fn keep_unreleased(p: *mut u8, size: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe { decommit(p, size) };
+    COUNTERS.unreleased.fetch_add(size, Relaxed);
 }
 
 /// Maps `size` bytes of zeroed read-write memory anywhere. Null on failure.
@@ -161,13 +205,17 @@ pub fn map(size: usize) -> *mut u8 {
     p.cast()
 }
 
-/// Unmaps `[p, p + size)`.
+/// Unmaps `[p, p + size)`. Returns false if the kernel refused (unmapping
+/// part of a mapping splits it, which fails at the process's map-count
+/// limit); the range is then still mapped and the caller decides what to do
+/// with it.
 ///
 /// # Safety
 /// The range must have been mapped by this module, and nothing may use it
 /// afterwards.
 #[cfg(not(miri))]
-pub unsafe fn unmap(p: *mut u8, size: usize) {
+#[must_use]
+pub unsafe fn unmap(p: *mut u8, size: usize) -> bool {
     COUNTERS.munmap_calls.fetch_add(1, Relaxed);
     let e = Errno::save();
     // SAFETY: the caller gives a range this module mapped and nothing else
@@ -176,6 +224,10 @@ pub unsafe fn unmap(p: *mut u8, size: usize) {
     e.restore();
     if r == 0 {
         sub_mapped(size);
+        true
+    } else {
+        COUNTERS.munmap_failures.fetch_add(1, Relaxed);
+        false
     }
 }
 
@@ -248,7 +300,10 @@ pub unsafe fn remap_to(old_p: *mut u8, old: usize, new_p: *mut u8, new: usize) -
 }
 
 #[cfg(miri)]
-pub use emulated::{decommit, map, map_aligned, page_size, remap_in_place, remap_to, resident_bytes, unmap};
+pub use emulated::{
+    decommit, keep_unreleased, map, map_aligned, page_size, release_or_keep, remap_in_place, remap_to,
+    resident_bytes, unmap,
+};
 
 /// The memory calls when the crate runs under Miri, which has no `mmap`
 /// family. A mapping is an allocation of the system allocator with the
@@ -341,9 +396,31 @@ mod emulated {
     /// # Safety
     /// `[p, p + size)` must be a whole mapping made by this module, which
     /// nothing uses afterwards.
-    pub unsafe fn unmap(p: *mut u8, size: usize) {
+    #[must_use]
+    pub unsafe fn unmap(p: *mut u8, size: usize) -> bool {
         COUNTERS.munmap_calls.fetch_add(1, Relaxed);
         assert!(release(p, size), "emulated munmap of memory not mapped here");
+        true
+    }
+
+    /// As the real `keep_unreleased` (never needed: the emulated `unmap`
+    /// never fails).
+    ///
+    /// # Safety
+    /// The range must be mapped here and hold nothing anyone needs.
+    pub unsafe fn keep_unreleased(p: *mut u8, size: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { decommit(p, size) };
+        COUNTERS.unreleased.fetch_add(size, Relaxed);
+    }
+
+    /// As the real `release_or_keep`; the emulated `unmap` never fails.
+    ///
+    /// # Safety
+    /// As for [`unmap`].
+    pub unsafe fn release_or_keep(p: *mut u8, size: usize) {
+        // SAFETY: forwarded from the caller.
+        let _ = unsafe { unmap(p, size) };
     }
 
     /// As the real `decommit`: the bytes read as zero afterwards.
@@ -508,7 +585,7 @@ mod tests {
             assert!(unsafe { decommit(s.as_mut_ptr(), size) });
             assert!(s.iter().all(|&b| b == 0), "decommitted pages read as zero");
             // SAFETY: our own mapping, no longer used.
-            unsafe { unmap(p, size) };
+            assert!(unsafe { unmap(p, size) });
         }
     }
 
@@ -526,7 +603,7 @@ mod tests {
         let p = map(page_size());
         set_errno(77);
         // SAFETY: our own mapping, unused.
-        unsafe { unmap(p, page_size()) };
+        assert!(unsafe { unmap(p, page_size()) });
         // SAFETY: reading this thread's errno.
         assert_eq!(unsafe { *libc::__errno_location() }, 77);
     }

@@ -263,6 +263,6 @@ mod tests {
         assert_eq!(tag_of(inside.addr()), TAG_NONE);
         assert_eq!(mapped(inside), inside);
         // SAFETY: our test mapping, no longer used.
-        unsafe { crate::os::unmap(base, len) };
+        assert!(unsafe { crate::os::unmap(base, len) });
     }
 }

@@ -739,7 +739,7 @@ mod tests {
         let pool = Pool::new(mem);
         f(&pool, mem.addr() + size);
         // SAFETY: our test mapping, no longer used.
-        unsafe { crate::os::unmap(mem, size) };
+        assert!(unsafe { crate::os::unmap(mem, size) });
     }
 
     #[test]

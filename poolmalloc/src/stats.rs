@@ -111,6 +111,11 @@ pub struct Stats {
     pub madvise_calls: usize,
     /// `mremap` calls.
     pub mremap_calls: usize,
+    /// `munmap` calls the kernel refused.
+    pub munmap_failures: usize,
+    /// Bytes still mapped because `munmap` failed and nothing could reuse
+    /// them (decommitted: address space only).
+    pub bytes_unreleased: usize,
     /// Pools owned by first-class heaps.
     pub heap_pools: usize,
     /// Blocks in use in those pools.
@@ -132,7 +137,7 @@ impl Stats {
 
     /// Sum of everything that should make up `bytes_mapped`.
     pub fn mapped_parts(&self) -> usize {
-        self.arena_parts() + self.large_bytes + self.large_cached + self.bytes_metadata
+        self.arena_parts() + self.large_bytes + self.large_cached + self.bytes_metadata + self.bytes_unreleased
     }
 
     /// Whether the parts add up to the mapped bytes.
@@ -182,6 +187,8 @@ pub fn stats() -> Stats {
         munmap_calls: 0,
         madvise_calls: 0,
         mremap_calls: 0,
+        munmap_failures: 0,
+        bytes_unreleased: 0,
         heap_pools: 0,
         heap_blocks_in_use: 0,
         heap_bytes_in_blocks: 0,
@@ -272,6 +279,8 @@ pub fn stats() -> Stats {
     s.munmap_calls = c.munmap_calls.load(Relaxed);
     s.madvise_calls = c.madvise_calls.load(Relaxed);
     s.mremap_calls = c.mremap_calls.load(Relaxed);
+    s.munmap_failures = c.munmap_failures.load(Relaxed);
+    s.bytes_unreleased = c.unreleased.load(Relaxed);
     s
 }
 
@@ -388,6 +397,8 @@ impl fmt::Display for Stats {
         line(f, "# munmap calls", self.munmap_calls)?;
         line(f, "# madvise calls", self.madvise_calls)?;
         line(f, "# mremap calls", self.mremap_calls)?;
+        line(f, "# munmap calls refused", self.munmap_failures)?;
+        line(f, "# bytes kept after a refused munmap", self.bytes_unreleased)?;
         writeln!(f)?;
         line(f, "# first-class heaps", self.heaps_first_class)?;
         line(f, "# pools in first-class heaps", self.heap_pools)?;
@@ -460,7 +471,7 @@ mod json {
     /// up.
     impl Serialize for Stats {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("Stats", 36)?;
+            let mut st = s.serialize_struct("Stats", 38)?;
             st.serialize_field("classes", &Classes(self))?;
             st.serialize_field("arenas_allocated", &self.arenas_allocated)?;
             st.serialize_field("arenas_reclaimed", &self.arenas_reclaimed)?;
@@ -494,6 +505,8 @@ mod json {
             st.serialize_field("munmap_calls", &self.munmap_calls)?;
             st.serialize_field("madvise_calls", &self.madvise_calls)?;
             st.serialize_field("mremap_calls", &self.mremap_calls)?;
+            st.serialize_field("munmap_failures", &self.munmap_failures)?;
+            st.serialize_field("bytes_unreleased", &self.bytes_unreleased)?;
             st.serialize_field("first_class_heaps", &FirstClassHeaps(self))?;
             st.serialize_field("arena_parts_match", &(self.arena_parts() == self.arenas_current * super::ARENA_SIZE))?;
             st.serialize_field("mapped_parts_match", &(self.mapped_parts() == self.bytes_mapped))?;
