@@ -645,6 +645,20 @@ impl Heap {
         }
     }
 
+    /// A free of a block of another heap's medium pool: pushed at once, not
+    /// held back. A held-back chain waits until this thread frees into
+    /// another pool or takes its slow path, which an idle thread may never
+    /// do; for medium blocks that could pin megabytes, while one
+    /// compare-and-swap per block costs little next to their size.
+    ///
+    /// # Safety
+    /// As for [`free_remote`](Self::free_remote).
+    pub unsafe fn free_remote_now(&self, pool: *mut Pool, b: *mut Block) {
+        // SAFETY: forwarded from the caller.
+        unsafe { (*pool).push_remote(b) };
+        bump(&self.counters.remote_frees, 1);
+    }
+
     /// The pool whose remote frees this heap holds back, or null.
     pub fn batch_pool(&self) -> *mut Pool {
         self.batch.pool.get()

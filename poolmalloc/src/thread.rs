@@ -9,7 +9,7 @@
 //!   id ([`crate::tid`]): one load and one compare.
 //! * **Cross-thread frees** push onto the pool's remote list; see
 //!   [`crate::pool`] and [`crate::remote`]. The freeing thread's heap holds
-//!   back consecutive frees into one pool (at most
+//!   back consecutive frees of small blocks into one pool (at most
 //!   [`REMOTE_BATCH`](crate::heap::REMOTE_BATCH)) and pushes them as one chain
 //!   with one CAS; it pushes them when a block of another pool comes, when it
 //!   next takes its allocation slow path, at `trim()`, and at thread exit.
@@ -215,7 +215,13 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, debug: impl FnOnce()) {
         if unsafe { (*h).kind } == Kind::Real {
             // SAFETY: our own heap; `p` is a handed-out block of `pool` (owned
             // by someone else) that the caller gives up.
-            unsafe { (*h).free_remote(pool, p.cast()) };
+            unsafe {
+                if pr.owner_flags() == 0 {
+                    (*h).free_remote(pool, p.cast());
+                } else {
+                    (*h).free_remote_now(pool, p.cast());
+                }
+            }
         } else {
             // SAFETY: `p` is a handed-out block of `pool` that the caller
             // gives up.

@@ -247,3 +247,51 @@ fn large_reallocs_race_with_allocations() {
     }
     assert!(rounds > 0);
 }
+
+#[test]
+fn medium_blocks_freed_by_an_idle_thread_reach_their_owner() {
+    let _g = serial();
+    // The owner allocates medium blocks and hands them to a consumer, which
+    // frees them all and then waits (alive, idle). No block may stay held
+    // back in the consumer's heap: after the owner collects its remote
+    // frees (trim), none of them counts as in use.
+    let class = poolmalloc::internals::class_of(40_000);
+    let in_use = || poolmalloc::stats().classes[class].blocks_in_use;
+    let before = in_use();
+    let l = Layout::from_size_align(40_000, 8).unwrap();
+    // Addresses in an array on the stack: handing them over frees nothing.
+    let mut v = [0usize; 64];
+    for (i, slot) in v.iter_mut().enumerate() {
+        // SAFETY: a valid layout.
+        let p = unsafe { PoolMalloc.alloc(l) };
+        assert!(!p.is_null());
+        // SAFETY: a fresh block of 40,000 bytes.
+        unsafe { p.write_bytes(i as u8, 40_000) };
+        *slot = p as usize;
+    }
+    assert_eq!(in_use(), before + 64);
+    // The consumer allocates and frees nothing else after its frees (a
+    // barrier wait does not allocate), so it never reaches its own slow
+    // path and frees into no other pool.
+    let sync = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let s2 = sync.clone();
+    let consumer = std::thread::spawn(move || {
+        // SAFETY: a warm-up allocation, so the frees below find this
+        // thread's heap set up.
+        unsafe { PoolMalloc.dealloc(PoolMalloc.alloc(Layout::new::<u64>()), Layout::new::<u64>()) };
+        s2.wait(); // the blocks are ready
+        for b in v {
+            // SAFETY: allocated by the owner with `l`, handed over once.
+            unsafe { PoolMalloc.dealloc(b as *mut u8, l) };
+        }
+        s2.wait(); // all freed
+        s2.wait(); // idle until the owner has looked
+    });
+    sync.wait();
+    sync.wait();
+    poolmalloc::trim();
+    let left = in_use() - before;
+    sync.wait();
+    consumer.join().unwrap();
+    assert_eq!(left, 0, "{left} medium blocks freed by an idle thread never reached their owner");
+}
