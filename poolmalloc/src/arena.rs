@@ -43,7 +43,13 @@
 //! * **Decommit.** A free pool in a live arena keeps its pages for the purge
 //!   delay (`POOLMALLOC_PURGE_DELAY`, default 100 ms) and is then decommitted
 //!   with `madvise(MADV_DONTNEED)` on the next arena operation after that
-//!   time. The default is long enough for a program that frees a large part
+//!   time. The pages waiting out the delay are capped: at most
+//!   [`DIRTY_ALLOWANCE`] (8 MiB) plus a sixteenth of the slices in use. A
+//!   pool given back above that cap is decommitted at once (an arena that
+//!   became all free is released), so a program that frees most of its
+//!   memory and then sleeps, or runs only on the fast path, holds at most
+//!   that much more than it uses, with no later call needed. Below the cap
+//!   the delay works as before. The default is long enough for a program that frees a large part
 //!   of its heap and builds it up again (a CPython loop building and dropping
 //!   containers) to reuse resident pages instead of faulting in fresh ones
 //!   (measured on such a loop: 332,000 page faults at 10 ms, 37,000 at
@@ -152,8 +158,12 @@ pub fn header_bytes() -> usize {
     core::mem::size_of::<Arena>().next_multiple_of(os::page_size().max(1 << SLICE_POOL_ALIGN_SHIFT))
 }
 
-/// Arenas a run request examines (fullest first) before it maps a new one.
+/// Arenas a run request examines (best fit first) before it maps a new one.
 pub const RUN_SEARCH: usize = 64;
+
+/// Bytes of free pools whose pages may stay resident beyond the sixteenth
+/// of the memory in use (see [`Arenas::dirty_allowance`]): 8 MiB.
+pub const DIRTY_ALLOWANCE: usize = 8 << 20;
 
 /// Bits at the slice indices where a run aligned to `align` slices (a power
 /// of two up to 16) may start.
@@ -225,6 +235,8 @@ pub struct Arenas {
     purge_due: Local<u64>,
     /// Free pools whose pages may still be resident, over all arenas.
     dirty_pools: Local<usize>,
+    /// Slices held by heaps (in pools), over all arenas.
+    in_use_slices: Local<usize>,
 }
 
 /// The arenas of the process.
@@ -242,6 +254,7 @@ pub static ARENAS: Arenas = Arenas {
     high_water: Local::new(0),
     purge_due: Local::new(0),
     dirty_pools: Local::new(0),
+    in_use_slices: Local::new(0),
 };
 
 impl Arenas {
@@ -512,6 +525,7 @@ impl Arenas {
         self.dirty_pools.set(self.dirty_pools.get() - was_dirty.count_ones() as usize);
         a_ref.dirty_mask.set(a_ref.dirty_mask.get() & !run);
         a_ref.free_mask.set(a_ref.free_mask.get() & !run);
+        self.in_use_slices.set(self.in_use_slices.get() + k);
         a_ref.pools[i].slices.set(k as u8);
         for j in 1..k {
             let f = &a_ref.pools[i + j];
@@ -561,6 +575,7 @@ impl Arenas {
         let dirty = a_ref.dirty_mask.get() & free;
         let i = if dirty != 0 { 63 - dirty.leading_zeros() } else { 63 - free.leading_zeros() } as usize;
         a_ref.free_mask.set(free & !(1 << i));
+        self.in_use_slices.set(self.in_use_slices.get() + 1);
         if dirty != 0 {
             self.dirty_pools.set(self.dirty_pools.get() - 1);
         }
@@ -623,6 +638,7 @@ impl Arenas {
         a_ref.free_mask.set(a_ref.free_mask.get() | run);
         a_ref.dirty_mask.set(a_ref.dirty_mask.get() | run);
         self.dirty_pools.set(self.dirty_pools.get() + k);
+        self.in_use_slices.set(self.in_use_slices.get() - k);
         let delay = options::purge_delay_ms();
         if delay == 0 {
             if a_ref.free_mask.get() == usable_mask() {
@@ -641,6 +657,52 @@ impl Arenas {
         if delay > 0 && self.purge_due.get() == 0 {
             self.purge_due.set(now + delay as u64);
         }
+        // Above the allowance of resident free pages, this run's pages go
+        // back at once (and an all-free arena is released): memory returns
+        // to the OS as it is freed, with no later call needed.
+        if delay > 0 && self.dirty_pools.get() > self.dirty_allowance() {
+            if a_ref.free_mask.get() == usable_mask() {
+                self.bucket_remove(a, a_ref.nfree());
+                self.release_arena(a);
+            } else {
+                self.decommit_mask(a_ref, run);
+            }
+            // The allowance shrinks as memory in use is freed: pages that
+            // were under it when freed may be over it now. Bring the
+            // resident free pages down to half the allowance, so this walk
+            // comes again only after as many more pages are freed.
+            if self.dirty_pools.get() > self.dirty_allowance() {
+                self.shed_dirty(self.dirty_allowance() / 2);
+            }
+        }
+    }
+
+    /// Decommits free pools (releasing all-free arenas) until at most
+    /// `keep` free slices may be resident. Lock held.
+    fn shed_dirty(&self, keep: usize) {
+        let mut a = self.all.get();
+        while !a.is_null() && self.dirty_pools.get() > keep {
+            // SAFETY: all-list members are live arenas; lock held.
+            let a_ref = unsafe { &*a };
+            let next = a_ref.all_next.get();
+            if a_ref.dirty_mask.get() != 0 {
+                if a_ref.free_mask.get() == usable_mask() && a != self.spare.get() {
+                    // `next` was read first: releasing may unmap `a`.
+                    self.bucket_remove(a, a_ref.nfree());
+                    self.release_arena(a);
+                } else {
+                    self.decommit_mask(a_ref, a_ref.dirty_mask.get());
+                }
+            }
+            a = next;
+        }
+    }
+
+    /// Free slices whose pages may stay resident while they wait out the
+    /// purge delay: [`DIRTY_ALLOWANCE`] plus a sixteenth of the slices in
+    /// use. Lock held.
+    fn dirty_allowance(&self) -> usize {
+        DIRTY_ALLOWANCE / POOL_SIZE + self.in_use_slices.get() / 16
     }
 
     /// An arena whose pools are all free: keep as spare or unmap. Lock held.
@@ -761,6 +823,7 @@ impl Arenas {
         }
         assert_eq!(on_run_lists, with_runs, "every bucketed arena with a free run is on a run list");
         let mut count = 0usize;
+        let mut in_use = 0usize;
         let mut partial = 0usize;
         let mut dirty = 0usize;
         let mut a = self.all.get();
@@ -770,6 +833,7 @@ impl Arenas {
             assert_eq!(a as usize % ARENA_SIZE, 0, "arena alignment");
             assert_eq!(ownership::tag_of(a as usize), TAG_ARENA, "arena tagged in the ownership map");
             let free = a_ref.free_mask.get();
+            in_use += (usable_mask() & !free).count_ones() as usize;
             assert_eq!(a_ref.dirty_mask.get() & !free, 0, "only free pools are dirty");
             dirty += a_ref.dirty_mask.get().count_ones() as usize;
             let mut i = 0;
@@ -803,6 +867,7 @@ impl Arenas {
             a = a_ref.all_next.get();
         }
         assert_eq!(count, self.count.get(), "arena count");
+        assert_eq!(in_use, self.in_use_slices.get(), "slices in use");
         assert_eq!(dirty, self.dirty_pools.get(), "dirty pool count");
         assert_eq!(partial, in_buckets, "every arena with free pools (but the spare) is in a bucket");
     }

@@ -29,7 +29,7 @@ pub const TABLE: &[OptionDoc] = &[
     OptionDoc {
         name: "POOLMALLOC_PURGE_DELAY",
         default: "100",
-        help: "Milliseconds a free pool keeps its pages before they are decommitted (MADV_DONTNEED); also how long freed large spans stay cached. 0: at once. -1: never.",
+        help: "Milliseconds a free pool keeps its pages before they are decommitted (MADV_DONTNEED), while free pages fit the allowance (8 MiB plus a sixteenth of the memory in use; beyond it, at once); also how long freed huge spans stay cached. 0: at once. -1: never.",
     },
     OptionDoc {
         name: "POOLMALLOC_SHOW_STATS",

@@ -520,3 +520,47 @@ fn medium_blocks_pack_into_arenas() {
         }
     }
 }
+
+#[test]
+fn freed_memory_goes_back_with_no_further_call() {
+    let _s = serial();
+    poolmalloc::trim();
+    // The table of blocks is made and touched before the baseline, and
+    // lives to the end, so its own pages count on both sides.
+    let n = 1_200_000;
+    let mut table = vec![1usize; n];
+    let rss_before = poolmalloc::internals::resident_bytes().unwrap();
+    let sizes = [16usize, 48, 64, 100, 128, 200, 256, 400];
+    let layout = |i: usize| Layout::from_size_align(sizes[i % sizes.len()], 8).unwrap();
+    let mut total = 0;
+    for (i, slot) in table.iter_mut().enumerate() {
+        // SAFETY: a valid layout.
+        let p = unsafe { PoolMalloc.alloc(layout(i)) };
+        assert!(!p.is_null());
+        // SAFETY: a fresh block of at least 16 bytes.
+        unsafe { p.write_bytes(0x6d, 16) };
+        *slot = p as usize;
+        total += layout(i).size();
+    }
+    let rss_peak = poolmalloc::internals::resident_bytes().unwrap();
+    assert!(rss_peak > rss_before + total / 2, "blocks were touched");
+    for (i, &p) in table.iter().enumerate() {
+        // SAFETY: allocated above with this layout.
+        unsafe { PoolMalloc.dealloc(p as *mut u8, layout(i)) };
+    }
+    // No further allocator call: the program sleeps past the purge delay.
+    let delay = poolmalloc::options::purge_delay_ms().max(0) as u64;
+    std::thread::sleep(std::time::Duration::from_millis(delay + 100));
+    let rss_after = poolmalloc::internals::resident_bytes().unwrap();
+    // At most 8 MiB of free pages wait out the delay (nothing is live any
+    // more), plus the pools each class and the stash keep.
+    assert!(
+        rss_after <= rss_before + (10 << 20),
+        "RSS {} MiB -> {} MiB -> {} MiB one delay after freeing {} MiB, with no further call",
+        rss_before >> 20,
+        rss_peak >> 20,
+        rss_after >> 20,
+        total >> 20
+    );
+    drop(table);
+}
