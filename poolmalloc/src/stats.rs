@@ -23,7 +23,7 @@ use crate::arena::{self, Arena, ARENAS, ARENA_SIZE, POOLS_PER_ARENA};
 use crate::abandoned::ABANDONED;
 use crate::large;
 use crate::os;
-use crate::pool::{state, POOL_SIZE};
+use crate::pool::{owner_id, state, LOCKED_OWNER, POOL_SIZE};
 use crate::size_class::{class_size, MAX_CLASS_SIZE, NUM_CLASSES};
 use crate::registry::{self, REGISTRY, USER_OWNER_BIT};
 use core::fmt;
@@ -42,11 +42,50 @@ pub struct ClassStats {
     pub blocks_available: usize,
 }
 
+/// Who holds a set of pools, for the occupancy lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Holder {
+    /// A thread's heap.
+    #[default]
+    Thread,
+    /// A first-class `poolmalloc::Heap`.
+    FirstClass,
+    /// The locked-mode heap (also debug mode's blocks).
+    Locked,
+    /// Pools of exited threads, waiting to be adopted.
+    Abandoned,
+    /// The heaps past the first [`MAX_HEAPS_SHOWN`], together.
+    Others,
+}
+
+/// Occupancy of one heap: how full its pools are. Fragmentation shows as
+/// live bytes well below the bytes in pools.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapOccupancy {
+    /// Whose pools these are.
+    pub holder: Holder,
+    /// Pools held (empty stashed pools included).
+    pub pools: usize,
+    /// Bytes of those pools' block areas.
+    pub pool_bytes: usize,
+    /// Bytes of the blocks in use in them.
+    pub live_bytes: usize,
+}
+
+/// Heaps the snapshot lists one by one; the rest are summed in one line.
+pub const MAX_HEAPS_SHOWN: usize = 16;
+
 /// A snapshot of the allocator. See the module docs for its guarantees.
 #[derive(Clone, Debug)]
 pub struct Stats {
     /// Per size class.
     pub classes: [ClassStats; NUM_CLASSES],
+    /// Occupancy per heap: the first `heaps_shown` entries, in the order
+    /// their pools are found; a last entry of [`Holder::Others`] sums the
+    /// heaps beyond [`MAX_HEAPS_SHOWN`].
+    pub heaps: [HeapOccupancy; MAX_HEAPS_SHOWN + 1],
+    /// Entries of `heaps` in use.
+    pub heaps_shown: usize,
     /// Arenas ever mapped.
     pub arenas_allocated: usize,
     /// Arenas ever unmapped.
@@ -151,10 +190,55 @@ impl Stats {
     }
 }
 
+/// Collects per-heap occupancy during the arena walk, without allocating:
+/// heaps are told apart by the owner id in their pools' owner words.
+struct Occupancy<'a> {
+    ids: [usize; MAX_HEAPS_SHOWN + 1],
+    heaps: &'a mut [HeapOccupancy; MAX_HEAPS_SHOWN + 1],
+    shown: usize,
+}
+
+impl Occupancy<'_> {
+    fn add(&mut self, word: usize, st: u8, area: usize, live: usize) {
+        let id = owner_id(word);
+        let (key, holder) = if st == state::ABANDONED || id == 0 {
+            (usize::MAX, Holder::Abandoned)
+        } else if id == LOCKED_OWNER {
+            (id, Holder::Locked)
+        } else if id & USER_OWNER_BIT != 0 {
+            (id, Holder::FirstClass)
+        } else {
+            (id, Holder::Thread)
+        };
+        let i = match self.ids[..self.shown].iter().position(|&k| k == key) {
+            Some(i) => i,
+            None if self.shown < MAX_HEAPS_SHOWN => {
+                self.ids[self.shown] = key;
+                self.heaps[self.shown] = HeapOccupancy { holder, ..HeapOccupancy::default() };
+                self.shown += 1;
+                self.shown - 1
+            }
+            None => {
+                if self.shown == MAX_HEAPS_SHOWN {
+                    self.heaps[MAX_HEAPS_SHOWN] = HeapOccupancy { holder: Holder::Others, ..HeapOccupancy::default() };
+                    self.shown += 1;
+                }
+                MAX_HEAPS_SHOWN
+            }
+        };
+        let h = &mut self.heaps[i];
+        h.pools += 1;
+        h.pool_bytes += area;
+        h.live_bytes += live;
+    }
+}
+
 /// Takes a snapshot of the whole allocator.
 pub fn stats() -> Stats {
     let mut s = Stats {
         classes: [ClassStats::default(); NUM_CLASSES],
+        heaps: [HeapOccupancy::default(); MAX_HEAPS_SHOWN + 1],
+        heaps_shown: 0,
         arenas_allocated: 0,
         arenas_reclaimed: 0,
         arenas_current: 0,
@@ -214,6 +298,7 @@ pub fn stats() -> Stats {
     }
     let header = core::mem::size_of::<Arena>();
     let header_area = arena::header_bytes().min(POOL_SIZE);
+    let mut occupancy = Occupancy { ids: [0; MAX_HEAPS_SHOWN + 1], heaps: &mut s.heaps, shown: 0 };
     {
         let _g = ARENAS.lock.guard();
         s.arenas_allocated = ARENAS.allocated.get();
@@ -234,7 +319,17 @@ pub fn stats() -> Stats {
                     s.bytes_unused_pools += area;
                     continue;
                 }
-                match p.state.load(Relaxed) {
+                let st = p.state.load(Relaxed);
+                if st == state::USED || st == state::ABANDONED || st == state::EMPTY {
+                    let live = if st == state::EMPTY {
+                        0
+                    } else {
+                        let class = (p.class.get() as usize).min(NUM_CLASSES - 1);
+                        (p.used() as usize).min(area / class_size(class)) * class_size(class)
+                    };
+                    occupancy.add(p.owner.load(Relaxed), st, area, live);
+                }
+                match st {
                     // Counted with the first slice of its pool.
                     state::FOLLOWER => {}
                     state::USED | state::ABANDONED => {
@@ -267,6 +362,7 @@ pub fn stats() -> Stats {
             }
         });
     }
+    s.heaps_shown = occupancy.shown;
     s.large_spans = large::COUNTERS.live.load(Relaxed);
     s.large_bytes = large::COUNTERS.live_bytes.load(Relaxed);
     s.large_requested = large::COUNTERS.requested_bytes.load(Relaxed);
@@ -400,6 +496,30 @@ impl fmt::Display for Stats {
         line(f, "# munmap calls refused", self.munmap_failures)?;
         line(f, "# bytes kept after a refused munmap", self.bytes_unreleased)?;
         writeln!(f)?;
+        writeln!(f, "heap occupancy (bytes in use / bytes in the heap's pools)")?;
+        writeln!(f, "heap              pools    bytes in pools      bytes in use  occupancy")?;
+        for (i, h) in self.heaps[..self.heaps_shown].iter().enumerate() {
+            let name = match h.holder {
+                Holder::Thread => "thread",
+                Holder::FirstClass => "first-class",
+                Holder::Locked => "locked",
+                Holder::Abandoned => "abandoned",
+                Holder::Others => "others",
+            };
+            let pct = (h.live_bytes * 1000).checked_div(h.pool_bytes).unwrap_or(0);
+            writeln!(
+                f,
+                "{:2} {:<12} {:7} {:>17} {:>17} {:>7}.{} %",
+                i,
+                name,
+                h.pools,
+                Sep(h.pool_bytes),
+                Sep(h.live_bytes),
+                pct / 10,
+                pct % 10
+            )?;
+        }
+        writeln!(f)?;
         line(f, "# first-class heaps", self.heaps_first_class)?;
         line(f, "# pools in first-class heaps", self.heap_pools)?;
         line(f, "# blocks in use in first-class heaps", self.heap_blocks_in_use)?;
@@ -409,7 +529,7 @@ impl fmt::Display for Stats {
 
 #[cfg(feature = "serde")]
 mod json {
-    use super::{ClassStats, Stats};
+    use super::{ClassStats, HeapOccupancy, Holder, Stats};
     use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeStruct, Serializer};
 
     impl Serialize for ClassStats {
@@ -419,6 +539,24 @@ mod json {
             st.serialize_field("pools", &self.pools)?;
             st.serialize_field("blocks_in_use", &self.blocks_in_use)?;
             st.serialize_field("blocks_available", &self.blocks_available)?;
+            st.end()
+        }
+    }
+
+    impl Serialize for HeapOccupancy {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let holder = match self.holder {
+                Holder::Thread => "thread",
+                Holder::FirstClass => "first-class",
+                Holder::Locked => "locked",
+                Holder::Abandoned => "abandoned",
+                Holder::Others => "others",
+            };
+            let mut st = s.serialize_struct("HeapOccupancy", 4)?;
+            st.serialize_field("holder", holder)?;
+            st.serialize_field("pools", &self.pools)?;
+            st.serialize_field("pool_bytes", &self.pool_bytes)?;
+            st.serialize_field("live_bytes", &self.live_bytes)?;
             st.end()
         }
     }
@@ -471,7 +609,7 @@ mod json {
     /// up.
     impl Serialize for Stats {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("Stats", 38)?;
+            let mut st = s.serialize_struct("Stats", 39)?;
             st.serialize_field("classes", &Classes(self))?;
             st.serialize_field("arenas_allocated", &self.arenas_allocated)?;
             st.serialize_field("arenas_reclaimed", &self.arenas_reclaimed)?;
@@ -508,6 +646,7 @@ mod json {
             st.serialize_field("munmap_failures", &self.munmap_failures)?;
             st.serialize_field("bytes_unreleased", &self.bytes_unreleased)?;
             st.serialize_field("first_class_heaps", &FirstClassHeaps(self))?;
+            st.serialize_field("heap_occupancy", &self.heaps[..self.heaps_shown])?;
             st.serialize_field("arena_parts_match", &(self.arena_parts() == self.arenas_current * super::ARENA_SIZE))?;
             st.serialize_field("mapped_parts_match", &(self.mapped_parts() == self.bytes_mapped))?;
             st.end()

@@ -564,3 +564,36 @@ fn freed_memory_goes_back_with_no_further_call() {
     );
     drop(table);
 }
+
+#[test]
+fn stats_show_each_heaps_occupancy() {
+    use poolmalloc::stats::Holder;
+    let _s = serial();
+    // A first-class heap holding 20,000 blocks of 256 B, then every second
+    // one freed: its pools are about half full, and the report says so.
+    let heap = Heap::new();
+    let l = Layout::from_size_align(256, 8).unwrap();
+    let blocks: Vec<*mut u8> = (0..20_000).map(|_| heap.alloc(l)).collect();
+    assert!(blocks.iter().all(|p| !p.is_null()));
+    for p in blocks.iter().step_by(2) {
+        // SAFETY: allocated from `heap` with `l`, freed once.
+        unsafe { heap.free(*p, l) };
+    }
+    let s = poolmalloc::stats();
+    let mine: Vec<_> = s.heaps[..s.heaps_shown].iter().filter(|h| h.holder == Holder::FirstClass).collect();
+    assert_eq!(mine.len(), 1, "one first-class heap: {:?}", &s.heaps[..s.heaps_shown]);
+    let h = mine[0];
+    assert_eq!(h.live_bytes, 10_000 * 256);
+    // 20,000 blocks of 256 B need 79 pools of 64 KiB (pool 0 of an arena
+    // is shorter, so perhaps one more).
+    assert!((79..=81).contains(&h.pools), "{} pools", h.pools);
+    let occupancy = h.live_bytes as f64 / h.pool_bytes as f64;
+    assert!((0.45..=0.52).contains(&occupancy), "occupancy {occupancy}");
+    let text = s.to_string();
+    assert!(text.contains("heap occupancy"), "{text}");
+    assert!(text.lines().any(|l| l.contains("first-class") && l.contains(" %")), "{text}");
+    for p in blocks.iter().skip(1).step_by(2) {
+        // SAFETY: the blocks not freed above.
+        unsafe { heap.free(*p, l) };
+    }
+}
