@@ -44,12 +44,18 @@ fn malloc_large(size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub(crate) fn huge(size: usize, align: usize) -> *mut u8 {
-    let p = large::alloc(size, align);
+    with_retry(|| large::alloc(size, align))
+}
+
+/// `f()`, and when it fails, `f()` once more after giving back what is held
+/// but not live; `ENOMEM` if that fails too.
+fn with_retry(f: impl Fn() -> *mut u8) -> *mut u8 {
+    let p = f();
     if !p.is_null() {
         return p;
     }
     reclaim_for_retry();
-    enomem(large::alloc(size, align))
+    enomem(f())
 }
 
 #[inline(always)]
@@ -290,23 +296,13 @@ pub fn calloc(size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub(crate) fn huge_zeroed(size: usize, align: usize) -> *mut u8 {
-    let p = large::alloc_zeroed(size, align);
-    if !p.is_null() {
-        return p;
-    }
-    reclaim_for_retry();
-    enomem(large::alloc_zeroed(size, align))
+    with_retry(|| large::alloc_zeroed(size, align))
 }
 
 /// Resizes a huge block (see [`large::realloc`]), with one retry after
 /// giving back what is held but not live.
 pub(crate) fn huge_realloc(p: *mut u8, new_size: usize) -> *mut u8 {
-    let q = large::realloc(p, new_size);
-    if !q.is_null() {
-        return q;
-    }
-    reclaim_for_retry();
-    enomem(large::realloc(p, new_size))
+    with_retry(|| large::realloc(p, new_size))
 }
 
 /// After a failed mapping: gives back everything held but not live, across

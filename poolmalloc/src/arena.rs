@@ -206,6 +206,63 @@ fn usable_mask() -> u64 {
     }
 }
 
+/// The lists an arena can be on, each with its own pair of links.
+#[derive(Clone, Copy)]
+enum Links {
+    /// A bucket by free-pool count (`next`, `prev`).
+    Bucket,
+    /// A run list by longest free run (`run_next`, `run_prev`).
+    Run,
+    /// The list of all arenas (`all_next`, `all_prev`).
+    All,
+}
+
+impl Arena {
+    /// The (next, prev) links of list `l`.
+    fn links(&self, l: Links) -> (&Local<*mut Arena>, &Local<*mut Arena>) {
+        match l {
+            Links::Bucket => (&self.next, &self.prev),
+            Links::Run => (&self.run_next, &self.run_prev),
+            Links::All => (&self.all_next, &self.all_prev),
+        }
+    }
+}
+
+/// Pushes `a` onto the front of the list at `head` through its `l` links.
+/// The arena lock is held and `a` is on no `l` list.
+fn list_push(head: &Local<*mut Arena>, a: *mut Arena, l: Links) {
+    // SAFETY: `a` is a live arena; the arena lock is held.
+    let (next, prev) = unsafe { (*a).links(l) };
+    let h = head.get();
+    prev.set(ptr::null_mut());
+    next.set(h);
+    if !h.is_null() {
+        // SAFETY: list members are live arenas.
+        unsafe { (*h).links(l).1.set(a) };
+    }
+    head.set(a);
+}
+
+/// Unlinks `a` from the list at `head`, on which it is through its `l`
+/// links. The arena lock is held.
+fn list_remove(head: &Local<*mut Arena>, a: *mut Arena, l: Links) {
+    // SAFETY: `a` is a live arena on this list; the arena lock is held.
+    let (next, prev) = unsafe {
+        let (n, p) = (*a).links(l);
+        (n.get(), p.get())
+    };
+    if prev.is_null() {
+        head.set(next);
+    } else {
+        // SAFETY: list members are live arenas.
+        unsafe { (*prev).links(l).0.set(next) };
+    }
+    if !next.is_null() {
+        // SAFETY: list members are live arenas.
+        unsafe { (*next).links(l).1.set(prev) };
+    }
+}
+
 /// Global arena state.
 pub struct Arenas {
     /// Guards everything below and the arena-level fields of every arena.
@@ -260,19 +317,19 @@ pub static ARENAS: Arenas = Arenas {
 impl Arenas {
     fn bucket_insert(&self, a: *mut Arena) {
         // SAFETY: `a` is a live arena; the arena lock is held.
-        let a_ref = unsafe { &*a };
-        let n = a_ref.nfree();
+        let n = unsafe { (*a).nfree() };
         debug_assert!(n > 0 && n < POOLS_PER_ARENA + 1);
-        let head = self.buckets[n].get();
-        a_ref.prev.set(ptr::null_mut());
-        a_ref.next.set(head);
-        if !head.is_null() {
-            // SAFETY: list members are live arenas.
-            unsafe { (*head).prev.set(a) };
-        }
-        self.buckets[n].set(a);
+        list_push(&self.buckets[n], a, Links::Bucket);
         self.nonempty.set(self.nonempty.get() | 1 << n);
         self.runs_insert(a);
+    }
+
+    fn bucket_remove(&self, a: *mut Arena, n: usize) {
+        self.runs_remove(a);
+        list_remove(&self.buckets[n], a, Links::Bucket);
+        if self.buckets[n].get().is_null() {
+            self.nonempty.set(self.nonempty.get() & !(1 << n));
+        }
     }
 
     /// Files a bucketed arena under its longest free run. Lock held.
@@ -281,18 +338,10 @@ impl Arenas {
         let a_ref = unsafe { &*a };
         let r = longest_run(a_ref.free_mask.get() & !1);
         a_ref.run_len.set(r as u8);
-        if r == 0 {
-            return;
+        if r > 0 {
+            list_push(&self.runs[r], a, Links::Run);
+            self.runs_nonempty.set(self.runs_nonempty.get() | 1 << r);
         }
-        let head = self.runs[r].get();
-        a_ref.run_prev.set(ptr::null_mut());
-        a_ref.run_next.set(head);
-        if !head.is_null() {
-            // SAFETY: list members are live arenas.
-            unsafe { (*head).run_prev.set(a) };
-        }
-        self.runs[r].set(a);
-        self.runs_nonempty.set(self.runs_nonempty.get() | 1 << r);
     }
 
     /// Takes a bucketed arena off its run list. Lock held.
@@ -303,70 +352,19 @@ impl Arenas {
         if r == 0 {
             return;
         }
-        let (next, prev) = (a_ref.run_next.get(), a_ref.run_prev.get());
-        if prev.is_null() {
-            self.runs[r].set(next);
-        } else {
-            // SAFETY: list members are live arenas.
-            unsafe { (*prev).run_next.set(next) };
-        }
-        if !next.is_null() {
-            // SAFETY: list members are live arenas.
-            unsafe { (*next).run_prev.set(prev) };
-        }
+        list_remove(&self.runs[r], a, Links::Run);
         if self.runs[r].get().is_null() {
             self.runs_nonempty.set(self.runs_nonempty.get() & !(1 << r));
         }
         a_ref.run_len.set(0);
     }
 
-    fn bucket_remove(&self, a: *mut Arena, n: usize) {
-        self.runs_remove(a);
-        // SAFETY: `a` is on bucket `n`; the arena lock is held.
-        let a_ref = unsafe { &*a };
-        let (next, prev) = (a_ref.next.get(), a_ref.prev.get());
-        if prev.is_null() {
-            self.buckets[n].set(next);
-        } else {
-            // SAFETY: list members are live arenas.
-            unsafe { (*prev).next.set(next) };
-        }
-        if !next.is_null() {
-            // SAFETY: list members are live arenas.
-            unsafe { (*next).prev.set(prev) };
-        }
-        if self.buckets[n].get().is_null() {
-            self.nonempty.set(self.nonempty.get() & !(1 << n));
-        }
-    }
-
     fn all_insert(&self, a: *mut Arena) {
-        // SAFETY: `a` is live; lock held.
-        let a_ref = unsafe { &*a };
-        let head = self.all.get();
-        a_ref.all_prev.set(ptr::null_mut());
-        a_ref.all_next.set(head);
-        if !head.is_null() {
-            // SAFETY: list members are live arenas.
-            unsafe { (*head).all_prev.set(a) };
-        }
-        self.all.set(a);
+        list_push(&self.all, a, Links::All);
     }
 
     fn all_remove(&self, a: *mut Arena) {
-        // SAFETY: `a` is on the all-list; lock held.
-        let a_ref = unsafe { &*a };
-        let (next, prev) = (a_ref.all_next.get(), a_ref.all_prev.get());
-        if prev.is_null() {
-            self.all.set(next);
-        } else {
-            // SAFETY: list members are live arenas.
-            unsafe { (*prev).all_next.set(next) };
-        }
-        if !next.is_null() {
-            // SAFETY: list members are live arenas.
-            unsafe { (*next).all_prev.set(prev) };
-        }
+        list_remove(&self.all, a, Links::All);
     }
 
     /// Maps and initialises a new arena. Lock held. Null on failure.
