@@ -495,17 +495,10 @@ impl Arenas {
         let (a, starts) = match found {
             Some(f) => f,
             None => {
-                let a = if !self.spare.get().is_null() {
-                    let a = self.spare.get();
-                    self.spare.set(ptr::null_mut());
-                    a
-                } else {
-                    let a = self.map_arena();
-                    if a.is_null() {
-                        return ptr::null_mut();
-                    }
-                    a
-                };
+                let a = self.spare_or_new();
+                if a.is_null() {
+                    return a.cast();
+                }
                 // SAFETY: `a` is a live arena with every pool free.
                 let starts = run_starts(unsafe { (*a).free_mask.get() } & !1, k, align);
                 debug_assert!(starts != 0);
@@ -537,6 +530,17 @@ impl Arenas {
         unsafe { ptr::addr_of_mut!((*a).pools[i]) }
     }
 
+    /// The spare arena, taken, or else a new one; null if none can be
+    /// mapped. Lock held.
+    fn spare_or_new(&self) -> *mut Arena {
+        let a = self.spare.get();
+        if a.is_null() {
+            return self.map_arena();
+        }
+        self.spare.set(ptr::null_mut());
+        a
+    }
+
     /// Takes one free slice out of the fullest arena that has one. Lock held.
     /// Returns the pool (state still FREE) or null if memory is exhausted.
     fn take_slice(&self) -> *mut Pool {
@@ -546,14 +550,10 @@ impl Arenas {
             // SAFETY: a bucketed arena is live; lock held.
             self.bucket_remove(a, unsafe { (*a).nfree() });
             a
-        } else if !self.spare.get().is_null() {
-            let a = self.spare.get();
-            self.spare.set(ptr::null_mut());
-            a
         } else {
-            let a = self.map_arena();
+            let a = self.spare_or_new();
             if a.is_null() {
-                return ptr::null_mut();
+                return a.cast();
             }
             a
         };
