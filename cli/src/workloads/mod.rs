@@ -148,6 +148,9 @@ pub struct Workload {
     /// comparator's measured loop, in one extra untimed run (see
     /// [`crate::syscalls`]).
     pub syscalls: bool,
+    /// For a workload that reads its own memory figures (see [`Memory`]):
+    /// what its live bytes and RSS readings are, one line for the report.
+    pub memory: Option<&'static str>,
 }
 
 const SINGLE: &[Variant] = &[Variant::new("", Threads::One)];
@@ -163,6 +166,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: SINGLE,
         runner: Runner::InProcess(Id::Numeric),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "strings",
@@ -172,6 +176,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: SINGLE,
         runner: Runner::InProcess(Id::Strings),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "server",
@@ -181,6 +186,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: MULTI,
         runner: Runner::InProcess(Id::Server),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "producer-consumer",
@@ -190,6 +196,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: MULTI,
         runner: Runner::InProcess(Id::ProducerConsumer),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "random-sizes",
@@ -199,6 +206,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: MULTI,
         runner: Runner::InProcess(Id::RandomSizes),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "pareto",
@@ -208,6 +216,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: &[Variant::new("1t", Threads::One), Variant::new("nt", Threads::All)],
         runner: Runner::InProcess(Id::Pareto),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "migrate",
@@ -218,6 +227,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: MULTI,
         runner: Runner::InProcess(Id::Migrate),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "false-sharing",
@@ -227,6 +237,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: &[Variant::new("passive", Threads::All), Variant::new("active", Threads::All)],
         runner: Runner::InProcess(Id::FalseSharing),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "large",
@@ -236,6 +247,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: SINGLE,
         runner: Runner::InProcess(Id::Large),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "thread-leak",
@@ -245,6 +257,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: MULTI,
         runner: Runner::InProcess(Id::ThreadLeak),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "network",
@@ -267,6 +280,7 @@ pub const WORKLOADS: &[Workload] = &[
         ],
         runner: Runner::InProcess(Id::Network),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "typed",
@@ -282,6 +296,7 @@ pub const WORKLOADS: &[Workload] = &[
         }],
         runner: Runner::InProcess(Id::Typed),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "server-buffers",
@@ -291,6 +306,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: MULTI,
         runner: Runner::InProcess(Id::ServerBuffers),
         syscalls: true,
+        memory: None,
     },
     Workload {
         name: "handoff",
@@ -300,6 +316,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: &[Variant::new("small", Threads::All), Variant::new("medium", Threads::All)],
         runner: Runner::InProcess(Id::Handoff),
         syscalls: true,
+        memory: None,
     },
     Workload {
         name: "many-medium",
@@ -309,6 +326,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: SINGLE,
         runner: Runner::InProcess(Id::ManyMedium),
         syscalls: true,
+        memory: None,
     },
     Workload {
         name: "python",
@@ -318,6 +336,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: python::VARIANTS,
         runner: Runner::Python,
         syscalls: false,
+        memory: None,
     },
 ];
 
@@ -385,6 +404,27 @@ pub struct Outcome {
     pub ops: u64,
     /// A value built from the blocks' contents.
     pub checksum: u64,
+    /// Memory figures the workload read itself; most workloads leave this
+    /// empty and have only the peak RSS the harness reads from `wait4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+}
+
+/// Memory figures a workload reads itself, at moments it chooses, to stand
+/// next to the peak RSS the harness reads from `wait4`. Each workload that
+/// fills them in says in its [`Workload::memory`] line which moments those are. The
+/// RSS figures are raw: like the peak RSS, they include the worker's own
+/// memory (the harness's baseline and its tables from `System`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Memory {
+    /// Requested bytes (the sum of the layouts' sizes) the workload held
+    /// live.
+    pub live_bytes: u64,
+    /// The process's RSS, read from `/proc/self/statm`.
+    pub rss_after_bytes: u64,
+    /// The last RSS reading of a workload that samples RSS over time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_rss_bytes: Option<u64>,
 }
 
 impl Outcome {
@@ -546,8 +586,30 @@ mod tests {
                     assert_eq!(pm.checksum, sys.checksum, "{}", w.label(v));
                     assert_eq!(pm.ops, sys.ops, "{}", w.label(v));
                 }
+                // A workload that explains memory figures reads them, and
+                // the same work holds the same bytes live.
+                for o in [&pm, &sys] {
+                    assert_eq!(o.memory.is_some(), w.memory.is_some(), "{}", w.label(v));
+                    assert!(o.memory.is_none_or(|m| m.live_bytes > 0 && m.rss_after_bytes > 0), "{}", w.label(v));
+                }
+                assert_eq!(pm.memory.map(|m| m.live_bytes), sys.memory.map(|m| m.live_bytes), "{}", w.label(v));
             }
         }
+    }
+
+    /// The worker's line carries memory figures only when there are some,
+    /// and a line without them still reads.
+    #[test]
+    fn memory_is_optional_in_the_worker_line() {
+        let plain = Outcome { seconds: 1.0, ops: 2, checksum: 3, memory: None };
+        let line = serde_json::to_string(&plain).unwrap();
+        assert!(!line.contains("memory"), "{line}");
+        assert_eq!(serde_json::from_str::<Outcome>(r#"{"seconds":1.0,"ops":2,"checksum":3}"#).unwrap(), plain);
+        let memory = Memory { live_bytes: 4, rss_after_bytes: 5, final_rss_bytes: None };
+        let with = Outcome { memory: Some(memory), ..plain };
+        let line = serde_json::to_string(&with).unwrap();
+        assert!(!line.contains("final_rss_bytes"), "{line}");
+        assert_eq!(serde_json::from_str::<Outcome>(&line).unwrap(), with);
     }
 
     /// Every API case does the same work as the allocators' case it is
