@@ -18,6 +18,7 @@ pub mod numeric;
 pub mod pareto;
 pub mod producer_consumer;
 pub mod python;
+pub mod random_replacement;
 pub mod random_sizes;
 pub mod server;
 pub mod server_buffers;
@@ -29,6 +30,8 @@ use crate::cli::Size;
 use crate::syscalls;
 use serde::{Deserialize, Serialize};
 use std::alloc::{GlobalAlloc, Layout};
+use std::fs::File;
+use std::io::Read;
 use std::time::Instant;
 
 /// What a workload's figure measures.
@@ -131,6 +134,7 @@ pub enum Id {
     ServerBuffers,
     Handoff,
     ManyMedium,
+    RandomReplacement,
 }
 
 #[derive(Debug)]
@@ -329,6 +333,20 @@ pub const WORKLOADS: &[Workload] = &[
         memory: None,
     },
     Workload {
+        name: "random-replacement",
+        stresses: "fragmentation: a table of slots kept half full, random slots freed and filled, one thread",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: &[
+            Variant::new("1-16", Threads::One),
+            Variant::new("1-1024", Threads::One),
+            Variant::new("inv-square", Threads::One),
+        ],
+        runner: Runner::InProcess(Id::RandomReplacement),
+        syscalls: false,
+        memory: Some(random_replacement::MEMORY),
+    },
+    Workload {
         name: "python",
         stresses: "the allocator as CPython's object allocator (PYTHONMALLOC=malloc and LD_PRELOAD)",
         metric: Metric::Seconds,
@@ -458,6 +476,7 @@ pub fn run<A: GlobalAlloc + Sync>(id: Id, a: &'static A, p: &Params) -> WorkResu
         Id::ServerBuffers => server_buffers::run(a, p),
         Id::Handoff => handoff::run(a, p),
         Id::ManyMedium => many_medium::run(a, p),
+        Id::RandomReplacement => random_replacement::run(a, p),
     }
 }
 
@@ -541,6 +560,25 @@ pub fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
     (seconds, value)
 }
 
+/// The resident set size of this process in bytes: the resident pages of
+/// `/proc/self/statm` times the page size. The file is read into a buffer
+/// on the stack, so this allocates from no allocator.
+pub fn resident_bytes() -> Result<u64, String> {
+    const STATM: &str = "/proc/self/statm";
+    let fail = |why: String| format!("cannot read {STATM}: {why}");
+    let mut buf = [0u8; 128];
+    let n = File::open(STATM).and_then(|mut f| f.read(&mut buf)).map_err(|e| fail(e.to_string()))?;
+    let pages = std::str::from_utf8(&buf[..n])
+        .ok()
+        .and_then(|text| text.split_ascii_whitespace().nth(1))
+        .and_then(|field| field.parse::<u64>().ok())
+        .ok_or_else(|| fail("no resident page count".to_string()))?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = u64::try_from(page).map_err(|_| fail("no page size".to_string()))?;
+    Ok(pages * page)
+}
+
 /// Joins a worker thread, turning a panic into an error message.
 pub fn join<T>(h: std::thread::JoinHandle<T>) -> Result<T, String> {
     h.join().map_err(|_| "a workload thread panicked".to_string())
@@ -610,6 +648,12 @@ mod tests {
         let line = serde_json::to_string(&with).unwrap();
         assert!(!line.contains("final_rss_bytes"), "{line}");
         assert_eq!(serde_json::from_str::<Outcome>(&line).unwrap(), with);
+    }
+
+    #[test]
+    fn resident_bytes_reads_this_process() {
+        let rss = resident_bytes().unwrap();
+        assert!(rss > 0 && rss % 4096 == 0, "{rss}");
     }
 
     /// Every API case does the same work as the allocators' case it is
