@@ -922,6 +922,7 @@ mod tests {
         let table = memory_table(&cases).unwrap().to_string();
         assert!(table.contains("RSS after") && table.contains("final RSS"), "{table}");
         let lines = memory_lines(&cases, Some(4 << 20));
+        assert!(lines.iter().any(|l| l.starts_with("  free-then-idle: live =")), "{lines:?}");
         assert!(lines.last().unwrap().contains("harness's own 4.0 MiB"), "{lines:?}");
 
         let text = csv(&cases);

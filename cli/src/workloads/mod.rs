@@ -9,6 +9,7 @@
 //! stacks, channels) comes from the harness's own allocator, `System`.
 
 pub mod false_sharing;
+pub mod free_then_idle;
 pub mod handoff;
 pub mod large;
 pub mod many_medium;
@@ -135,6 +136,7 @@ pub enum Id {
     Handoff,
     ManyMedium,
     RandomReplacement,
+    FreeThenIdle,
 }
 
 #[derive(Debug)]
@@ -347,6 +349,16 @@ pub const WORKLOADS: &[Workload] = &[
         memory: Some(random_replacement::MEMORY),
     },
     Workload {
+        name: "free-then-idle",
+        stresses: "memory given back without another call: 5% of a burst of small blocks kept, then idle or fast path",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: &[Variant::new("sleep", Threads::One), Variant::new("fast", Threads::One)],
+        runner: Runner::InProcess(Id::FreeThenIdle),
+        syscalls: false,
+        memory: Some(free_then_idle::MEMORY),
+    },
+    Workload {
         name: "python",
         stresses: "the allocator as CPython's object allocator (PYTHONMALLOC=malloc and LD_PRELOAD)",
         metric: Metric::Seconds,
@@ -477,6 +489,7 @@ pub fn run<A: GlobalAlloc + Sync>(id: Id, a: &'static A, p: &Params) -> WorkResu
         Id::Handoff => handoff::run(a, p),
         Id::ManyMedium => many_medium::run(a, p),
         Id::RandomReplacement => random_replacement::run(a, p),
+        Id::FreeThenIdle => free_then_idle::run(a, p),
     }
 }
 
