@@ -388,6 +388,9 @@ fn print_summary(
     if let Some(t) = report::python_table(results) {
         println!("{t}");
     }
+    if let Some(t) = report::memory_table(results) {
+        println!("{t}");
+    }
     println!("Medians over all runs. Ratios are comparator ÷ poolmalloc (or ÷ pymalloc): above 1.00× means poolmalloc");
     println!(
         "took less time or memory; for ops/s workloads the time ratio is poolmalloc's throughput ÷ the comparator's."
@@ -397,6 +400,9 @@ fn print_summary(
     }
     if let Some(b) = baseline.filter(|_| results.iter().any(|c| !c.python)) {
         println!("Peak RSS of in-process workloads includes the harness's own {} (an idle worker).", format::bytes(b));
+    }
+    for line in report::memory_lines(results, baseline) {
+        println!("{line}");
     }
     for line in report::geomean_lines(geomeans) {
         println!("{line}");
@@ -518,7 +524,7 @@ fn measure(plan: &Plan, case: &Case, comparator: &Comparator) -> Result<RunFigur
             let out = String::from_utf8_lossy(&f.stdout);
             let checksum: u64 =
                 out.trim().parse().map_err(|_| format!("unexpected output from the script: `{}`", out.trim()))?;
-            let outcome = Outcome { seconds: f.usage.wall, ops: 1, checksum };
+            let outcome = Outcome { seconds: f.usage.wall, ops: 1, checksum, memory: None };
             Ok(figure(&outcome, &f))
         }
     }
@@ -551,6 +557,7 @@ fn figure(o: &Outcome, f: &Finished) -> RunFigure {
         sys_seconds: f.usage.sys,
         peak_rss_bytes: f.usage.max_rss,
         checksum: o.checksum,
+        memory: o.memory,
     }
 }
 

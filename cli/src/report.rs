@@ -8,7 +8,7 @@
 //! less time (or less memory).
 
 use crate::format;
-use crate::workloads::Metric;
+use crate::workloads::{self, Memory, Metric};
 use comfy_table::{presets, CellAlignment, ContentArrangement, Table};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -47,6 +47,10 @@ pub struct RunFigure {
     pub sys_seconds: f64,
     pub peak_rss_bytes: u64,
     pub checksum: u64,
+    /// What the workload read itself, for the workloads that do:
+    /// `live_bytes`, `rss_after_bytes` and maybe `final_rss_bytes`.
+    #[serde(flatten)]
+    pub memory: Option<Memory>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -60,6 +64,9 @@ pub struct Medians {
     pub seconds: f64,
     pub ops_per_sec: f64,
     pub peak_rss_bytes: u64,
+    /// Each memory figure's median over the runs that have it.
+    #[serde(flatten)]
+    pub memory: Option<Memory>,
 }
 
 /// The memory system calls of one comparator's measured loop, from one
@@ -262,7 +269,27 @@ fn medians(runs: &[RunFigure]) -> Option<Medians> {
     let mut secs: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
     let mut ops: Vec<f64> = runs.iter().map(|r| r.ops_per_sec).collect();
     let mut rss: Vec<f64> = runs.iter().map(|r| r.peak_rss_bytes as f64).collect();
-    Some(Medians { seconds: median(&mut secs), ops_per_sec: median(&mut ops), peak_rss_bytes: median(&mut rss) as u64 })
+    Some(Medians {
+        seconds: median(&mut secs),
+        ops_per_sec: median(&mut ops),
+        peak_rss_bytes: median(&mut rss) as u64,
+        memory: memory_medians(runs),
+    })
+}
+
+/// The median of one memory figure over the runs that have it.
+fn median_bytes(runs: &[RunFigure], figure: impl Fn(&Memory) -> Option<u64>) -> Option<u64> {
+    let mut values: Vec<f64> =
+        runs.iter().filter_map(|r| r.memory.as_ref().and_then(&figure)).map(|b| b as f64).collect();
+    (!values.is_empty()).then(|| median(&mut values) as u64)
+}
+
+fn memory_medians(runs: &[RunFigure]) -> Option<Memory> {
+    Some(Memory {
+        live_bytes: median_bytes(runs, |m| Some(m.live_bytes))?,
+        rss_after_bytes: median_bytes(runs, |m| Some(m.rss_after_bytes))?,
+        final_rss_bytes: median_bytes(runs, |m| m.final_rss_bytes),
+    })
 }
 
 /// The cost a time ratio compares: seconds, or seconds per operation.
@@ -581,6 +608,79 @@ pub fn python_table(cases: &[CaseResult]) -> Option<Table> {
     any.then_some(t)
 }
 
+/// Whether any run of a case read its own memory figures.
+fn has_memory(case: &CaseResult) -> bool {
+    case.comparators.iter().flat_map(|c| &c.runs).any(|r| r.memory.is_some())
+}
+
+fn bytes_cell(b: Option<u64>) -> String {
+    b.map_or_else(|| "-".to_string(), format::bytes)
+}
+
+/// The table of the memory figures that workloads read themselves, next to
+/// the peak RSS: one row per comparator of each case that has them, or
+/// `None` if no case does. It has a `final RSS` column when some case has
+/// a final sample.
+pub fn memory_table(cases: &[CaseResult]) -> Option<Table> {
+    let shown: Vec<&CaseResult> = cases.iter().filter(|c| has_memory(c)).collect();
+    let last = shown
+        .iter()
+        .flat_map(|c| &c.comparators)
+        .flat_map(|c| &c.runs)
+        .any(|r| r.memory.is_some_and(|m| m.final_rss_bytes.is_some()));
+    let mut header = vec!["workload", "allocator", "live", "peak RSS", "RSS after"];
+    if last {
+        header.push("final RSS");
+    }
+    let mut t = new_table(&header);
+    for case in &shown {
+        for (i, c) in case.comparators.iter().enumerate() {
+            let m = c.median.and_then(|m| m.memory);
+            let mut row = vec![
+                if i == 0 { case.case.clone() } else { String::new() },
+                c.allocator.clone(),
+                bytes_cell(m.map(|m| m.live_bytes)),
+                rss_cell(c),
+                bytes_cell(m.map(|m| m.rss_after_bytes)),
+            ];
+            if last {
+                row.push(bytes_cell(m.and_then(|m| m.final_rss_bytes)));
+            }
+            t.add_row(row);
+        }
+    }
+    align_numbers(&mut t, 2);
+    (!shown.is_empty()).then_some(t)
+}
+
+/// The lines that explain the memory table, when there is one: what each
+/// workload's figures are, and that they are raw.
+pub fn memory_lines(cases: &[CaseResult], baseline: Option<u64>) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for case in cases.iter().filter(|c| has_memory(c)) {
+        if seen.contains(&case.workload.as_str()) {
+            continue;
+        }
+        seen.push(&case.workload);
+        if let Some(what) = workloads::find(&case.workload).and_then(|w| w.memory) {
+            lines.push(format!("  {}: {what}", case.workload));
+        }
+    }
+    if seen.is_empty() {
+        return lines;
+    }
+    let harness = baseline.map_or_else(|| "memory".to_string(), format::bytes);
+    lines.insert(
+        0,
+        "Memory table: medians of what each worker read itself. live is requested bytes; RSS after and final RSS"
+            .to_string(),
+    );
+    lines.insert(1, "are read from /proc/self/statm at the moments below; peak RSS is from wait4.".to_string());
+    lines.push(format!("These RSS figures are raw: each includes the harness's own {harness}, nothing is subtracted."));
+    lines
+}
+
 /// The lines that explain the `syscalls/Mop` column, when the table has one.
 pub fn syscall_lines(cases: &[CaseResult]) -> Vec<String> {
     if !any_syscalls(cases) {
@@ -630,22 +730,28 @@ fn opt(v: Option<f64>) -> String {
     v.map_or_else(String::new, |v| format!("{v:.6}"))
 }
 
+fn count_field(v: Option<u64>) -> String {
+    v.map_or_else(String::new, |v| v.to_string())
+}
+
 /// One row per case and allocator: medians and ratios.
 pub fn csv(cases: &[CaseResult]) -> String {
     let mut out = String::from(
         "case,workload,variant,threads,metric,allocator,runs_ok,runs_failed,median_seconds,median_ops_per_sec,\
          median_peak_rss_bytes,time_ratio_to_poolmalloc,rss_ratio_to_poolmalloc,time_ratio_to_pymalloc,\
-         rss_ratio_to_pymalloc,syscalls_per_million_ops\n",
+         rss_ratio_to_pymalloc,syscalls_per_million_ops,median_live_bytes,median_rss_after_bytes,\
+         median_final_rss_bytes\n",
     );
     for case in cases {
         for c in &case.comparators {
+            let memory = c.median.and_then(|m| m.memory);
             let metric = match case.metric {
                 Metric::Seconds => "seconds",
                 Metric::OpsPerSec => "ops_per_sec",
             };
             let _ = writeln!(
                 out,
-                "{},{},{},{},{metric},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{metric},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 csv_field(&case.case),
                 csv_field(&case.workload),
                 csv_field(&case.variant),
@@ -661,6 +767,9 @@ pub fn csv(cases: &[CaseResult]) -> String {
                 opt(c.time_ratio_to_pymalloc),
                 opt(c.rss_ratio_to_pymalloc),
                 opt(c.syscalls.as_ref().map(|s| s.per_million_ops)),
+                count_field(memory.map(|m| m.live_bytes)),
+                count_field(memory.map(|m| m.rss_after_bytes)),
+                count_field(memory.and_then(|m| m.final_rss_bytes)),
             );
         }
     }
@@ -682,6 +791,7 @@ mod tests {
             sys_seconds: 0.0,
             peak_rss_bytes: rss,
             checksum,
+            memory: None,
         }
     }
 
@@ -787,6 +897,42 @@ mod tests {
         analyse(&mut cases);
         let m = cases[0].checksum_mismatch.as_deref().unwrap();
         assert!(m.contains("poolmalloc gave 0x7") && m.contains("system gave 0x8"), "{m}");
+    }
+
+    #[test]
+    fn memory_figures_get_medians_a_table_and_csv_columns() {
+        let mut cases = vec![case(Metric::Seconds, &[("poolmalloc", &[1.0, 2.0, 3.0], 100), ("system", &[1.0], 100)])];
+        cases[0].workload = "free-then-idle".into();
+        for (i, r) in cases[0].comparators[0].runs.iter_mut().enumerate() {
+            let after = 1000 * (i as u64 + 1);
+            r.memory = Some(Memory { live_bytes: 10, rss_after_bytes: after, final_rss_bytes: Some(500) });
+        }
+        analyse(&mut cases);
+        let m = cases[0].comparators[0].median.unwrap().memory;
+        assert_eq!(m, Some(Memory { live_bytes: 10, rss_after_bytes: 2000, final_rss_bytes: Some(500) }));
+        assert_eq!(cases[0].comparators[1].median.unwrap().memory, None);
+
+        // In JSON the figures sit next to the peak RSS, in each run and in the median.
+        let json = serde_json::to_value(&cases[0].comparators).unwrap();
+        assert_eq!(json[0]["runs"][0]["live_bytes"], 10);
+        assert_eq!(json[0]["median"]["rss_after_bytes"], 2000);
+        assert_eq!(json[0]["median"]["final_rss_bytes"], 500);
+        assert!(json[1]["runs"][0].get("live_bytes").is_none() && json[1]["median"].get("live_bytes").is_none());
+
+        let table = memory_table(&cases).unwrap().to_string();
+        assert!(table.contains("RSS after") && table.contains("final RSS"), "{table}");
+        let lines = memory_lines(&cases, Some(4 << 20));
+        assert!(lines.iter().any(|l| l.starts_with("  free-then-idle: live =")), "{lines:?}");
+        assert!(lines.last().unwrap().contains("harness's own 4.0 MiB"), "{lines:?}");
+
+        let text = csv(&cases);
+        let rows: Vec<&str> = text.lines().collect();
+        assert!(rows[0].ends_with(",median_live_bytes,median_rss_after_bytes,median_final_rss_bytes"));
+        assert!(rows[1].ends_with(",10,2000,500") && rows[2].ends_with(",,,"), "{text}");
+
+        // Cases without them: no table, no lines.
+        cases[0].comparators[0].runs.iter_mut().for_each(|r| r.memory = None);
+        assert!(memory_table(&cases).is_none() && memory_lines(&cases, None).is_empty());
     }
 
     #[test]

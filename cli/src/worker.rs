@@ -52,6 +52,6 @@ pub fn main(args: &WorkerArgs) -> Result<ExitCode> {
 
 /// Does no work: the parent measures the harness's own peak RSS with it.
 pub fn baseline() -> Result<ExitCode> {
-    println!("{}", serde_json::to_string(&workloads::Outcome { seconds: 0.0, ops: 0, checksum: 0 })?);
+    println!("{}", serde_json::to_string(&workloads::Outcome { seconds: 0.0, ops: 0, checksum: 0, memory: None })?);
     Ok(ExitCode::SUCCESS)
 }

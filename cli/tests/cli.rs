@@ -295,3 +295,61 @@ fn memory_system_calls_are_counted_where_the_workload_asks() {
         assert!(s["process_total"].as_u64().unwrap() > total, "{name}");
     }
 }
+
+#[test]
+fn memory_workloads_report_live_bytes_and_rss_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, csv) = (dir.path().join("memory.json"), dir.path().join("memory.csv"));
+    poolmalloc()
+        .args(["bench", "--quick", "--runs", "1", "--only", "free-then-idle,random-replacement", "--json"])
+        .arg(&json)
+        .arg("--csv")
+        .arg(&csv)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("RSS after").and(predicate::str::contains("final RSS")))
+        .stdout(
+            predicate::str::contains("free-then-idle: live =").and(predicate::str::contains("nothing is subtracted")),
+        );
+
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cases = report["cases"].as_array().unwrap();
+    let labels: Vec<&str> = cases.iter().map(|c| c["case"].as_str().unwrap()).collect();
+    assert_eq!(
+        labels,
+        [
+            "random-replacement/1-16",
+            "random-replacement/1-1024",
+            "random-replacement/inv-square",
+            "free-then-idle/sleep",
+            "free-then-idle/fast"
+        ]
+    );
+    for case in cases {
+        let sampled = case["workload"] == "free-then-idle";
+        let mut live = Vec::new();
+        for c in case["comparators"].as_array().unwrap() {
+            let label = format!("{} {}", case["case"], c["allocator"]);
+            let run = &c["runs"][0];
+            assert!(run["live_bytes"].as_u64().unwrap() > 0, "{label}");
+            assert!(run["rss_after_bytes"].as_u64().unwrap() > 0, "{label}");
+            assert_eq!(run.get("final_rss_bytes").is_some(), sampled, "{label}");
+            if sampled {
+                // The burst itself is 64 MiB of blocks at quick size.
+                assert!(run["peak_rss_bytes"].as_u64().unwrap() > 64 << 20, "{label}");
+            }
+            let median = &c["median"];
+            for field in ["live_bytes", "rss_after_bytes"] {
+                assert_eq!(median[field], run[field], "{label} {field}");
+            }
+            live.push(run["live_bytes"].as_u64().unwrap());
+        }
+        // The same seeded work holds the same bytes live under every allocator.
+        assert!(live.len() == 5 && live.windows(2).all(|w| w[0] == w[1]), "{}: {live:?}", case["case"]);
+        assert!(case.get("checksum_mismatch").is_none(), "{report}");
+    }
+
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let header = text.lines().next().unwrap();
+    assert!(header.ends_with(",median_live_bytes,median_rss_after_bytes,median_final_rss_bytes"), "{header}");
+}

@@ -79,5 +79,5 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
         handles.into_iter().map(join).collect::<Result<Vec<u64>, String>>()
     });
     let checksum = sums?.iter().sum();
-    Ok(Outcome { seconds, ops: p.threads as u64 * rounds, checksum })
+    Ok(Outcome { seconds, ops: p.threads as u64 * rounds, checksum, memory: None })
 }

@@ -152,5 +152,5 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
             checksum = checksum.wrapping_add(free_block(a, b)?);
         }
     }
-    Ok(Outcome { seconds, ops: (threads * generations * steps) as u64, checksum })
+    Ok(Outcome { seconds, ops: (threads * generations * steps) as u64, checksum, memory: None })
 }

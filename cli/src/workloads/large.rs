@@ -102,5 +102,5 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
             }
         }
     }
-    Ok(Outcome { seconds, ops: steps as u64, checksum })
+    Ok(Outcome { seconds, ops: steps as u64, checksum, memory: None })
 }

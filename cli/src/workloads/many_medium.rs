@@ -72,5 +72,5 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
         }
         Ok(sum)
     });
-    Ok(Outcome { seconds, ops: count as u64, checksum: result? })
+    Ok(Outcome { seconds, ops: count as u64, checksum: result?, memory: None })
 }

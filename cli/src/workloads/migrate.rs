@@ -132,5 +132,5 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
             unsafe { a.dealloc(q, layout(size, ALIGN)) };
         }
     }
-    Ok(Outcome { seconds, ops: (rounds * p.threads * ops) as u64, checksum })
+    Ok(Outcome { seconds, ops: (rounds * p.threads * ops) as u64, checksum, memory: None })
 }

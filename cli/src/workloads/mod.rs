@@ -9,6 +9,7 @@
 //! stacks, channels) comes from the harness's own allocator, `System`.
 
 pub mod false_sharing;
+pub mod free_then_idle;
 pub mod handoff;
 pub mod large;
 pub mod many_medium;
@@ -18,6 +19,7 @@ pub mod numeric;
 pub mod pareto;
 pub mod producer_consumer;
 pub mod python;
+pub mod random_replacement;
 pub mod random_sizes;
 pub mod server;
 pub mod server_buffers;
@@ -29,6 +31,8 @@ use crate::cli::Size;
 use crate::syscalls;
 use serde::{Deserialize, Serialize};
 use std::alloc::{GlobalAlloc, Layout};
+use std::fs::File;
+use std::io::Read;
 use std::time::Instant;
 
 /// What a workload's figure measures.
@@ -131,6 +135,8 @@ pub enum Id {
     ServerBuffers,
     Handoff,
     ManyMedium,
+    RandomReplacement,
+    FreeThenIdle,
 }
 
 #[derive(Debug)]
@@ -148,6 +154,9 @@ pub struct Workload {
     /// comparator's measured loop, in one extra untimed run (see
     /// [`crate::syscalls`]).
     pub syscalls: bool,
+    /// For a workload that reads its own memory figures (see [`Memory`]):
+    /// what its live bytes and RSS readings are, one line for the report.
+    pub memory: Option<&'static str>,
 }
 
 const SINGLE: &[Variant] = &[Variant::new("", Threads::One)];
@@ -163,6 +172,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: SINGLE,
         runner: Runner::InProcess(Id::Numeric),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "strings",
@@ -172,6 +182,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: SINGLE,
         runner: Runner::InProcess(Id::Strings),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "server",
@@ -181,6 +192,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: MULTI,
         runner: Runner::InProcess(Id::Server),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "producer-consumer",
@@ -190,6 +202,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: MULTI,
         runner: Runner::InProcess(Id::ProducerConsumer),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "random-sizes",
@@ -199,6 +212,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: MULTI,
         runner: Runner::InProcess(Id::RandomSizes),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "pareto",
@@ -208,6 +222,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: &[Variant::new("1t", Threads::One), Variant::new("nt", Threads::All)],
         runner: Runner::InProcess(Id::Pareto),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "migrate",
@@ -218,6 +233,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: MULTI,
         runner: Runner::InProcess(Id::Migrate),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "false-sharing",
@@ -227,6 +243,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: &[Variant::new("passive", Threads::All), Variant::new("active", Threads::All)],
         runner: Runner::InProcess(Id::FalseSharing),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "large",
@@ -236,6 +253,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: SINGLE,
         runner: Runner::InProcess(Id::Large),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "thread-leak",
@@ -245,6 +263,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: MULTI,
         runner: Runner::InProcess(Id::ThreadLeak),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "network",
@@ -267,6 +286,7 @@ pub const WORKLOADS: &[Workload] = &[
         ],
         runner: Runner::InProcess(Id::Network),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "typed",
@@ -282,6 +302,7 @@ pub const WORKLOADS: &[Workload] = &[
         }],
         runner: Runner::InProcess(Id::Typed),
         syscalls: false,
+        memory: None,
     },
     Workload {
         name: "server-buffers",
@@ -291,6 +312,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: MULTI,
         runner: Runner::InProcess(Id::ServerBuffers),
         syscalls: true,
+        memory: None,
     },
     Workload {
         name: "handoff",
@@ -300,6 +322,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: &[Variant::new("small", Threads::All), Variant::new("medium", Threads::All)],
         runner: Runner::InProcess(Id::Handoff),
         syscalls: true,
+        memory: None,
     },
     Workload {
         name: "many-medium",
@@ -309,6 +332,31 @@ pub const WORKLOADS: &[Workload] = &[
         variants: SINGLE,
         runner: Runner::InProcess(Id::ManyMedium),
         syscalls: true,
+        memory: None,
+    },
+    Workload {
+        name: "random-replacement",
+        stresses: "fragmentation: a table of slots kept half full, random slots freed and filled, one thread",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: &[
+            Variant::new("1-16", Threads::One),
+            Variant::new("1-1024", Threads::One),
+            Variant::new("inv-square", Threads::One),
+        ],
+        runner: Runner::InProcess(Id::RandomReplacement),
+        syscalls: false,
+        memory: Some(random_replacement::MEMORY),
+    },
+    Workload {
+        name: "free-then-idle",
+        stresses: "memory given back without another call: 5% of a burst of small blocks kept, then idle or fast path",
+        metric: Metric::Seconds,
+        deterministic: true,
+        variants: &[Variant::new("sleep", Threads::One), Variant::new("fast", Threads::One)],
+        runner: Runner::InProcess(Id::FreeThenIdle),
+        syscalls: false,
+        memory: Some(free_then_idle::MEMORY),
     },
     Workload {
         name: "python",
@@ -318,6 +366,7 @@ pub const WORKLOADS: &[Workload] = &[
         variants: python::VARIANTS,
         runner: Runner::Python,
         syscalls: false,
+        memory: None,
     },
 ];
 
@@ -385,6 +434,27 @@ pub struct Outcome {
     pub ops: u64,
     /// A value built from the blocks' contents.
     pub checksum: u64,
+    /// Memory figures the workload read itself; most workloads leave this
+    /// empty and have only the peak RSS the harness reads from `wait4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+}
+
+/// Memory figures a workload reads itself, at moments it chooses, to stand
+/// next to the peak RSS the harness reads from `wait4`. Each workload that
+/// fills them in says in its [`Workload::memory`] line which moments those are. The
+/// RSS figures are raw: like the peak RSS, they include the worker's own
+/// memory (the harness's baseline and its tables from `System`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Memory {
+    /// Requested bytes (the sum of the layouts' sizes) the workload held
+    /// live.
+    pub live_bytes: u64,
+    /// The process's RSS, read from `/proc/self/statm`.
+    pub rss_after_bytes: u64,
+    /// The last RSS reading of a workload that samples RSS over time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_rss_bytes: Option<u64>,
 }
 
 impl Outcome {
@@ -418,6 +488,8 @@ pub fn run<A: GlobalAlloc + Sync>(id: Id, a: &'static A, p: &Params) -> WorkResu
         Id::ServerBuffers => server_buffers::run(a, p),
         Id::Handoff => handoff::run(a, p),
         Id::ManyMedium => many_medium::run(a, p),
+        Id::RandomReplacement => random_replacement::run(a, p),
+        Id::FreeThenIdle => free_then_idle::run(a, p),
     }
 }
 
@@ -501,6 +573,25 @@ pub fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
     (seconds, value)
 }
 
+/// The resident set size of this process in bytes: the resident pages of
+/// `/proc/self/statm` times the page size. The file is read into a buffer
+/// on the stack, so this allocates from no allocator.
+pub fn resident_bytes() -> Result<u64, String> {
+    const STATM: &str = "/proc/self/statm";
+    let fail = |why: String| format!("cannot read {STATM}: {why}");
+    let mut buf = [0u8; 128];
+    let n = File::open(STATM).and_then(|mut f| f.read(&mut buf)).map_err(|e| fail(e.to_string()))?;
+    let pages = std::str::from_utf8(&buf[..n])
+        .ok()
+        .and_then(|text| text.split_ascii_whitespace().nth(1))
+        .and_then(|field| field.parse::<u64>().ok())
+        .ok_or_else(|| fail("no resident page count".to_string()))?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = u64::try_from(page).map_err(|_| fail("no page size".to_string()))?;
+    Ok(pages * page)
+}
+
 /// Joins a worker thread, turning a panic into an error message.
 pub fn join<T>(h: std::thread::JoinHandle<T>) -> Result<T, String> {
     h.join().map_err(|_| "a workload thread panicked".to_string())
@@ -546,8 +637,36 @@ mod tests {
                     assert_eq!(pm.checksum, sys.checksum, "{}", w.label(v));
                     assert_eq!(pm.ops, sys.ops, "{}", w.label(v));
                 }
+                // A workload that explains memory figures reads them, and
+                // the same work holds the same bytes live.
+                for o in [&pm, &sys] {
+                    assert_eq!(o.memory.is_some(), w.memory.is_some(), "{}", w.label(v));
+                    assert!(o.memory.is_none_or(|m| m.live_bytes > 0 && m.rss_after_bytes > 0), "{}", w.label(v));
+                }
+                assert_eq!(pm.memory.map(|m| m.live_bytes), sys.memory.map(|m| m.live_bytes), "{}", w.label(v));
             }
         }
+    }
+
+    /// The worker's line carries memory figures only when there are some,
+    /// and a line without them still reads.
+    #[test]
+    fn memory_is_optional_in_the_worker_line() {
+        let plain = Outcome { seconds: 1.0, ops: 2, checksum: 3, memory: None };
+        let line = serde_json::to_string(&plain).unwrap();
+        assert!(!line.contains("memory"), "{line}");
+        assert_eq!(serde_json::from_str::<Outcome>(r#"{"seconds":1.0,"ops":2,"checksum":3}"#).unwrap(), plain);
+        let memory = Memory { live_bytes: 4, rss_after_bytes: 5, final_rss_bytes: None };
+        let with = Outcome { memory: Some(memory), ..plain };
+        let line = serde_json::to_string(&with).unwrap();
+        assert!(!line.contains("final_rss_bytes"), "{line}");
+        assert_eq!(serde_json::from_str::<Outcome>(&line).unwrap(), with);
+    }
+
+    #[test]
+    fn resident_bytes_reads_this_process() {
+        let rss = resident_bytes().unwrap();
+        assert!(rss > 0 && rss % 4096 == 0, "{rss}");
     }
 
     /// Every API case does the same work as the allocators' case it is

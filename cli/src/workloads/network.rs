@@ -183,5 +183,5 @@ fn packets<S: Source>(s: S, p: &Params) -> WorkResult {
         Ok(sums)
     });
     let checksum = sums?.iter().fold(0u64, |h, &s| h.wrapping_add(s));
-    Ok(Outcome { seconds, ops: per_pair * pairs as u64, checksum })
+    Ok(Outcome { seconds, ops: per_pair * pairs as u64, checksum, memory: None })
 }

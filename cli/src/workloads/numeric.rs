@@ -162,5 +162,5 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
         // SAFETY: as above.
         unsafe { n.free(a) };
     }
-    Ok(Outcome { seconds, ops: (steps * TEMPS) as u64, checksum })
+    Ok(Outcome { seconds, ops: (steps * TEMPS) as u64, checksum, memory: None })
 }

@@ -69,5 +69,5 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
         handles.into_iter().map(join).collect::<Result<Vec<u64>, String>>()
     });
     let checksum = sums?.iter().fold(0u64, |h, &s| h.wrapping_add(s));
-    Ok(Outcome { seconds, ops: (threads * ops) as u64, checksum })
+    Ok(Outcome { seconds, ops: (threads * ops) as u64, checksum, memory: None })
 }

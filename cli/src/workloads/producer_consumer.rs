@@ -133,5 +133,5 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
     });
 
     let checksum = sums?.iter().fold(0u64, |h, &s| h.wrapping_add(s));
-    Ok(Outcome { seconds, ops: per_pair * pairs as u64, checksum })
+    Ok(Outcome { seconds, ops: per_pair * pairs as u64, checksum, memory: None })
 }

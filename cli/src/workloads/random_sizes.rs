@@ -78,5 +78,5 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
         seconds = seconds.max(s);
         checksum = checksum.wrapping_add(c);
     }
-    Ok(Outcome { seconds, ops, checksum })
+    Ok(Outcome { seconds, ops, checksum, memory: None })
 }

@@ -114,5 +114,5 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
             checksum = checksum.wrapping_add(free_block(a, b)?);
         }
     }
-    Ok(Outcome { seconds, ops: (p.threads * generations * replacements) as u64, checksum })
+    Ok(Outcome { seconds, ops: (p.threads * generations * replacements) as u64, checksum, memory: None })
 }

@@ -203,5 +203,5 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
         handles.into_iter().map(|h| join(h)?).collect()
     });
     let checksum = sums?.iter().fold(0u64, |h, &s| h.wrapping_add(s));
-    Ok(Outcome { seconds, ops: per_thread * threads as u64, checksum })
+    Ok(Outcome { seconds, ops: per_thread * threads as u64, checksum, memory: None })
 }

@@ -177,5 +177,5 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
     for s in slots.into_iter().flatten() {
         checksum = mix(checksum, s.free(a));
     }
-    Ok(Outcome { seconds, ops: ops as u64, checksum })
+    Ok(Outcome { seconds, ops: ops as u64, checksum, memory: None })
 }

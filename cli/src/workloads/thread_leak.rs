@@ -78,5 +78,5 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
     for blocks in left {
         checksum = checksum.wrapping_add(free_all(a, blocks)?);
     }
-    Ok(Outcome { seconds, ops: (rounds * p.threads * batch) as u64, checksum })
+    Ok(Outcome { seconds, ops: (rounds * p.threads * batch) as u64, checksum, memory: None })
 }

@@ -154,5 +154,5 @@ fn objects<M: Maker>(m: &M, p: &Params) -> Outcome {
         }
         h
     });
-    Outcome { seconds, ops: rounds * (BATCH + PAIRS) as u64, checksum }
+    Outcome { seconds, ops: rounds * (BATCH + PAIRS) as u64, checksum, memory: None }
 }
