@@ -44,9 +44,10 @@
 //!   delay (`POOLMALLOC_PURGE_DELAY`, default 100 ms) and is then decommitted
 //!   with `madvise(MADV_DONTNEED)` on the next arena operation after that
 //!   time. The pages waiting out the delay are capped: at most
-//!   [`DIRTY_ALLOWANCE`] (8 MiB) plus a sixteenth of the slices in use. A
-//!   pool given back above that cap is decommitted at once (an arena that
-//!   became all free is released), so a program that frees most of its
+//!   [`DIRTY_ALLOWANCE`] (8 MiB) plus a sixteenth of the slices in use.
+//!   When a pool given back takes them over that cap, they are brought down
+//!   to half of it at once (neighbouring pools in one call; arenas that
+//!   became all free are released), so a program that frees most of its
 //!   memory and then sleeps, or runs only on the fast path, holds at most
 //!   that much more than it uses, with no later call needed. Below the cap
 //!   the delay works as before. The default is long enough for a program that frees a large part
@@ -655,44 +656,38 @@ impl Arenas {
         if delay > 0 && self.purge_due.get() == 0 {
             self.purge_due.set(now + delay as u64);
         }
-        // Above the allowance of resident free pages, this run's pages go
-        // back at once (and an all-free arena is released): memory returns
-        // to the OS as it is freed, with no later call needed.
+        // Over the allowance, the resident free pages come down to half of
+        // it in one pass (neighbouring pools in one call each), so the next
+        // pass, and its system calls, come only after as many pages again
+        // are freed. The allowance shrinks as memory in use is freed, so
+        // pages freed under it may be over it later: they go too.
         if delay > 0 && self.dirty_pools.get() > self.dirty_allowance() {
-            if a_ref.free_mask.get() == usable_mask() {
-                self.bucket_remove(a, a_ref.nfree());
-                self.release_arena(a);
-            } else {
-                self.decommit_mask(a_ref, run);
-            }
-            // The allowance shrinks as memory in use is freed: pages that
-            // were under it when freed may be over it now. Bring the
-            // resident free pages down to half the allowance, so this walk
-            // comes again only after as many more pages are freed.
-            if self.dirty_pools.get() > self.dirty_allowance() {
-                self.shed_dirty(self.dirty_allowance() / 2);
-            }
+            self.shed_dirty(self.dirty_allowance() / 2);
         }
     }
 
-    /// Decommits free pools (releasing all-free arenas) until at most
-    /// `keep` free slices may be resident. Lock held.
+    /// Brings the free slices that may be resident down to `keep`: first by
+    /// releasing arenas that are all free (one `munmap` for a whole arena),
+    /// then by decommitting free pools, neighbours together. Lock held.
     fn shed_dirty(&self, keep: usize) {
-        let mut a = self.all.get();
-        while !a.is_null() && self.dirty_pools.get() > keep {
-            // SAFETY: all-list members are live arenas; lock held.
-            let a_ref = unsafe { &*a };
-            let next = a_ref.all_next.get();
-            if a_ref.dirty_mask.get() != 0 {
-                if a_ref.free_mask.get() == usable_mask() && a != self.spare.get() {
-                    // `next` was read first: releasing may unmap `a`.
-                    self.bucket_remove(a, a_ref.nfree());
-                    self.release_arena(a);
-                } else {
-                    self.decommit_mask(a_ref, a_ref.dirty_mask.get());
+        for whole_arenas_only in [true, false] {
+            let mut a = self.all.get();
+            while !a.is_null() && self.dirty_pools.get() > keep {
+                // SAFETY: all-list members are live arenas; lock held.
+                let a_ref = unsafe { &*a };
+                let next = a_ref.all_next.get();
+                let all_free = a_ref.free_mask.get() == usable_mask() && a != self.spare.get();
+                if a_ref.dirty_mask.get() != 0 {
+                    if all_free {
+                        // `next` was read first: releasing may unmap `a`.
+                        self.bucket_remove(a, a_ref.nfree());
+                        self.release_arena(a);
+                    } else if !whole_arenas_only {
+                        self.decommit_mask(a_ref, a_ref.dirty_mask.get());
+                    }
                 }
+                a = next;
             }
-            a = next;
         }
     }
 
