@@ -33,6 +33,13 @@ pub const STASH_MAX_SLICES: usize = 20;
 /// At most this many abandoned pools are adopted at once.
 const ADOPT_BATCH: usize = 8;
 
+/// Trim requests made so far (by `trim()` in any thread). Each heap compares
+/// it with the last one it saw on its slow paths, and trims itself when it
+/// changed: that is how a trim reaches the heaps of other live threads. A
+/// heap whose thread never takes a slow path again (an idle thread) is not
+/// reached.
+pub static TRIM_REQUESTS: AtomicU64 = AtomicU64::new(0);
+
 /// The pool every class points at when it has no pool: its free list is
 /// always empty, so the fast path falls through to the slow path. Never
 /// written.
@@ -110,6 +117,8 @@ pub struct Heap {
     /// heap do; a first-class `Heap` does not, since dropping it releases
     /// all of its pools at once. Heap user.
     pub adopts: Local<bool>,
+    /// The last [`TRIM_REQUESTS`] value this heap acted on. Heap user.
+    trims_seen: Local<u64>,
 }
 
 impl Heap {
@@ -128,6 +137,7 @@ impl Heap {
             reg_next: Local::new(ptr::null_mut()),
             free_next: Local::new(ptr::null_mut()),
             adopts: Local::new(true),
+            trims_seen: Local::new(0),
             batch: RemoteBatch::new(),
         }
     }
@@ -158,6 +168,7 @@ impl Heap {
     #[cold]
     pub fn alloc_slow(&self, class: usize) -> *mut u8 {
         debug_assert!(self.kind == Kind::Real);
+        self.trim_if_asked();
         self.flush_remote();
         let owner = self.owner.get();
         loop {
@@ -455,6 +466,17 @@ impl Heap {
         }
     }
 
+    /// Trims this heap if a trim was requested since it last looked (see
+    /// [`TRIM_REQUESTS`]). Heap user, on a slow path.
+    #[inline]
+    pub fn trim_if_asked(&self) {
+        let asked = TRIM_REQUESTS.load(Relaxed);
+        if asked != self.trims_seen.get() {
+            self.trims_seen.set(asked);
+            self.trim();
+        }
+    }
+
     /// Collects remote frees everywhere and gives every empty pool (and the
     /// stash) back to the arenas.
     pub fn trim(&self) {
@@ -631,6 +653,7 @@ impl Heap {
     pub unsafe fn free_remote(&self, pool: *mut Pool, b: *mut Block) {
         let bt = &self.batch;
         if bt.pool.get() != pool {
+            self.trim_if_asked();
             self.flush_remote();
             bt.pool.set(pool);
             bt.tail.set(b);

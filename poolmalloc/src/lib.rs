@@ -92,7 +92,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Returns as much free memory to the OS as possible, at once: empty pools
 /// of the calling thread's heap and of the locked heap go back to their
 /// arenas, abandoned pools are swept, free pools are decommitted, the spare
-/// arena is unmapped and cached large spans are released.
+/// arena is unmapped and cached huge spans are released. The heaps of other
+/// live threads do the same at their next slow path; an idle thread's heap
+/// is reached only when it takes one again.
 pub fn trim() {
     lifecycle::trim();
 }

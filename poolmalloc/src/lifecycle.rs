@@ -266,11 +266,13 @@ pub fn check_current_heap() {
 /// and the locked heap give back empty pools, abandoned pools are swept,
 /// free pools are decommitted and cached large spans unmapped.
 pub(crate) fn trim() {
+    // Other live threads' heaps trim themselves on their next slow path.
+    crate::heap::TRIM_REQUESTS.fetch_add(1, Relaxed);
     let h = tls::get();
     // SAFETY: the slot points at a live heap; a real one is ours.
     if unsafe { (*h).kind } == Kind::Real {
-        // SAFETY: as above.
-        unsafe { (*h).trim() };
+        // SAFETY: as above. The request was just counted, so this trims.
+        unsafe { (*h).trim_if_asked() };
     }
     {
         let _g = LOCKED_LOCK.guard();

@@ -295,3 +295,46 @@ fn medium_blocks_freed_by_an_idle_thread_reach_their_owner() {
     consumer.join().unwrap();
     assert_eq!(left, 0, "{left} medium blocks freed by an idle thread never reached their owner");
 }
+
+#[test]
+fn trim_reaches_another_live_thread_at_its_next_slow_path() {
+    let _g = serial();
+    // A worker fills and empties pools of one class, so its heap keeps empty
+    // pools in its stash; it stays alive. The main thread trims; at the
+    // worker's next slow path its stash goes back to the arenas.
+    let sync = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let s2 = sync.clone();
+    let worker = std::thread::spawn(move || {
+        let l = Layout::from_size_align(3000, 8).unwrap();
+        let mut v = [0usize; 4096];
+        for slot in v.iter_mut() {
+            // SAFETY: a valid layout.
+            *slot = unsafe { PoolMalloc.alloc(l) } as usize;
+        }
+        for &p in v.iter() {
+            // SAFETY: allocated above with `l`.
+            unsafe { PoolMalloc.dealloc(p as *mut u8, l) };
+        }
+        s2.wait(); // pools stashed
+        s2.wait(); // trimmed by the main thread
+                   // A class this thread has never used: the slow path.
+        let l2 = Layout::from_size_align(7000, 8).unwrap();
+        // SAFETY: a valid layout; freed at once.
+        unsafe { PoolMalloc.dealloc(PoolMalloc.alloc(l2), l2) };
+        s2.wait(); // slow path taken
+        s2.wait(); // checked
+    });
+    sync.wait();
+    let stashed_before = poolmalloc::stats().pools_stashed;
+    poolmalloc::trim();
+    sync.wait();
+    sync.wait();
+    let stashed_after = poolmalloc::stats().pools_stashed;
+    sync.wait();
+    worker.join().unwrap();
+    assert!(stashed_before > 0, "the worker stashed no pool; the test proves nothing");
+    assert_eq!(
+        stashed_after, 0,
+        "{stashed_before} stashed pools before trim, {stashed_after} after the worker's slow path"
+    );
+}
