@@ -338,3 +338,78 @@ fn trim_reaches_another_live_thread_at_its_next_slow_path() {
         "{stashed_before} stashed pools before trim, {stashed_after} after the worker's slow path"
     );
 }
+
+#[test]
+fn trim_in_a_loop_while_threads_churn_loses_nothing() {
+    let _g = serial();
+    // Four threads replace random blocks (16 B to 200 KB, small and medium)
+    // in tables of their own, writing a tag over each block and checking it
+    // before the free, while the main thread trims without pause. Any block
+    // lost, handed out twice or released under its owner shows as a bad tag
+    // or a crash.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (t + 1);
+                let mut next = move || {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng
+                };
+                let mut table: Vec<(usize, usize, u8)> = vec![(0, 0, 0); 512];
+                let mut steps = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || steps < 10_000 {
+                    let r = next();
+                    let slot = (r % 512) as usize;
+                    let (p, size, tag) = table[slot];
+                    if p != 0 {
+                        let l = Layout::from_size_align(size, 8).unwrap();
+                        // SAFETY: a live block of `size` bytes written below.
+                        let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, size) };
+                        assert!(bytes.iter().all(|&b| b == tag), "thread {t}: block {p:#x} of {size} B changed");
+                        // SAFETY: allocated below with `l`.
+                        unsafe { PoolMalloc.dealloc(p as *mut u8, l) };
+                    }
+                    let size = if r >> 60 == 0 {
+                        33_000 + (r >> 20) as usize % 170_000
+                    } else {
+                        16 + (r >> 20) as usize % 2000
+                    };
+                    let l = Layout::from_size_align(size, 8).unwrap();
+                    // SAFETY: a valid layout.
+                    let q = unsafe { PoolMalloc.alloc(l) };
+                    assert!(!q.is_null());
+                    let tag = (r >> 8) as u8;
+                    // SAFETY: a fresh block of `size` bytes.
+                    unsafe { q.write_bytes(tag, size) };
+                    table[slot] = (q as usize, size, tag);
+                    steps += 1;
+                }
+                for (p, size, tag) in table {
+                    if p != 0 {
+                        // SAFETY: a live block of `size` bytes.
+                        let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, size) };
+                        assert!(bytes.iter().all(|&b| b == tag));
+                        // SAFETY: allocated with this layout.
+                        unsafe { PoolMalloc.dealloc(p as *mut u8, Layout::from_size_align(size, 8).unwrap()) };
+                    }
+                }
+                steps
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let mut trims = 0u64;
+    while start.elapsed() < Duration::from_millis(800) {
+        poolmalloc::trim();
+        trims += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let steps: u64 = threads.into_iter().map(|h| h.join().expect("a churning thread failed")).sum();
+    assert!(trims > 10 && steps > 40_000, "{trims} trims, {steps} steps");
+    poolmalloc::trim();
+    assert!(poolmalloc::stats().adds_up());
+}
