@@ -110,7 +110,8 @@
 //!
 //! See [`crate::pool`]: FREE (in an arena) → USED (in a heap: current, avail
 //! or full) ⇄ FULL → EMPTY (stash) → FREE; USED → ABANDONED (thread exit) →
-//! USED (adopted).
+//! USED (adopted). The later slices of a medium pool's run are FOLLOWERs for
+//! as long as the pool is taken, and FREE again when it goes back.
 //!
 //! # Arena state machine
 //!
@@ -125,4 +126,6 @@
 //! exit abandons all pools; a fork child reclaims dead threads' pools before
 //! any new thread exists). A full pool has the low bit set, so a local free
 //! into it takes the slow path, which moves the pool back to its heap's
-//! `avail` list.
+//! `avail` list. A medium pool's owner word always carries `OWNER_CHECKED`,
+//! so even its owner's frees take the slow path, which checks that the
+//! pointer starts a block of the pool.

@@ -31,6 +31,10 @@
 //!          (heap stash)                      ABANDONED ──adopt──▶ USED
 //! ```
 //!
+//! A medium pool's later slices are FOLLOWER from the moment the arena hands
+//! the run out until it takes it back; only the first slice's record moves
+//! through the states above.
+//!
 //! The `owner` word says who may use the local list: the owning thread's id,
 //! `LOCKED_OWNER` for the locked-mode heap, or 0 when nobody owns it. Its low
 //! bit marks the pool FULL, so a local free to a full pool fails the owner
