@@ -44,15 +44,18 @@ fn malloc_large(size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub(crate) fn huge(size: usize, align: usize) -> *mut u8 {
-    with_retry(|| large::alloc(size, align))
+    with_retry(large::within_limits(size, align), || large::alloc(size, align))
 }
 
 /// `f()`, and when it fails, `f()` once more after giving back what is held
-/// but not live; `ENOMEM` if that fails too.
-fn with_retry(f: impl Fn() -> *mut u8) -> *mut u8 {
+/// but not live; `ENOMEM` if that fails too. `may_help` says whether giving
+/// memory back could make a difference (an impossible size, or a pointer
+/// that is not a huge block, fails the same way again: no retry, so a
+/// program probing sizes does not make every thread trim).
+fn with_retry(may_help: bool, f: impl Fn() -> *mut u8) -> *mut u8 {
     let p = f();
-    if !p.is_null() {
-        return p;
+    if !p.is_null() || !may_help {
+        return enomem(p);
     }
     reclaim_for_retry();
     enomem(f())
@@ -296,13 +299,14 @@ pub fn calloc(size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub(crate) fn huge_zeroed(size: usize, align: usize) -> *mut u8 {
-    with_retry(|| large::alloc_zeroed(size, align))
+    with_retry(large::within_limits(size, align), || large::alloc_zeroed(size, align))
 }
 
 /// Resizes a huge block (see [`large::realloc`]), with one retry after
 /// giving back what is held but not live.
 pub(crate) fn huge_realloc(p: *mut u8, new_size: usize) -> *mut u8 {
-    with_retry(|| large::realloc(p, new_size))
+    let may_help = large::within_limits(new_size, 1) && large::usable_size(p).is_some();
+    with_retry(may_help, || large::realloc(p, new_size))
 }
 
 /// After a failed mapping: gives back everything held but not live, across

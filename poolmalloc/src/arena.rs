@@ -614,8 +614,11 @@ impl Arenas {
         fullest
     }
 
-    /// Gives a pool (all of its slices) back. Lock held.
-    fn give_pool(&self, p: *mut Pool, now: u64) {
+    /// Gives a pool (all of its slices) back. Lock held. With `may_shed`,
+    /// going over the free-page allowance sheds free pages in every arena
+    /// (which may unmap arenas other than `p`'s); without it, only `p`'s
+    /// arena can be released.
+    fn give_pool(&self, p: *mut Pool, now: u64, may_shed: bool) {
         let a = Arena::of(p);
         // SAFETY: `p` is pool metadata inside a live arena (with the arena's
         // provenance, as `take_pool` made it); the lock is held.
@@ -661,7 +664,7 @@ impl Arenas {
         // pass, and its system calls, come only after as many pages again
         // are freed. The allowance shrinks as memory in use is freed, so
         // pages freed under it may be over it later: they go too.
-        if delay > 0 && self.dirty_pools.get() > self.dirty_allowance() {
+        if may_shed && delay > 0 && self.dirty_pools.get() > self.dirty_allowance() {
             self.shed_dirty(self.dirty_allowance() / 2);
         }
     }
@@ -891,7 +894,7 @@ pub unsafe fn release_pools(pools: &[*mut Pool]) {
     let now = os::now_ms();
     let _g = ARENAS.lock.guard();
     for &p in pools {
-        ARENAS.give_pool(p, now);
+        ARENAS.give_pool(p, now, true);
     }
     ARENAS.purge(now, false);
 }
@@ -969,7 +972,8 @@ pub fn reclaim_in_child(mut release: impl FnMut(&Pool) -> bool) {
         while give != 0 {
             let i = give.trailing_zeros() as usize;
             give &= give - 1;
-            ARENAS.give_pool(&a_ref.pools[i] as *const Pool as *mut Pool, now);
+            // No shedding here: it could unmap `next`.
+            ARENAS.give_pool(&a_ref.pools[i] as *const Pool as *mut Pool, now, false);
         }
         a = next;
     }

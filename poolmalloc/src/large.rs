@@ -128,8 +128,15 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     alloc_span(size, align, true)
 }
 
+/// Whether a span for `size` bytes aligned to `align` could exist at all:
+/// a request beyond this fails without a system call, and giving memory
+/// back cannot help it.
+pub fn within_limits(size: usize, align: usize) -> bool {
+    size <= isize::MAX as usize - 2 * GRANULE && align <= isize::MAX as usize / 4
+}
+
 fn alloc_span(size: usize, align: usize, zeroed: bool) -> *mut u8 {
-    if size > isize::MAX as usize - 2 * GRANULE || align > isize::MAX as usize / 4 {
+    if !within_limits(size, align) {
         return ptr::null_mut();
     }
     let offset = offset_for(align);

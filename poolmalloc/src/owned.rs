@@ -40,7 +40,7 @@
 use crate::alloc as core_alloc;
 use crate::heap::Heap as RawHeap;
 use crate::large::SpanList;
-use crate::pool::{owner_id, OWNER_CHECKED};
+use crate::pool::{owner_id, OWNER_CHECKED, OWNER_FULL};
 use crate::global::{in_pools, pool_class};
 use crate::{arena, lifecycle};
 use core::alloc::Layout;
@@ -122,7 +122,9 @@ impl Heap {
                 let pr = unsafe { &*pool };
                 word = if pr.is_block_start(p) { pr.owner.load(Relaxed) } else { 0 };
             }
-            if owner_id(word) == self.raw().owner.get() {
+            // A stashed (empty) pool's word keeps OWNER_STASHED and does not
+            // match: a free into it is reported by the general path.
+            if word & !(OWNER_FULL | OWNER_CHECKED) == self.raw().owner.get() {
                 // SAFETY: one of our pools, and `p` is a handed-out block.
                 unsafe { self.raw().free_owned(pool, p.cast()) };
             } else {

@@ -105,7 +105,8 @@ pub fn locked_alloc(class: usize) -> *mut u8 {
 
 /// Frees a block of the locked heap (debug mode's raw blocks).
 pub fn locked_free(p: *mut u8) {
-    let pool = arena::pool_of(p);
+    // A medium block may start in a later slice of its pool's run.
+    let pool = arena::owning_pool(p);
     let _g = LOCKED_LOCK.guard();
     // SAFETY: debug mode's raw blocks are handed-out blocks of the locked
     // heap, and we hold its lock.

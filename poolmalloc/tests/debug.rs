@@ -127,5 +127,26 @@ fn main() {
             }
         }
     }
+    // Several medium blocks of one class at once: some start in a later
+    // slice of their pool's run, and their frees must find the pool's own
+    // record. Afterwards the class counts no block in use.
+    let class = poolmalloc::internals::class_of(40_100);
+    let before = poolmalloc::stats().classes[class].blocks_in_use;
+    let l = Layout::from_size_align(40_000, 8).unwrap();
+    // SAFETY: a valid layout.
+    let blocks: Vec<*mut u8> = (0..9).map(|_| unsafe { a.alloc(l) }).collect();
+    assert_eq!(
+        poolmalloc::stats().classes[class].blocks_in_use,
+        before + 9,
+        "debug blocks of 40,000 B are in class {class}"
+    );
+    for p in blocks {
+        // SAFETY: allocated above with `l`.
+        unsafe { a.dealloc(p, l) };
+    }
+    poolmalloc::trim();
+    let after = poolmalloc::stats().classes[class].blocks_in_use;
+    assert_eq!(after, before, "medium debug blocks freed onto the wrong pool record");
+    poolmalloc::internals::check_arena_invariants();
     println!("debug: ok");
 }
