@@ -597,3 +597,24 @@ fn stats_show_each_heaps_occupancy() {
         unsafe { heap.free(*p, l) };
     }
 }
+
+#[test]
+fn an_impossible_request_does_not_trim() {
+    let _s = serial();
+    // Empty pools of this thread's heap wait in its stash. A request no
+    // mapping could ever satisfy fails at once: it must not make the
+    // allocator give back (and later fault in again) what it keeps warm.
+    let l = Layout::from_size_align(3000, 8).unwrap();
+    // SAFETY: valid layouts; each block freed once with its layout.
+    let blocks: Vec<*mut u8> = (0..2048).map(|_| unsafe { PoolMalloc.alloc(l) }).collect();
+    for p in blocks {
+        // SAFETY: allocated above with `l`.
+        unsafe { PoolMalloc.dealloc(p, l) };
+    }
+    let stashed = poolmalloc::stats().pools_stashed;
+    assert!(stashed > 0, "no pool was stashed; the test proves nothing");
+    let huge = Layout::from_size_align(isize::MAX as usize - 4096, 8).unwrap();
+    // SAFETY: a valid layout; the allocation fails.
+    assert!(unsafe { PoolMalloc.alloc(huge) }.is_null());
+    assert_eq!(poolmalloc::stats().pools_stashed, stashed, "an impossible request emptied the stash");
+}
