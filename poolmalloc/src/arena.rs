@@ -67,6 +67,7 @@
 //!          or unmapped
 //! ```
 
+use crate::list::{Links, List};
 use crate::lock::RawLock;
 use crate::options;
 use crate::os;
@@ -207,60 +208,31 @@ fn usable_mask() -> u64 {
     }
 }
 
-/// The lists an arena can be on, each with its own pair of links.
-#[derive(Clone, Copy)]
-enum Links {
-    /// A bucket by free-pool count (`next`, `prev`).
-    Bucket,
-    /// A run list by longest free run (`run_next`, `run_prev`).
-    Run,
-    /// The list of all arenas (`all_next`, `all_prev`).
-    All,
-}
+/// The links of a bucket (by free-pool count): `next`, `prev`.
+pub struct BucketLinks;
+/// The links of a run list (by longest free run): `run_next`, `run_prev`.
+pub struct RunLinks;
+/// The links of the list of all arenas: `all_next`, `all_prev`.
+pub struct AllLinks;
 
-impl Arena {
-    /// The (next, prev) links of list `l`.
-    fn links(&self, l: Links) -> (&Local<*mut Arena>, &Local<*mut Arena>) {
-        match l {
-            Links::Bucket => (&self.next, &self.prev),
-            Links::Run => (&self.run_next, &self.run_prev),
-            Links::All => (&self.all_next, &self.all_prev),
-        }
+impl Links<Arena> for BucketLinks {
+    unsafe fn links<'a>(a: *mut Arena) -> (&'a Local<*mut Arena>, &'a Local<*mut Arena>) {
+        // SAFETY: by the caller, `a` is a live arena.
+        unsafe { (&(*a).next, &(*a).prev) }
     }
 }
 
-/// Pushes `a` onto the front of the list at `head` through its `l` links.
-/// The arena lock is held and `a` is on no `l` list.
-fn list_push(head: &Local<*mut Arena>, a: *mut Arena, l: Links) {
-    // SAFETY: `a` is a live arena; the arena lock is held.
-    let (next, prev) = unsafe { (*a).links(l) };
-    let h = head.get();
-    prev.set(ptr::null_mut());
-    next.set(h);
-    if !h.is_null() {
-        // SAFETY: list members are live arenas.
-        unsafe { (*h).links(l).1.set(a) };
+impl Links<Arena> for RunLinks {
+    unsafe fn links<'a>(a: *mut Arena) -> (&'a Local<*mut Arena>, &'a Local<*mut Arena>) {
+        // SAFETY: by the caller, `a` is a live arena.
+        unsafe { (&(*a).run_next, &(*a).run_prev) }
     }
-    head.set(a);
 }
 
-/// Unlinks `a` from the list at `head`, on which it is through its `l`
-/// links. The arena lock is held.
-fn list_remove(head: &Local<*mut Arena>, a: *mut Arena, l: Links) {
-    // SAFETY: `a` is a live arena on this list; the arena lock is held.
-    let (next, prev) = unsafe {
-        let (n, p) = (*a).links(l);
-        (n.get(), p.get())
-    };
-    if prev.is_null() {
-        head.set(next);
-    } else {
-        // SAFETY: list members are live arenas.
-        unsafe { (*prev).links(l).0.set(next) };
-    }
-    if !next.is_null() {
-        // SAFETY: list members are live arenas.
-        unsafe { (*next).links(l).1.set(prev) };
+impl Links<Arena> for AllLinks {
+    unsafe fn links<'a>(a: *mut Arena) -> (&'a Local<*mut Arena>, &'a Local<*mut Arena>) {
+        // SAFETY: by the caller, `a` is a live arena.
+        unsafe { (&(*a).all_next, &(*a).all_prev) }
     }
 }
 
@@ -269,16 +241,16 @@ pub struct Arenas {
     /// Guards everything below and the arena-level fields of every arena.
     pub lock: RawLock,
     /// `buckets[n]`: arenas with exactly n free pools, n in 1..=63.
-    buckets: [Local<*mut Arena>; POOLS_PER_ARENA + 1],
+    buckets: [List<Arena, BucketLinks>; POOLS_PER_ARENA + 1],
     /// Bit n set iff `buckets[n]` is non-empty.
     nonempty: Local<u128>,
     /// `runs[r]`: the bucketed arenas whose longest run of free slices (not
     /// counting slice 0) is r, for r in 1..=63. Medium requests look here.
-    runs: [Local<*mut Arena>; POOLS_PER_ARENA],
+    runs: [List<Arena, RunLinks>; POOLS_PER_ARENA],
     /// Bit r set iff `runs[r]` is non-empty.
     runs_nonempty: Local<u64>,
     /// All arenas, including full ones and the spare.
-    all: Local<*mut Arena>,
+    all: List<Arena, AllLinks>,
     /// The one arena kept with all its pools free, or null.
     spare: Local<*mut Arena>,
     /// Arenas currently mapped.
@@ -300,11 +272,11 @@ pub struct Arenas {
 /// The arenas of the process.
 pub static ARENAS: Arenas = Arenas {
     lock: RawLock::new(),
-    buckets: [const { Local::new(ptr::null_mut()) }; POOLS_PER_ARENA + 1],
+    buckets: [const { List::new() }; POOLS_PER_ARENA + 1],
     nonempty: Local::new(0),
-    runs: [const { Local::new(ptr::null_mut()) }; POOLS_PER_ARENA],
+    runs: [const { List::new() }; POOLS_PER_ARENA],
     runs_nonempty: Local::new(0),
-    all: Local::new(ptr::null_mut()),
+    all: List::new(),
     spare: Local::new(ptr::null_mut()),
     count: Local::new(0),
     allocated: Local::new(0),
@@ -320,15 +292,17 @@ impl Arenas {
         // SAFETY: `a` is a live arena; the arena lock is held.
         let n = unsafe { (*a).nfree() };
         debug_assert!(n > 0 && n < POOLS_PER_ARENA + 1);
-        list_push(&self.buckets[n], a, Links::Bucket);
+        // SAFETY: `a` is a live arena on no bucket; the arena lock is held.
+        unsafe { self.buckets[n].push(a) };
         self.nonempty.set(self.nonempty.get() | 1 << n);
         self.runs_insert(a);
     }
 
     fn bucket_remove(&self, a: *mut Arena, n: usize) {
         self.runs_remove(a);
-        list_remove(&self.buckets[n], a, Links::Bucket);
-        if self.buckets[n].get().is_null() {
+        // SAFETY: `a` is on bucket `n`; the arena lock is held.
+        unsafe { self.buckets[n].remove(a) };
+        if self.buckets[n].head().is_null() {
             self.nonempty.set(self.nonempty.get() & !(1 << n));
         }
     }
@@ -340,7 +314,8 @@ impl Arenas {
         let r = longest_run(a_ref.free_mask.get() & !1);
         a_ref.run_len.set(r as u8);
         if r > 0 {
-            list_push(&self.runs[r], a, Links::Run);
+            // SAFETY: `a` is live and on no run list; the arena lock is held.
+            unsafe { self.runs[r].push(a) };
             self.runs_nonempty.set(self.runs_nonempty.get() | 1 << r);
         }
     }
@@ -353,19 +328,22 @@ impl Arenas {
         if r == 0 {
             return;
         }
-        list_remove(&self.runs[r], a, Links::Run);
-        if self.runs[r].get().is_null() {
+        // SAFETY: `a` is on run list `r`; the arena lock is held.
+        unsafe { self.runs[r].remove(a) };
+        if self.runs[r].head().is_null() {
             self.runs_nonempty.set(self.runs_nonempty.get() & !(1 << r));
         }
         a_ref.run_len.set(0);
     }
 
     fn all_insert(&self, a: *mut Arena) {
-        list_push(&self.all, a, Links::All);
+        // SAFETY: `a` is live and not on the all-list; the arena lock is held.
+        unsafe { self.all.push(a) };
     }
 
     fn all_remove(&self, a: *mut Arena) {
-        list_remove(&self.all, a, Links::All);
+        // SAFETY: `a` is on the all-list; the arena lock is held.
+        unsafe { self.all.remove(a) };
     }
 
     /// Maps and initialises a new arena. Lock held. Null on failure.
@@ -476,7 +454,7 @@ impl Arenas {
         'search: while m != 0 {
             let r = m.trailing_zeros() as usize;
             m &= m - 1;
-            let mut a = self.runs[r].get();
+            let mut a = self.runs[r].head();
             while !a.is_null() {
                 // SAFETY: run-list members are live arenas; lock held.
                 let a_ref = unsafe { &*a };
@@ -593,7 +571,7 @@ impl Arenas {
     /// fullest arena with a free pool. `ne` is the non-empty bucket mask.
     /// Lock held.
     fn pick_arena(&self, ne: u128) -> *mut Arena {
-        let fullest = self.buckets[ne.trailing_zeros() as usize].get();
+        let fullest = self.buckets[ne.trailing_zeros() as usize].head();
         if self.dirty_pools.get() == 0 {
             return fullest;
         }
@@ -601,7 +579,7 @@ impl Arenas {
         while m != 0 {
             let n = m.trailing_zeros() as usize;
             m &= m - 1;
-            let mut a = self.buckets[n].get();
+            let mut a = self.buckets[n].head();
             while !a.is_null() {
                 // SAFETY: bucket members are live arenas; lock held.
                 let a_ref = unsafe { &*a };
@@ -674,7 +652,7 @@ impl Arenas {
     /// then by decommitting free pools, neighbours together. Lock held.
     fn shed_dirty(&self, keep: usize) {
         for whole_arenas_only in [true, false] {
-            let mut a = self.all.get();
+            let mut a = self.all.head();
             while !a.is_null() && self.dirty_pools.get() > keep {
                 // SAFETY: all-list members are live arenas; lock held.
                 let a_ref = unsafe { &*a };
@@ -722,7 +700,7 @@ impl Arenas {
         }
         let delay = delay.max(0) as u64;
         let mut next_due = 0u64;
-        let mut a = self.all.get();
+        let mut a = self.all.head();
         while !a.is_null() {
             // SAFETY: all-list members are live arenas; lock held.
             let a_ref = unsafe { &*a };
@@ -762,7 +740,7 @@ impl Arenas {
 
     /// Calls `f` on every arena. Lock held.
     pub fn for_each(&self, mut f: impl FnMut(&Arena, u64, u64)) {
-        let mut a = self.all.get();
+        let mut a = self.all.head();
         while !a.is_null() {
             // SAFETY: all-list members are live arenas; lock held.
             let a_ref = unsafe { &*a };
@@ -783,7 +761,7 @@ impl Arenas {
         let mut in_buckets = 0usize;
         let mut with_runs = 0usize;
         for n in 0..=POOLS_PER_ARENA {
-            let mut a = self.buckets[n].get();
+            let mut a = self.buckets[n].head();
             assert_eq!(a.is_null(), self.nonempty.get() & (1 << n) == 0, "bucket mask bit {n}");
             let mut prev = ptr::null_mut();
             while !a.is_null() {
@@ -804,7 +782,7 @@ impl Arenas {
         }
         let mut on_run_lists = 0usize;
         for r in 0..POOLS_PER_ARENA {
-            let mut a = self.runs[r].get();
+            let mut a = self.runs[r].head();
             assert_eq!(a.is_null(), self.runs_nonempty.get() & (1 << r) == 0, "run mask bit {r}");
             let mut prev = ptr::null_mut();
             while !a.is_null() {
@@ -822,7 +800,7 @@ impl Arenas {
         let mut in_use = 0usize;
         let mut partial = 0usize;
         let mut dirty = 0usize;
-        let mut a = self.all.get();
+        let mut a = self.all.head();
         while !a.is_null() {
             // SAFETY: all-list members are live arenas; lock held.
             let a_ref = unsafe { &*a };
@@ -953,7 +931,7 @@ pub fn leader_of(pool: *mut Pool) -> *mut Pool {
 /// returns true.
 pub fn reclaim_in_child(mut release: impl FnMut(&Pool) -> bool) {
     let now = os::now_ms();
-    let mut a = ARENAS.all.get();
+    let mut a = ARENAS.all.head();
     while !a.is_null() {
         // SAFETY: all-list members are live; the child is single-threaded.
         let a_ref = unsafe { &*a };

@@ -24,11 +24,11 @@
 //!   3   3      pool remote                       one class per pool: local, remote and bump free lists
 //!   2   4      size_class                        the class table and the branch-free lookup (constant data)
 //!   1   1      ownership                         address → arena / large span / not ours, in O(1)
-//!   0   0,x    lock fault options report os tid sync   locks; fault reports; options; messages; syscalls; thread id; atomics facade
+//!   0   0,x    lock fault options report os tid list sync   locks; fault reports; options; messages; syscalls; thread id; intrusive lists; atomics facade
 //! ```
 //!
-//! Within row 0 the order is `sync`, `tid`, `os`, `report`, `options`,
-//! `fault`, `lock` (each uses only those before it). Within a row, modules
+//! Within row 0 the order is `sync`, `list`, `tid`, `os`, `report`,
+//! `options`, `fault`, `lock` (each uses only those before it). Within a row, modules
 //! may use each other only as the test allows: `heap` uses `abandoned`,
 //! `registry` uses `heap`; `pool` uses `remote`; `owned` uses `global`.
 //!
@@ -78,6 +78,7 @@
 //! | debug mode | `debug.rs` |
 //! | typed and buffer pools | `pools/` |
 //! | locks and the atomics facade | `lock.rs`, `sync.rs` |
+//! | the intrusive list type | `list.rs` |
 //!
 //! # Glossary
 //!

@@ -24,6 +24,7 @@
 //! Thread safety: a live span is touched only by the thread freeing or
 //! resizing it; the cache is guarded by [`LOCK`].
 
+use crate::list::{Links, List};
 use crate::lock::RawLock;
 use crate::options;
 use crate::os;
@@ -55,8 +56,18 @@ struct Span {
     /// Bytes the caller asked for.
     size: usize,
     /// Neighbours on a first-class heap's [`SpanList`], or null.
-    prev: *mut Span,
-    next: *mut Span,
+    prev: Local<*mut Span>,
+    next: Local<*mut Span>,
+}
+
+/// Where a span header's links are.
+struct SpanLinks;
+
+impl Links<Span> for SpanLinks {
+    unsafe fn links<'a>(s: *mut Span) -> (&'a Local<*mut Span>, &'a Local<*mut Span>) {
+        // SAFETY: by the caller, `s` is a live span's header.
+        unsafe { (&(*s).next, &(*s).prev) }
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<Span>() <= HEADER);
@@ -167,7 +178,14 @@ unsafe fn finish(base: *mut u8, map_len: usize, offset: usize, size: usize) -> *
     let span = base.cast::<Span>();
     // SAFETY: the header lies in the span's first page, which we own.
     unsafe {
-        span.write(Span { magic: MAGIC ^ base.addr(), map_len, offset, size, prev: ptr::null_mut(), next: ptr::null_mut() })
+        span.write(Span {
+            magic: MAGIC ^ base.addr(),
+            map_len,
+            offset,
+            size,
+            prev: Local::new(ptr::null_mut()),
+            next: Local::new(ptr::null_mut()),
+        })
     };
     COUNTERS.live.fetch_add(1, Relaxed);
     COUNTERS.live_bytes.fetch_add(map_len, Relaxed);
@@ -470,66 +488,49 @@ pub fn containing(p: *mut u8) -> Option<(*mut u8, usize)> {
     Some((base.wrapping_add(s.offset), end - start))
 }
 
-/// The large blocks of a first-class heap, linked through their span
+/// The huge blocks of a first-class heap, linked through their span
 /// headers so that dropping the heap frees them all. Single-threaded: used
 /// only by the heap's user.
 pub struct SpanList {
-    head: core::cell::Cell<*mut Span>,
+    list: List<Span, SpanLinks>,
 }
 
 impl SpanList {
     /// An empty list.
     pub const fn new() -> Self {
-        SpanList { head: core::cell::Cell::new(ptr::null_mut()) }
+        SpanList { list: List::new() }
     }
 
-    /// Allocates a large block and links it in. Null on failure.
+    /// Allocates a huge block and links it in. Null on failure.
     pub fn alloc(&self, size: usize, align: usize, zeroed: bool) -> *mut u8 {
         let p = if zeroed { alloc_zeroed(size, align) } else { alloc(size, align) };
         if let Some(span) = span_of(p) {
-            let head = self.head.get();
-            // SAFETY: a fresh span's header is ours; `head` is a live span on
-            // this list.
-            unsafe {
-                (*span).next = head;
-                if !head.is_null() {
-                    (*head).prev = span;
-                }
-            }
-            self.head.set(span);
+            // SAFETY: a fresh span's header is ours and on no list.
+            unsafe { self.list.push(span) };
         }
         p
     }
 
     /// Unlinks and frees the block at `p`. False (doing nothing) if `p` is
-    /// not a live large block.
+    /// not a live huge block.
     ///
     /// # Safety
     /// A live `p` must be on this list.
     pub unsafe fn free(&self, p: *mut u8) -> bool {
         let Some(span) = span_of(p) else { return false };
-        // SAFETY: by the caller `span` is on this list; its neighbours are.
-        unsafe {
-            let (prev, next) = ((*span).prev, (*span).next);
-            if prev.is_null() {
-                self.head.set(next);
-            } else {
-                (*prev).next = next;
-            }
-            if !next.is_null() {
-                (*next).prev = prev;
-            }
-        }
+        // SAFETY: by the caller `span` is on this list.
+        unsafe { self.list.remove(span) };
         free(p)
     }
 
     /// Frees every block on the list.
     pub fn free_all(&self) {
-        let mut span = self.head.get();
-        self.head.set(ptr::null_mut());
+        let mut span = self.list.head();
+        self.list.clear();
         while !span.is_null() {
-            // SAFETY: spans on the list are live and ours.
-            let (next, p) = unsafe { ((*span).next, span.cast::<u8>().wrapping_add((*span).offset)) };
+            // SAFETY: spans on the list are live and ours; the next link is
+            // read before the span is freed.
+            let (next, p) = unsafe { (List::<Span, SpanLinks>::next(span), span.cast::<u8>().wrapping_add((*span).offset)) };
             free(p);
             span = next;
         }

@@ -58,6 +58,7 @@ not_under_loom! {
     pub(crate) mod heap;
     pub(crate) mod large;
     pub(crate) mod lifecycle;
+    pub(crate) mod list;
     pub(crate) mod lock;
     pub mod options;
     pub(crate) mod os;

@@ -49,6 +49,7 @@
 //! at those bits before taking a new pool, so a full pool that receives
 //! remote frees is never stranded.
 
+use crate::list::{Links, List};
 use crate::size_class;
 use crate::sync::Local;
 use core::ptr;
@@ -637,100 +638,19 @@ impl Pool {
     }
 }
 
-/// A pool on a doubly linked list threaded through `Pool::next`/`prev`.
-/// The list's owner (a heap or a lock holder) serialises all access.
-pub struct PoolList {
-    head: Local<*mut Pool>,
-    len: Local<usize>,
-}
+/// Where a pool record's links are: a pool is on at most one list at a
+/// time (a heap's class lists or stash, or an abandoned list).
+pub struct PoolLinks;
 
-impl PoolList {
-    /// An empty list.
-    pub const fn new() -> Self {
-        PoolList { head: Local::new(ptr::null_mut()), len: Local::new(0) }
-    }
-
-    /// First pool, or null.
-    #[inline]
-    pub fn head(&self) -> *mut Pool {
-        self.head.get()
-    }
-
-    /// Number of pools on the list.
-    pub fn len(&self) -> usize {
-        self.len.get()
-    }
-
-    #[cfg(test)]
-    /// Whether the list is empty.
-    pub fn is_empty(&self) -> bool {
-        self.head.get().is_null()
-    }
-
-    /// Pushes `p` at the front.
-    ///
-    /// # Safety
-    /// `p` must be valid pool metadata on no list.
-    pub unsafe fn push(&self, p: *mut Pool) {
-        let h = self.head.get();
-        // SAFETY: the caller guarantees `p` is valid; `h` is on this list.
-        unsafe {
-            (*p).prev.set(ptr::null_mut());
-            (*p).next.set(h);
-            if !h.is_null() {
-                (*h).prev.set(p);
-            }
-        }
-        self.head.set(p);
-        self.len.set(self.len.get() + 1);
-    }
-
-    /// Unlinks `p`.
-    ///
-    /// # Safety
-    /// `p` must be on this list.
-    pub unsafe fn remove(&self, p: *mut Pool) {
-        // SAFETY: `p` and its neighbours are on this list.
-        unsafe {
-            let n = (*p).next.get();
-            let pr = (*p).prev.get();
-            if pr.is_null() {
-                self.head.set(n);
-            } else {
-                (*pr).next.set(n);
-            }
-            if !n.is_null() {
-                (*n).prev.set(pr);
-            }
-            (*p).next.set(ptr::null_mut());
-            (*p).prev.set(ptr::null_mut());
-        }
-        self.len.set(self.len.get() - 1);
-    }
-
-    /// Pops the first pool, or null.
-    pub fn pop(&self) -> *mut Pool {
-        let h = self.head.get();
-        if !h.is_null() {
-            // SAFETY: `h` is on this list.
-            unsafe { self.remove(h) };
-        }
-        h
-    }
-
-    /// Forgets every pool (fork child only, where the pools are reclaimed by
-    /// other means).
-    pub fn clear(&self) {
-        self.head.set(ptr::null_mut());
-        self.len.set(0);
+impl Links<Pool> for PoolLinks {
+    unsafe fn links<'a>(p: *mut Pool) -> (&'a Local<*mut Pool>, &'a Local<*mut Pool>) {
+        // SAFETY: by the caller, `p` is a live pool record.
+        unsafe { (&(*p).next, &(*p).prev) }
     }
 }
 
-impl Default for PoolList {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// A list of pool records.
+pub type PoolList = List<Pool, PoolLinks>;
 
 #[cfg(test)]
 mod tests {

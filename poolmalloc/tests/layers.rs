@@ -14,7 +14,7 @@ const SAME_ROW: &[(&str, &str)] =
     &[("heap", "abandoned"), ("registry", "heap"), ("pool", "remote"), ("owned", "global")];
 
 /// The bottom row's internal order, as `design.rs` gives it.
-const ROW0_ORDER: &[&str] = &["sync", "tid", "os", "report", "options", "fault", "lock"];
+const ROW0_ORDER: &[&str] = &["sync", "list", "tid", "os", "report", "options", "fault", "lock"];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
