@@ -57,7 +57,10 @@ fn with_retry(may_help: bool, f: impl Fn() -> *mut u8) -> *mut u8 {
     if !p.is_null() || !may_help {
         return enomem(p);
     }
-    reclaim_for_retry();
+    // Give back what is held but not live, across the process (the huge-span
+    // cache, free pools' pages, all-free arenas and the spare, this thread's
+    // empty pools, and other threads' at their next slow path).
+    crate::lifecycle::trim();
     enomem(f())
 }
 
@@ -285,11 +288,11 @@ pub fn calloc(size: usize) -> *mut u8 {
     if size > MAX_CLASS_SIZE {
         return huge_zeroed(size, ALIGNMENT);
     }
-    let usable = size_class::class_size(size_class::class_of(size));
-    let p = malloc(size);
+    let class = size_class::class_of(size);
+    let p = thread::alloc(class, move || debug::malloc(size, ALIGNMENT, true));
     if !p.is_null() {
-        // SAFETY: a fresh block of its class's `usable` bytes.
-        unsafe { ptr::write_bytes(p, 0, usable) };
+        // SAFETY: a fresh block of its class's size.
+        unsafe { ptr::write_bytes(p, 0, size_class::class_size(class)) };
     }
     p
 }
@@ -307,14 +310,4 @@ pub(crate) fn huge_zeroed(size: usize, align: usize) -> *mut u8 {
 pub(crate) fn huge_realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     let may_help = large::within_limits(new_size, 1) && large::usable_size(p).is_some();
     with_retry(may_help, || large::realloc(p, new_size))
-}
-
-/// After a failed mapping: gives back everything held but not live, across
-/// the process (the huge-span cache, free pools' pages and all-free arenas
-/// including the spare, and this thread's empty pools), so that one more try
-/// can succeed.
-#[cold]
-#[inline(never)]
-pub(crate) fn reclaim_for_retry() {
-    crate::lifecycle::trim();
 }

@@ -898,8 +898,14 @@ pub fn pool_area(p: &Pool) -> usize {
 pub fn pool_end(p: &Pool) -> usize {
     let addr = (p as *const Pool).addr();
     let base = addr & !(ARENA_SIZE - 1);
-    let i = (addr - base - core::mem::offset_of!(Arena, pools)) / core::mem::size_of::<Pool>();
-    base + (i + p.slices.get() as usize) * POOL_SIZE
+    base + (record_index(addr) + p.slices.get() as usize) * POOL_SIZE
+}
+
+/// The slice index of the pool record at `addr` in its arena's header.
+/// Address arithmetic only.
+#[inline]
+fn record_index(addr: usize) -> usize {
+    (addr & (ARENA_SIZE - 1)) / core::mem::size_of::<Pool>()
 }
 
 /// The pool record for any pointer into an arena: [`pool_of`], or for a
@@ -920,8 +926,7 @@ pub fn leader_of(pool: *mut Pool) -> *mut Pool {
         let lead = pr.lead.load(Relaxed) as usize;
         // A follower's lead reaches back to a record of the same header;
         // clamping keeps even a racing invalid free's read inside it.
-        let index = (pool.addr() & (ARENA_SIZE - 1)) / core::mem::size_of::<Pool>();
-        return pool.wrapping_sub(lead.min(index));
+        return pool.wrapping_sub(lead.min(record_index(pool.addr())));
     }
     pool
 }

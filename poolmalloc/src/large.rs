@@ -398,7 +398,7 @@ pub fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     let s = unsafe { &mut *span };
     let base = span.cast::<u8>();
     let Some(new_len) = map_len_for(new_size, s.offset) else { return ptr::null_mut() };
-    if new_size > isize::MAX as usize - 2 * GRANULE {
+    if !within_limits(new_size, 1) {
         return ptr::null_mut();
     }
     let old_len = s.map_len;

@@ -250,8 +250,18 @@ impl Pool {
     /// 0 (no owner) is stored as is.
     #[inline]
     pub fn set_owner_word(&self, word: usize) {
-        let w = if word == 0 { 0 } else { word | self.owner_flags() };
-        self.owner.store(w, Relaxed);
+        self.owner.store(self.with_flags(word), Relaxed);
+    }
+
+    /// `word` with this pool's [`owner_flags`](Self::owner_flags), or 0 for
+    /// no owner.
+    #[inline]
+    fn with_flags(&self, word: usize) -> usize {
+        if word == 0 {
+            0
+        } else {
+            word | self.owner_flags()
+        }
     }
 
     /// Whether `p` is the start of one of this pool's blocks (carved or not;
@@ -281,15 +291,13 @@ impl Pool {
         self.used.store(0, Relaxed);
         self.remote.reset();
         self.hints.store(hints.cast_mut(), Relaxed);
-        let w = if owner == 0 { 0 } else { owner | self.owner_flags() };
-        self.owner.store(w, Release);
+        self.owner.store(self.with_flags(owner), Release);
     }
 
     /// Changes owner (adoption); keeps the blocks.
     pub fn set_owner(&self, owner: usize, hints: *const RemoteHints) {
         self.hints.store(hints.cast_mut(), Relaxed);
-        let w = if owner == 0 { 0 } else { owner | self.owner_flags() };
-        self.owner.store(w, Release);
+        self.owner.store(self.with_flags(owner), Release);
     }
 
     /// Blocks in use as seen by the owner.

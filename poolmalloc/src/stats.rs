@@ -58,6 +58,19 @@ pub enum Holder {
     Others,
 }
 
+impl Holder {
+    /// The holder's name in the report and the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Holder::Thread => "thread",
+            Holder::FirstClass => "first-class",
+            Holder::Locked => "locked",
+            Holder::Abandoned => "abandoned",
+            Holder::Others => "others",
+        }
+    }
+}
+
 /// Occupancy of one heap: how full its pools are. Fragmentation shows as
 /// live bytes well below the bytes in pools.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -499,13 +512,7 @@ impl fmt::Display for Stats {
         writeln!(f, "heap occupancy (bytes in use / bytes in the heap's pools)")?;
         writeln!(f, "heap              pools    bytes in pools      bytes in use  occupancy")?;
         for (i, h) in self.heaps[..self.heaps_shown].iter().enumerate() {
-            let name = match h.holder {
-                Holder::Thread => "thread",
-                Holder::FirstClass => "first-class",
-                Holder::Locked => "locked",
-                Holder::Abandoned => "abandoned",
-                Holder::Others => "others",
-            };
+            let name = h.holder.name();
             let pct = (h.live_bytes * 1000).checked_div(h.pool_bytes).unwrap_or(0);
             writeln!(
                 f,
@@ -529,7 +536,7 @@ impl fmt::Display for Stats {
 
 #[cfg(feature = "serde")]
 mod json {
-    use super::{ClassStats, HeapOccupancy, Holder, Stats};
+    use super::{ClassStats, HeapOccupancy, Stats};
     use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeStruct, Serializer};
 
     impl Serialize for ClassStats {
@@ -545,13 +552,7 @@ mod json {
 
     impl Serialize for HeapOccupancy {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let holder = match self.holder {
-                Holder::Thread => "thread",
-                Holder::FirstClass => "first-class",
-                Holder::Locked => "locked",
-                Holder::Abandoned => "abandoned",
-                Holder::Others => "others",
-            };
+            let holder = self.holder.name();
             let mut st = s.serialize_struct("HeapOccupancy", 4)?;
             st.serialize_field("holder", holder)?;
             st.serialize_field("pools", &self.pools)?;
