@@ -122,6 +122,13 @@ unsafe fn realloc_with(p: *mut u8, layout: Layout, new_size: usize, alloc: impl 
             return core_alloc::huge_realloc(p, new_size);
         }
     }
+    // The block moves. Check the pointer before reading from it: a pointer
+    // into the middle of a block at the end of its arena or mapping would
+    // otherwise make the copy read past the end of the mapping.
+    if core_alloc::classify(p) == core_alloc::Owned::No {
+        crate::fault::invalid_pointer("realloc", p, "not the start of a live block");
+        return ptr::null_mut();
+    }
     let q = alloc(new_layout);
     if !q.is_null() {
         // SAFETY: both blocks are live and distinct; the copy fits both.

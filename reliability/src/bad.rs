@@ -135,6 +135,10 @@ pub fn all_pointers() -> Vec<Pointer> {
             Pointer::DoubleFree(i * 300 + 1, i as u8 * 3),
         ]);
     }
+    // Found by fuzzing: a misaligned pointer into a block of about 700 KB,
+    // which a fresh arena places at its end, so that a moving realloc's copy
+    // would run past the arena's mapping.
+    v.push(Pointer::MisalignedLarge(2_324_299_776, 138));
     v
 }
 
