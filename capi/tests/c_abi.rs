@@ -611,3 +611,38 @@ fn debug_mode_passes_a_clean_program() {
     cmd.arg("clean");
     run(cmd, TIMEOUT).assert_success("debug_faults clean");
 }
+
+/// Runs one free-list poisoning mode and checks that it ends in the
+/// corrupted-free-list report and an abort, without the forged address ever
+/// coming back from `malloc`.
+fn poisoning_is_refused(mode: &str) {
+    let program = compile("poison", &[]);
+    let mut cmd = preloaded(&program, &[]);
+    cmd.arg(mode);
+    let outcome = run(cmd, TIMEOUT);
+    assert!(outcome.stdout.contains("target 0x"), "{mode}: no target printed\n{}", outcome.describe());
+    assert!(!outcome.stdout.contains("FORGED"), "{mode}: malloc returned the forged address\n{}", outcome.describe());
+    assert!(!outcome.stdout.contains("survived"), "{mode}: the corruption went unnoticed\n{}", outcome.describe());
+    assert_eq!(outcome.status.signal(), Some(libc::SIGABRT), "{mode} must abort\n{}", outcome.describe());
+    let line = outcome.stderr.lines().next().unwrap_or("");
+    assert!(
+        line.starts_with("poolmalloc: corrupted free list in the pool at 0x") && line.contains(": link to 0x"),
+        "{mode}: report line\n{}",
+        outcome.describe()
+    );
+}
+
+#[test]
+fn a_forged_local_link_is_refused() {
+    poisoning_is_refused("local");
+}
+
+#[test]
+fn a_forged_link_to_a_live_block_is_refused() {
+    poisoning_is_refused("live");
+}
+
+#[test]
+fn a_forged_remote_link_is_refused() {
+    poisoning_is_refused("remote");
+}

@@ -32,3 +32,19 @@ pub(crate) fn invalid_pointer(what: &str, p: *mut u8, why: &str) {
         os::abort();
     }
 }
+
+/// Reports a corrupted free list and aborts, whatever
+/// `POOLMALLOC_INVALID_FREE` says: a free block of `pool` links to `block`,
+/// which is not a free block of that pool (a write to a freed block changed
+/// the link). Handing the block out would give the program memory that is
+/// not free, or an address of an attacker's choosing; carrying on without
+/// the rest of the list would leave the pool's counts wrong.
+#[cold]
+#[inline(never)]
+pub(crate) fn corrupted_free_list(pool: usize, block: usize) -> ! {
+    let mut m = Line::new();
+    m.push("poolmalloc: corrupted free list in the pool at ").push_hex(pool);
+    m.push(": link to ").push_hex(block).push(", which is not a free block of the pool (written after free?)\n");
+    os::write_stderr(m.as_bytes());
+    os::abort()
+}

@@ -659,8 +659,9 @@ impl Heap {
             bt.tail.set(b);
             bt.head.set(ptr::null_mut());
         }
-        // SAFETY: the caller gives `b` up; its first word is ours.
-        unsafe { (*b).next = bt.head.get() };
+        // SAFETY: the caller gives `b` up; its first two words are ours, and
+        // `pool` is a live pool record.
+        unsafe { *b = Block { next: bt.head.get(), mark: (*pool).remote_mark() } };
         bt.head.set(b);
         bt.len.set(bt.len.get() + 1);
         if bt.len.get() >= REMOTE_BATCH {

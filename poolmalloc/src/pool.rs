@@ -82,6 +82,9 @@ pub const OWNER_STASHED: usize = 8;
 /// multiples of 64 and first-class heap ids multiples of 64 plus 2, so the
 /// bit is free in both.
 pub const OWNER_CHECKED: usize = 16;
+/// Set in a pool's address to make its remote mark.
+const REMOTE_MARK_BIT: usize = 8;
+const _: () = assert!(core::mem::align_of::<Pool>() > REMOTE_MARK_BIT);
 /// The heap owner id in an owner word.
 #[inline(always)]
 pub const fn owner_id(word: usize) -> usize {
@@ -320,6 +323,15 @@ impl Pool {
         self as *const Pool as usize
     }
 
+    /// The mark of a block on this pool's remote list (or in a freeing
+    /// thread's batch bound for it): the pool's address with bit 3 set
+    /// (records are 128-byte aligned). It differs from the local mark, so a
+    /// block waiting on the remote list is not taken for a local double free.
+    #[inline(always)]
+    pub fn remote_mark(&self) -> usize {
+        self as *const Pool as usize | REMOTE_MARK_BIT
+    }
+
     /// Checks a pointer the owner is about to push: it must be aligned to
     /// 16 (every block is) and must not be on the local free list already.
     /// A block carries the mark only while on the local list, or when the
@@ -463,21 +475,72 @@ impl Pool {
     }
 
     /// Pops a block from the local list. Owner only.
+    ///
+    /// Every block on the local list carries the pool's mark, and a block
+    /// loses it when handed out, so a block without it was not put on the
+    /// list by the pool: a write to a freed block changed a link to point
+    /// at a live block, at one handed out twice, or outside the pool. That
+    /// ends in a report and an abort, never in handing the block out.
     #[inline(always)]
     pub fn pop(&self) -> *mut Block {
         let b = self.free.get();
         if !b.is_null() {
-            // SAFETY: blocks on the local list are free blocks of this pool,
-            // owned by the pool; their first word is the link and their
-            // second the double-free mark, which a handed-out block must not
-            // carry.
+            // SAFETY: the head of the local list is a free block of this
+            // pool, unless a link was forged; then it is still a pointer that
+            // a block of this pool held, and only its second word is touched
+            // before it is refused. Free blocks are the pool's; their first
+            // word is the link and their second the mark, which a handed-out
+            // block must not carry.
             unsafe {
+                self.take_mark(b);
                 self.free.set((*b).next);
-                (*b).mark = 0;
             }
             self.used.store(self.used() + 1, Relaxed);
         }
         b
+    }
+
+    /// Clears `b`'s mark, which must be this pool's local mark, and
+    /// reports a corrupted free list if it is not. On x86-64 this is one
+    /// `xor` of the pool's address (in a register) into the mark word, which
+    /// leaves zero exactly when the mark was right, and a branch on the zero
+    /// flag: one instruction more than clearing the mark.
+    ///
+    /// # Safety
+    /// `b` must be the head of the local list: a pointer a block of this
+    /// pool linked to, with two writable words.
+    #[inline(always)]
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    unsafe fn take_mark(&self, b: *mut Block) {
+        // SAFETY: by the caller, the mark word is ours to write; the block
+        // is refused (the process aborts) if the result is not zero.
+        unsafe {
+            core::arch::asm!(
+                "xor qword ptr [{b} + {mark}], {m}",
+                "jnz {bad}",
+                b = in(reg) b,
+                mark = const core::mem::offset_of!(Block, mark),
+                m = in(reg) self.mark(),
+                bad = label { crate::fault::corrupted_free_list(self.mark(), b as usize) },
+                options(nostack)
+            );
+        }
+    }
+
+    /// Portable form of [`take_mark`](Self::take_mark) (x86-64).
+    ///
+    /// # Safety
+    /// As there.
+    #[inline(always)]
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    unsafe fn take_mark(&self, b: *mut Block) {
+        // SAFETY: by the caller, the mark word is ours to read and write.
+        unsafe {
+            if (*b).mark != self.mark() {
+                crate::fault::corrupted_free_list(self.mark(), b as usize);
+            }
+            (*b).mark = 0;
+        }
     }
 
     /// Pushes a block onto the local list and returns the new used count.
@@ -559,7 +622,7 @@ impl Pool {
             let b = bump.wrapping_add(i * bs).cast::<Block>();
             // SAFETY: `b` is a never-used block inside this pool's area, which
             // the pool owns.
-            unsafe { (*b).next = next };
+            unsafe { *b = Block { next, mark: self.mark() } };
             next = b;
         }
         self.free.set(next);
@@ -580,26 +643,53 @@ impl Pool {
 
     /// Takes the whole remote list over into the local list, and returns how
     /// many blocks it held. Owner only (or the holder of an abandoned pool).
+    ///
+    /// The remote links were written into freed blocks by threads that do
+    /// not own them, where a write after free can change them. So the chain
+    /// is walked before it joins the local list: each block must lie in the
+    /// carved part of this pool, be aligned, and carry the remote mark, and
+    /// the chain must be exactly as long as the count the pushers kept. A
+    /// block that fails ends in the corrupted-free-list report. The walk
+    /// also gives each block the local mark that [`pop`](Self::pop) checks.
     pub fn collect_remote(&self) -> u32 {
         let (head, n) = self.remote.take();
         if head.is_null() {
             return 0;
         }
-        let local = self.free.get();
-        if !local.is_null() {
-            // Splice in front of the local list (off the allocation path,
-            // where the local list is empty and this walk is not needed).
-            let mut tail = head;
-            // SAFETY: remote-list blocks are free blocks of this pool; pushers
-            // published their links before the Release CAS we synchronised
-            // with.
+        let (lo, hi) = (self.start.get() as usize, self.bump.get() as usize);
+        let remote_mark = self.remote_mark();
+        let mut tail = head;
+        let mut len = 1;
+        loop {
+            let a = tail as usize;
+            // SAFETY: `tail` is checked to be an aligned address in this
+            // pool's carved area before it is read or written: a block of
+            // this pool, handed out or free, whose first two words are ours
+            // while it is on the remote list. Pushers published their links
+            // and marks before the Release CAS we synchronised with.
             unsafe {
-                while !(*tail).next.is_null() {
-                    tail = (*tail).next;
+                if a < lo || a >= hi || a & (size_class::ALIGNMENT - 1) != 0 || (*tail).mark != remote_mark {
+                    crate::fault::corrupted_free_list(self.mark(), a);
                 }
-                (*tail).next = local;
+                (*tail).mark = self.mark();
+                let next = (*tail).next;
+                if next.is_null() {
+                    break;
+                }
+                if len == n {
+                    // Longer than counted: a link was forged into a cycle or
+                    // onto another list.
+                    crate::fault::corrupted_free_list(self.mark(), next as usize);
+                }
+                len += 1;
+                tail = next;
             }
         }
+        if len != n {
+            crate::fault::corrupted_free_list(self.mark(), 0);
+        }
+        // SAFETY: `tail` is the chain's last block, checked above.
+        unsafe { (*tail).next = self.free.get() };
         self.free.set(head);
         self.used.store(self.used() - n, Relaxed);
         n
@@ -610,8 +700,11 @@ impl Pool {
     /// # Safety
     /// `b` must be a handed-out block of this pool, given up by the caller.
     pub unsafe fn push_remote(&self, b: *mut Block) {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.push_remote_chain(b, b, 1) }
+        // SAFETY: forwarded from the caller: the block's first words are ours.
+        unsafe {
+            (*b).mark = self.remote_mark();
+            self.push_remote_chain(b, b, 1)
+        }
     }
 
     /// Pushes a chain of `n` blocks freed by a thread that does not own the
@@ -619,7 +712,8 @@ impl Pool {
     ///
     /// # Safety
     /// Every block from `head` to `tail` (`n` of them) must be a handed-out
-    /// block of this pool, given up by the caller.
+    /// block of this pool, given up by the caller, and carry the pool's
+    /// [`remote_mark`](Self::remote_mark).
     pub unsafe fn push_remote_chain(&self, head: *mut Block, tail: *mut Block, n: u32) {
         // SAFETY: forwarded from the caller.
         if unsafe { self.remote.push_chain(head, tail, n) } {

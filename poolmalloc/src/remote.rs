@@ -30,10 +30,12 @@ use core::ptr;
 pub struct Block {
     /// Next free block, or null.
     pub next: *mut Block,
-    /// On a block its pool's owner freed: the pool's address, the mark that
-    /// makes a second free of the block suspect (see `Pool::may_free`).
-    /// Cleared when the block is handed out. Every block has 16 bytes or
-    /// more, so this word is always part of the block.
+    /// The pool's mark: on a free block of the local list (carved, or freed
+    /// by the owner), the pool's address, which makes a second free of the
+    /// block suspect (see `Pool::may_free`) and which `Pool::pop` checks
+    /// before handing the block out; on a block freed by another thread, the
+    /// pool's remote mark. Cleared when the block is handed out. Every block
+    /// has 16 bytes or more, so this word is always part of the block.
     pub mark: usize,
 }
 
