@@ -540,11 +540,17 @@ fn cpython_test_suite() {
 
 /// Runs one debug-mode fault and checks the abort and the first report line.
 fn debug_fault(case: &str, check: &str, api: &str, extra_env: &[(&str, &str)]) {
+    debug_fault_sized(case, "small", check, api, extra_env);
+}
+
+/// [`debug_fault`] on a block of a size kind: `small`, `medium` or `huge`.
+fn debug_fault_sized(case: &str, kind: &str, check: &str, api: &str, extra_env: &[(&str, &str)]) {
     let program = compile("debug_faults", &[]);
     let mut env = vec![("POOLMALLOC_DEBUG", "1")];
     env.extend_from_slice(extra_env);
     let mut cmd = preloaded(&program, &env);
-    cmd.arg(case);
+    cmd.args([case, kind]);
+    let case = &format!("{case} ({kind})");
     let outcome = run(cmd, TIMEOUT);
     assert_eq!(outcome.status.signal(), Some(libc::SIGABRT), "{case} must abort\n{}", outcome.describe());
     let addr = outcome
@@ -602,6 +608,32 @@ fn debug_mode_catches_write_after_free_in_quarantine() {
         "free",
         &[("POOLMALLOC_DEBUG_QUARANTINE", "8")],
     );
+}
+
+#[test]
+fn debug_mode_catches_overflow_and_underflow_by_1_and_32_of_every_size() {
+    for kind in ["small", "medium", "huge"] {
+        debug_fault_sized("overflow1", kind, "overflow (trailing pad overwritten)", "free", &[]);
+        debug_fault_sized("overflow32", kind, "overflow (trailing pad overwritten)", "free", &[]);
+        debug_fault_sized("underflow1", kind, "underflow (leading pad overwritten)", "free", &[]);
+        debug_fault_sized("underflow32", kind, "underflow (header overwritten)", "free", &[]);
+    }
+}
+
+#[test]
+fn debug_mode_catches_writes_through_a_zero_size_block() {
+    debug_fault("zero_write", "overflow (trailing pad overwritten)", "free", &[]);
+}
+
+#[test]
+fn debug_mode_catches_interleaved_and_delayed_double_frees() {
+    debug_fault("double_interleaved", "double free", "free", &[]);
+    debug_fault("double_delayed", "double free", "free", &[("POOLMALLOC_DEBUG_QUARANTINE", "1000")]);
+}
+
+#[test]
+fn debug_mode_catches_write_after_free_when_the_block_is_reused() {
+    debug_fault("use_after_free_reuse", "write after free (freed block modified before reuse)", "malloc", &[]);
 }
 
 #[test]

@@ -158,6 +158,7 @@ pub fn malloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         return raw;
     }
     let r = raw as usize;
+    check_reuse(r, h);
     let p = r + h;
     // SAFETY: the raw block holds `total` bytes: header, data, tail pad.
     unsafe {
@@ -171,6 +172,43 @@ pub fn malloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         ptr::write_bytes((p + size) as *mut u8, FORBIDDEN, PAD);
     }
     p as *mut u8
+}
+
+/// Checks a raw block about to be reused: if a debug block freed from it
+/// still says so (its state word, which names its own address, survives in
+/// the raw block after the free), its data must still be all free pattern.
+/// This catches a write after free without a quarantine, when the block
+/// comes back. `h` is the header length of the new block; blocks of the
+/// common header length are looked for too. Only pool blocks are checked:
+/// the pages of a cached huge span may have been given back to the kernel
+/// in part, and read back as zero.
+fn check_reuse(r: usize, h: usize) {
+    if ownership::tag_of(r) != ownership::TAG_ARENA {
+        return;
+    }
+    let Some((_, usable)) = raw_block(r) else { return };
+    let others = if h == HEADER { 0 } else { 1 };
+    for &old_h in &[HEADER, h][..1 + others] {
+        let p = r + old_h;
+        if old_h + PAD > usable {
+            continue;
+        }
+        // SAFETY: p - 40 .. p lies inside the raw block (old_h >= 64 and
+        // old_h + PAD <= usable).
+        let (st, size) = unsafe { (word(p - 24), word(p - 40) as usize) };
+        // The old block must have had a raw block of this very size, or the
+        // pool was made over for another class since, whose links may lie
+        // in the old data.
+        if st != FREED ^ p as u64
+            || size > usable - old_h - PAD
+            || size_class::class_size(size_class::class_of(old_h + size + PAD)) != usable
+        {
+            continue;
+        }
+        if let Some(bad) = first_not(p, size, DEAD) {
+            fail("malloc", p, Some(r), Fault { check: "write after free (freed block modified before reuse)", bad_at: bad });
+        }
+    }
 }
 
 /// What a check found.

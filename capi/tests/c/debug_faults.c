@@ -28,26 +28,66 @@ static void say(const void *p)
 int main(int argc, char **argv)
 {
     pmt_require_poolmalloc();
-    REQUIRE(argc == 2, "usage: debug_faults CASE\n");
+    REQUIRE(argc == 2 || argc == 3, "usage: debug_faults CASE [small|medium|huge]\n");
     const char *c = argv[1];
+    /* The block size: small by default, else from a pool of a medium class,
+     * or a huge block of its own. */
+    size_t n = 24;
+    if (argc == 3 && strcmp(argv[2], "medium") == 0)
+        n = 100000;
+    else if (argc == 3 && strcmp(argv[2], "huge") == 0)
+        n = 3 << 20;
     /* Laundered so the compiler cannot see the block's bounds. */
-    unsigned char *p = pmt_launder(malloc(24));
+    unsigned char *p = pmt_launder(malloc(n));
     REQUIRE(p != NULL, "malloc failed\n");
     /* New memory carries the clean pattern. */
-    CHECK(p[0] == 0xCD && p[23] == 0xCD, "new block not filled with 0xCD\n");
+    CHECK(p[0] == 0xCD && p[n - 1] == 0xCD, "new block not filled with 0xCD\n");
 
     if (strcmp(c, "overflow1") == 0) {
         say(p);
-        p[24] = 'A';
+        p[n] = 'A';
         free(pmt_launder(p));
     } else if (strcmp(c, "overflow8") == 0) {
         say(p);
-        memset(p + 24, 'A', 8);
+        memset(p + n, 'A', 8);
+        free(pmt_launder(p));
+    } else if (strcmp(c, "overflow32") == 0) {
+        say(p);
+        memset(p + n, 'A', 32);
         free(pmt_launder(p));
     } else if (strcmp(c, "underflow1") == 0) {
         say(p);
         p[-1] = 'A';
         free(pmt_launder(p));
+    } else if (strcmp(c, "underflow32") == 0) {
+        say(p);
+        memset(p - 32, 'A', 32);
+        free(pmt_launder(p));
+    } else if (strcmp(c, "zero_write") == 0) {
+        unsigned char *z = pmt_launder(malloc(0));
+        REQUIRE(z != NULL, "malloc(0) failed\n");
+        say(z);
+        z[0] = 'A';
+        free(pmt_launder(z));
+    } else if (strcmp(c, "double_interleaved") == 0) {
+        unsigned char *q = pmt_launder(malloc(n));
+        say(p);
+        free(pmt_launder(p));
+        free(pmt_launder(q));
+        free(pmt_launder(p));
+    } else if (strcmp(c, "double_delayed") == 0) {
+        /* Needs a quarantine longer than the 100 blocks in between. */
+        say(p);
+        free(pmt_launder(p));
+        for (int i = 0; i < 100; i++)
+            free(pmt_launder(malloc(n)));
+        free(pmt_launder(p));
+    } else if (strcmp(c, "use_after_free_reuse") == 0) {
+        /* No quarantine: the next malloc of the size takes the block back. */
+        say(p);
+        free(pmt_launder(p));
+        p[5] = 'X';
+        free(pmt_launder(malloc(n)));
     } else if (strcmp(c, "double") == 0) {
         say(p);
         free(pmt_launder(p));
