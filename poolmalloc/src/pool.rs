@@ -461,14 +461,20 @@ impl Pool {
     /// fork child taking over a dead thread's pool: that thread may have
     /// been between updating its list and its count when the parent forked.
     /// The list itself is always well formed (a block is linked before it is
-    /// published), and a block that was being handed out counts as used.
+    /// published). Its head may have lost its mark, if the thread was inside
+    /// [`pop`](Self::pop) between clearing the mark and unlinking the block:
+    /// every block on the list is marked again, and counts as free.
     pub fn recount(&self) {
         let mut free = 0u32;
         let mut f = self.free.get();
         while !f.is_null() {
             free += 1;
-            // SAFETY: blocks on the local list are free blocks of this pool.
-            f = unsafe { (*f).next };
+            // SAFETY: blocks on the local list are free blocks of this pool,
+            // and nobody else uses the pool in the child.
+            unsafe {
+                (*f).mark = self.mark();
+                f = (*f).next;
+            }
         }
         let carved = (self.bump.get() as usize - self.start.get() as usize) / self.block_size.get() as usize;
         self.used.store(carved as u32 - free, Relaxed);
