@@ -59,6 +59,9 @@ pub const HEADER: usize = 64;
 
 const ALLOCATED: u64 = 0x6465_6275_6761_6c6c; // "debugall"
 const FREED: u64 = 0x6465_6275_6766_7265; // "debugfre"
+/// Stamped (with the pool's generation and the address) 16 bytes into a
+/// raw block given back to its pool, where the pool's links do not reach.
+const RETURNED: u64 = 0x6465_6275_6772_6574; // "debugret"
 
 static SERIAL: AtomicU64 = AtomicU64::new(0);
 
@@ -134,9 +137,24 @@ fn raw_block(p: usize) -> Option<(usize, usize)> {
     }
 }
 
+/// The stamp a raw block of the pool at generation `generation` gets when
+/// debug mode gives it back.
+fn returned_stamp(raw: usize, generation: u32) -> u64 {
+    RETURNED ^ raw as u64 ^ u64::from(generation) << 40
+}
+
+/// The current generation of the pool holding arena block `raw`.
+fn generation_of(raw: usize) -> u32 {
+    // SAFETY: `raw` is in an arena, whose header is mapped.
+    unsafe { (*arena::owning_pool(ptr::with_exposed_provenance_mut(raw))).generation.get() }
+}
+
 /// Gives a raw block back.
 fn raw_free(raw: usize) {
     if ownership::tag_of(raw) == ownership::TAG_ARENA {
+        // SAFETY: raw + 16 .. raw + 24 is in the block's header (64 bytes or
+        // more), which the pool's links (the first 16 bytes) do not reach.
+        unsafe { set_word(raw + 16, returned_stamp(raw, generation_of(raw))) };
         thread::locked_free(raw as *mut u8);
     } else {
         large::free(raw as *mut u8);
@@ -187,6 +205,13 @@ fn check_reuse(r: usize, h: usize) {
         return;
     }
     let Some((_, usable)) = raw_block(r) else { return };
+    // Only a block that debug mode gave back to this very use of the pool:
+    // memory left over from an earlier use of the pool's area, for another
+    // class, may have been overwritten by that class's blocks.
+    // SAFETY: the raw block has 64 bytes or more.
+    if unsafe { word(r + 16) } != returned_stamp(r, generation_of(r)) {
+        return;
+    }
     let others = if h == HEADER { 0 } else { 1 };
     for &old_h in &[HEADER, h][..1 + others] {
         let p = r + old_h;

@@ -209,6 +209,10 @@ pub struct Pool {
     /// Written under the arena lock; read by frees of any pointer into the
     /// slice.
     pub lead: AtomicU8,
+    /// How many times the pool was initialised, so that what a block left
+    /// in its memory can be told from what an earlier use of the same
+    /// memory left (debug mode's reuse check). Owner only.
+    pub generation: Local<u32>,
 }
 
 const _: () = assert!(core::mem::size_of::<Pool>() == 128);
@@ -234,6 +238,7 @@ impl Pool {
             freed_at: Local::new(0),
             slices: Local::new(1),
             lead: AtomicU8::new(0),
+            generation: Local::new(0),
         }
     }
 
@@ -284,6 +289,7 @@ impl Pool {
         let bs = size_class::class_size(class);
         let start = self.start.get();
         let cap = (area_end - start as usize) / bs;
+        self.generation.set(self.generation.get().wrapping_add(1));
         self.class.set(class as u32);
         self.block_size.set(bs as u32);
         self.capacity.set(cap as u32);
