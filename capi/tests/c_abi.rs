@@ -678,3 +678,92 @@ fn a_forged_link_to_a_live_block_is_refused() {
 fn a_forged_remote_link_is_refused() {
     poisoning_is_refused("remote");
 }
+
+/// Runs one case of `secure.c` in secure mode; it must abort with a first
+/// report line that starts with `report` and names the printed block (when
+/// `names_block`).
+fn secure_fault(case: &str, report: &str, names_block: bool) {
+    let program = compile("secure", &[]);
+    let mut cmd = preloaded(&program, &[("POOLMALLOC_SECURE", "1")]);
+    cmd.arg(case);
+    let outcome = run(cmd, TIMEOUT);
+    assert!(!outcome.stdout.contains("FORGED"), "{case}: malloc returned the forged address\n{}", outcome.describe());
+    assert!(!outcome.stdout.contains("survived"), "{case}: not caught\n{}", outcome.describe());
+    assert_eq!(outcome.status.signal(), Some(libc::SIGABRT), "{case} must abort\n{}", outcome.describe());
+    let line = outcome.stderr.lines().next().unwrap_or("");
+    assert!(line.starts_with(report), "{case}: report line\n{}", outcome.describe());
+    if names_block {
+        let addr = outcome
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("block "))
+            .unwrap_or_else(|| panic!("{case}: no block printed\n{}", outcome.describe()));
+        assert!(line.contains(&format!(" of {addr} ")), "{case}: the report names {addr}\n{}", outcome.describe());
+    }
+}
+
+#[test]
+fn secure_mode_catches_interleaved_and_delayed_double_frees() {
+    secure_fault("double_interleaved", "poolmalloc: invalid free of 0x", true);
+    secure_fault("double_delayed", "poolmalloc: invalid free of 0x", true);
+}
+
+#[test]
+fn secure_mode_catches_a_free_near_the_start_of_a_block() {
+    secure_fault("near_start", "poolmalloc: invalid free of 0x", true);
+}
+
+#[test]
+fn secure_mode_refuses_forged_links_in_the_store() {
+    secure_fault("poison_store", "poolmalloc: corrupted free list in the pool at 0x", false);
+}
+
+#[test]
+fn secure_mode_defeats_local_and_remote_poisoning() {
+    // The poisoning programs of the default mode: in secure mode the freed
+    // blocks are held back and their links rewritten, so the forged address
+    // never comes back; if a forged link is read, it is refused.
+    let program = compile("poison", &[]);
+    for mode in ["local", "live", "remote"] {
+        let mut cmd = preloaded(&program, &[("POOLMALLOC_SECURE", "1")]);
+        cmd.arg(mode);
+        let outcome = run(cmd, TIMEOUT);
+        assert!(
+            !outcome.stdout.contains("FORGED"),
+            "{mode}: malloc returned the forged address\n{}",
+            outcome.describe()
+        );
+        let refused = outcome.status.signal() == Some(libc::SIGABRT)
+            && outcome.stderr.starts_with("poolmalloc: corrupted free list");
+        assert!(refused || outcome.status.success(), "{mode}: neither refused nor clean\n{}", outcome.describe());
+    }
+}
+
+#[test]
+fn secure_mode_does_not_hand_a_freed_block_out_next() {
+    let program = compile("secure", &[]);
+    let mut cmd = preloaded(&program, &[("POOLMALLOC_SECURE", "1")]);
+    cmd.arg("reuse");
+    let outcome = run(cmd, TIMEOUT);
+    outcome.assert_success("secure reuse");
+    let line = outcome
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("reuse "))
+        .unwrap_or_else(|| panic!("no reuse line\n{}", outcome.describe()));
+    let field = |name: &str| -> usize {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+    };
+    println!("secure mode: {line}");
+    assert_eq!(field("immediate"), 0, "a freed block was the next one handed out: {line}");
+    assert!(field("median") >= 16, "freed blocks come back too soon: {line}");
+    // The default mode, for contrast: last in, first out.
+    let mut cmd = preloaded(&program, &[]);
+    cmd.arg("reuse");
+    let outcome = run(cmd, TIMEOUT);
+    outcome.assert_success("default reuse");
+    assert!(outcome.stdout.contains("reuse steps=20000 immediate=20000 median=1"), "{}", outcome.describe());
+}

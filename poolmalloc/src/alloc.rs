@@ -183,7 +183,7 @@ pub fn classify(p: *mut u8) -> Owned {
             let aligned = p as usize & (ALIGNMENT - 1) == 0;
             let block = (st == state::USED || st == state::ABANDONED) && aligned && pool.is_block_start(p);
             // A medium block is also checked for having been freed.
-            if block && (pool.owner_flags() == 0 || thread::medium_block_live(pool_ptr, p)) {
+            if block && (!pool.is_medium() || thread::medium_block_live(pool_ptr, p)) {
                 Owned::Pool(pool.block_size.get() as usize)
             } else {
                 Owned::No

@@ -18,7 +18,7 @@
 
 use crate::abandoned::ABANDONED;
 use crate::arena;
-use crate::pool::{state, Block, Pool, PoolList, RemoteHints, OWNER_FULL, OWNER_STASHED, POOL_SIZE};
+use crate::pool::{held_mark, owner_id, state, Block, Pool, PoolList, RemoteHints, Rng, OWNER_FULL, OWNER_STASHED, POOL_SIZE};
 use crate::size_class::{self, NUM_CLASSES, NUM_SINGLE};
 use crate::sync::Local;
 use core::ptr;
@@ -32,6 +32,11 @@ pub const STASH_MAX: usize = 4;
 pub const STASH_MAX_SLICES: usize = 20;
 /// At most this many abandoned pools are adopted at once.
 const ADOPT_BATCH: usize = 8;
+/// Secure mode: blocks a heap holds back after they are freed. Each free
+/// puts its block in a random slot and releases the block that was there,
+/// so a freed block waits for a random number of later frees (32 on
+/// average) before its pool can hand it out again.
+pub const SECURE_RING: usize = 32;
 
 /// Trim requests made so far (by `trim()` in any thread). Each heap compares
 /// it with the last one it saw on its slow paths, and trims itself when it
@@ -119,6 +124,11 @@ pub struct Heap {
     pub adopts: Local<bool>,
     /// The last [`TRIM_REQUESTS`] value this heap acted on. Heap user.
     trims_seen: Local<u64>,
+    /// Secure mode: blocks freed through this heap and held back before
+    /// they go back to their pools (see [`SECURE_RING`]). Heap user.
+    ring: [Local<*mut Block>; SECURE_RING],
+    /// Secure mode: random choices. Heap user.
+    rng: Rng,
 }
 
 impl Heap {
@@ -139,6 +149,8 @@ impl Heap {
             adopts: Local::new(true),
             trims_seen: Local::new(0),
             batch: RemoteBatch::new(),
+            ring: [const { Local::new(ptr::null_mut()) }; SECURE_RING],
+            rng: Rng::new(),
         }
     }
 
@@ -178,7 +190,7 @@ impl Heap {
                 let pr = unsafe { &*p };
                 // A pool taken from `avail` may be fully carved with blocks
                 // on its local list: use them before calling it exhausted.
-                if !pr.free.get().is_null() || pr.collect_remote() > 0 || pr.carve() {
+                if pr.refill(&self.rng) {
                     let b = pr.pop();
                     debug_assert!(!b.is_null());
                     self.check();
@@ -278,7 +290,7 @@ impl Heap {
             pr.set_owner(owner, &self.hints);
             pr.state.store(state::USED, Relaxed);
             pr.collect_remote();
-            let has_free = !pr.free.get().is_null() || pr.can_carve();
+            let has_free = pr.has_free();
             if has_free && result.is_null() {
                 result = p;
             } else if has_free {
@@ -335,6 +347,10 @@ impl Heap {
     /// # Safety
     /// `pool` must be a pool of this heap and `b` a handed-out block of it.
     pub unsafe fn free_owned(&self, pool: *mut Pool, b: *mut Block) {
+        if crate::options::secure() {
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.secure_free(pool, b) };
+        }
         // SAFETY: by the caller.
         let pr = unsafe { &*pool };
         // SAFETY: `b` is in the pool's block area.
@@ -355,6 +371,11 @@ impl Heap {
     /// still in them (a first-class heap being dropped). Afterwards the heap
     /// holds nothing.
     pub fn release_everything(&self) {
+        // Held-back blocks are this heap's own (a first-class heap frees
+        // only into its own pools), dead with it.
+        for slot in &self.ring {
+            slot.set(ptr::null_mut());
+        }
         let mut batch = [ptr::null_mut::<Pool>(); 64];
         let mut n = 0;
         let put = |p: *mut Pool, batch: &mut [*mut Pool; 64], n: &mut usize| {
@@ -480,6 +501,7 @@ impl Heap {
     /// Collects remote frees everywhere and gives every empty pool (and the
     /// stash) back to the arenas.
     pub fn trim(&self) {
+        self.flush_ring();
         self.flush_remote();
         for class in 0..NUM_CLASSES {
             let cur = self.current[class].get();
@@ -526,6 +548,7 @@ impl Heap {
     /// abandoned lists for other heaps to adopt. Afterwards the heap holds
     /// nothing and can be reused.
     pub fn abandon(&self) {
+        self.flush_ring();
         self.flush_remote();
         for class in 0..NUM_CLASSES {
             let cur = self.current[class].get();
@@ -570,6 +593,9 @@ impl Heap {
     /// Forgets every pool without touching them (fork child: the pools are
     /// reclaimed by walking the arenas instead).
     pub fn forget_all(&self) {
+        for slot in &self.ring {
+            slot.set(ptr::null_mut());
+        }
         self.batch.pool.set(ptr::null_mut());
         self.batch.len.set(0);
         for class in 0..NUM_CLASSES {
@@ -614,6 +640,118 @@ impl Heap {
                     p = pr.next.get();
                 }
                 assert_eq!(n, list.len());
+            }
+        }
+    }
+}
+
+/// Secure mode's frees.
+impl Heap {
+    /// A free in secure mode, of a block of any heap's pool (the caller has
+    /// checked that `b` starts a block of `pool`): checked for a double
+    /// free, then held back in a random slot of this heap's ring, whose
+    /// previous occupant goes back to its pool. Medium blocks go back at
+    /// once.
+    ///
+    /// # Safety
+    /// `b` must be a block of `pool` that the caller gives up, and `pool` a
+    /// live pool record; if `pool` is this heap's, the caller is its user.
+    pub unsafe fn secure_free(&self, pool: *mut Pool, b: *mut Block) {
+        // SAFETY: by the caller.
+        let pr = unsafe { &*pool };
+        // A block held back here, on the pool's local list or in its store is
+        // free already. A handed-out block carries none of their marks unless
+        // the program wrote one there, and then the searches clear it. The
+        // mark word is the program's while the block is handed out, maybe
+        // never written: under Miri every search runs instead.
+        #[cfg(not(miri))]
+        // SAFETY: `b` starts a block, at least two words long; a volatile
+        // read keeps the compiler from reasoning about the bytes.
+        let m = Some(unsafe { ptr::read_volatile(ptr::addr_of!((*b).mark)) });
+        #[cfg(miri)]
+        let m: Option<usize> = None;
+        let may_be = |mark: usize| m.is_none_or(|m| m == mark);
+        if may_be(held_mark(b)) && self.ring.iter().any(|s| s.get() == b) {
+            crate::fault::invalid_free(b.cast(), "double free");
+            return;
+        }
+        // Only the owner may walk the pool's lists.
+        if owner_id(pr.owner.load(Relaxed)) == self.owner.get()
+            && ((may_be(pr.store_mark(b)) && pr.in_store(b.cast()))
+                || (may_be(pr as *const Pool as usize) && pr.on_local_list(b)))
+        {
+            crate::fault::invalid_free(b.cast(), "double free");
+            return;
+        }
+        if pr.is_medium() {
+            // Not held back: a medium block may be a megabyte, and a thread
+            // that goes idle would keep it from its pool.
+            // SAFETY: a block of `pool`, given up by the caller.
+            return unsafe { self.secure_release(b) };
+        }
+        let slot = &self.ring[self.rng.below(SECURE_RING)];
+        let old = slot.get();
+        // SAFETY: the caller gives `b` up: its second word is ours.
+        unsafe { (*b).mark = held_mark(b) };
+        slot.set(b);
+        if !old.is_null() {
+            // SAFETY: a block freed through this heap earlier, held back.
+            unsafe { self.secure_release(old) };
+        }
+    }
+
+    /// Sends a held-back block back to its pool: into the store if the pool
+    /// is this heap's, else as a remote free.
+    ///
+    /// # Safety
+    /// `b` must be a block freed through this heap and held back since.
+    unsafe fn secure_release(&self, b: *mut Block) {
+        let pool = arena::leader_of(arena::pool_of(b.cast()));
+        // SAFETY: the pool holds `b`, which counts as in use, so it is live.
+        let pr = unsafe { &*pool };
+        let word = pr.owner.load(Relaxed);
+        if owner_id(word) != self.owner.get() {
+            // SAFETY: a handed-out block of another heap's pool, given up.
+            unsafe {
+                if pr.is_medium() {
+                    self.free_remote_now(pool, b);
+                } else {
+                    self.free_remote(pool, b);
+                }
+            }
+            return;
+        }
+        // SAFETY: a handed-out block of our pool.
+        unsafe { pr.secure_push(b) };
+        let used = pr.used() - 1;
+        pr.used.store(used, Relaxed);
+        let class = pr.class.get() as usize;
+        if word & OWNER_FULL != 0 {
+            // SAFETY: a full pool of this heap is on its full list.
+            unsafe { self.full[class].remove(pool) };
+            pr.clear_remote_full();
+            pr.set_owner_word(self.owner.get());
+            if used == 0 {
+                self.release_empty(pool, false);
+            } else {
+                // SAFETY: `pool` is on no list.
+                unsafe { self.avail[class].push(pool) };
+            }
+        } else if used == 0 {
+            // SAFETY: a USED pool of this heap, not full.
+            unsafe { self.pool_emptied(pool) };
+        }
+        self.check();
+    }
+
+    /// Sends every held-back block back to its pool.
+    pub fn flush_ring(&self) {
+        for slot in &self.ring {
+            let b = slot.get();
+            if !b.is_null() {
+                slot.set(ptr::null_mut());
+                // SAFETY: a held-back block.
+                unsafe { self.secure_release(b) };
             }
         }
     }
@@ -720,6 +858,7 @@ fn check_pool(p: &Pool, class: usize) {
         // SAFETY: free-list blocks are ours.
         b = unsafe { (*b).next };
     }
+    free += p.store_len();
     let uncarved = (p.end.get() as usize - p.bump.get() as usize) / bs;
     assert_eq!(free + p.used() as usize + uncarved, p.capacity.get() as usize, "blocks add up to capacity");
 }

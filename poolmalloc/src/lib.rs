@@ -76,7 +76,7 @@ not_under_loom! {
     pub use global::{LockedPoolMalloc, PoolMalloc};
     pub use owned::Heap;
     pub use pools::{Buffer, BufferPool, PoolBox, TypedPool};
-    pub use stats::{stats, Stats};
+    pub use stats::Stats;
 
     /// The buffer pools under their earlier path; see [`pools::buffer`].
     #[doc(no_inline)]
@@ -88,6 +88,18 @@ not_under_loom! {
 
 /// The library version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(not(loom))]
+/// Takes a snapshot of the whole allocator (see [`Stats`]).
+///
+/// In secure mode (`POOLMALLOC_SECURE=1`), freed blocks are held back for a
+/// while before they go back to their pools; this first sends the calling
+/// thread's held-back blocks back, so its own frees are all counted. Other
+/// threads' held-back blocks (at most 32 each) still count as in use.
+pub fn stats() -> Stats {
+    lifecycle::release_held();
+    stats::stats()
+}
 
 #[cfg(not(loom))]
 /// Returns as much free memory to the OS as possible, at once: empty pools

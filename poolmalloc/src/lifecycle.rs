@@ -262,6 +262,20 @@ pub fn check_current_heap() {
 // ---------------------------------------------------------------------------
 // Trim.
 
+/// Secure mode: sends the blocks the calling thread's heap holds back to
+/// their pools (for statistics that count the thread's own frees).
+pub(crate) fn release_held() {
+    if !options::secure() {
+        return;
+    }
+    let h = tls::get();
+    // SAFETY: the slot points at a live heap; a real one is ours.
+    if unsafe { (*h).kind } == Kind::Real {
+        // SAFETY: as above.
+        unsafe { (*h).flush_ring() };
+    }
+}
+
 /// Returns as much memory as possible to the OS: the calling thread's heap
 /// and the locked heap give back empty pools, abandoned pools are swept,
 /// free pools are decommitted and cached large spans unmapped.

@@ -52,6 +52,11 @@ pub const TABLE: &[OptionDoc] = &[
         help: "In debug mode, keep the last N freed blocks (at most 65536) out of circulation and check that they still hold the free pattern when they leave, to catch writes after free.",
     },
     OptionDoc {
+        name: "POOLMALLOC_SECURE",
+        default: "0",
+        help: "1: secure mode: free lists encoded with per-pool random keys, allocation order randomised within each pool, freed blocks held back before reuse, every free checked (see Threat model). Always on in programs built with the `secure` Cargo feature.",
+    },
+    OptionDoc {
         name: "POOLMALLOC_INVALID_FREE",
         default: "abort",
         help: "What to do with a pointer poolmalloc does not own passed to free, realloc or malloc_usable_size: `abort` (report and raise SIGABRT), `warn` (report and ignore), `ignore`.",
@@ -77,6 +82,14 @@ static VERBOSE: AtomicBool = AtomicBool::new(false);
 static INVALID: AtomicU8 = AtomicU8::new(InvalidFree::Abort as u8);
 static DEBUG: AtomicBool = AtomicBool::new(false);
 static QUARANTINE: AtomicI64 = AtomicI64::new(0);
+static SECURE: AtomicBool = AtomicBool::new(cfg!(feature = "secure"));
+
+/// Whether secure mode is on (`POOLMALLOC_SECURE=1`, or the `secure`
+/// feature). Fixed before the first pool is made.
+#[inline]
+pub fn secure() -> bool {
+    SECURE.load(Relaxed)
+}
 
 /// Whether debug mode is on (`POOLMALLOC_DEBUG=1`).
 #[inline]
@@ -211,6 +224,12 @@ pub(crate) fn init() {
             _ => warn("POOLMALLOC_DEBUG_QUARANTINE", v, "a number of blocks", "0"),
         }
     }
+    if let Some(v) = getenv(b"POOLMALLOC_SECURE\0") {
+        if let Some(b) = parse_bool("POOLMALLOC_SECURE", v) {
+            // The `secure` feature cannot be switched off from outside.
+            SECURE.store(b || cfg!(feature = "secure"), Relaxed);
+        }
+    }
     if let Some(v) = getenv(b"POOLMALLOC_INVALID_FREE\0") {
         match v {
             b"abort" => set_invalid_free(InvalidFree::Abort),
@@ -225,7 +244,8 @@ pub(crate) fn init() {
         m.push(if locked_mode() { "locked" } else { "perthread" });
         m.push(" purge_delay=").push_i64(purge_delay_ms()).push("ms show_stats=");
         m.push(if show_stats() { "1" } else { "0" });
-        m.push(" debug=").push(if debug() { "1" } else { "0" }).push("\n");
+        m.push(" debug=").push(if debug() { "1" } else { "0" });
+        m.push(" secure=").push(if secure() { "1" } else { "0" }).push("\n");
         os::write_stderr(m.as_bytes());
     }
 }

@@ -490,6 +490,34 @@ pub fn set_errno(v: i32) {
     unsafe { *libc::__errno_location() = v };
 }
 
+/// 64 bits from the kernel's random source (`getrandom`, without blocking).
+/// If that fails (an old kernel, a seccomp filter, entropy not yet ready),
+/// the 16 random bytes the kernel gave the process at exec (`AT_RANDOM`),
+/// mixed with the clock and an address, stand in.
+pub fn random_u64() -> u64 {
+    let mut v = 0u64;
+    // SAFETY: `v` is 8 writable bytes.
+    let n = unsafe { libc::getrandom((&mut v as *mut u64).cast(), 8, libc::GRND_NONBLOCK) };
+    if n == 8 {
+        return v;
+    }
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let mut x = (ts.tv_sec as u64).wrapping_mul(1_000_000_007) ^ ts.tv_nsec as u64 ^ (&ts as *const _ as u64);
+    #[cfg(not(miri))]
+    {
+        // SAFETY: getauxval has no preconditions; AT_RANDOM, when present,
+        // points at 16 bytes the kernel placed on the initial stack.
+        let at = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const u64;
+        if !at.is_null() {
+            // SAFETY: as above; the bytes may be unaligned.
+            x ^= unsafe { at.read_unaligned() ^ at.add(1).read_unaligned().rotate_left(32) };
+        }
+    }
+    x
+}
+
 /// Milliseconds on a coarse monotonic clock (a vDSO call, no system call).
 pub fn now_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

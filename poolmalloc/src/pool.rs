@@ -182,6 +182,10 @@ pub struct Pool {
     pub next: Local<*mut Pool>,
     /// See `next`.
     pub prev: Local<*mut Pool>,
+    /// Secure mode: the head of the pool's store of free blocks, whose links
+    /// are encoded with `skey` (see [`secure_push`](Self::secure_push)).
+    /// Owner only.
+    pub store: Local<*mut Block>,
 
     // ---- shared cache line ----
     /// Owning thread id (or `LOCKED_OWNER`, or 0), with `OWNER_FULL`.
@@ -196,6 +200,9 @@ pub struct Pool {
     remote: RemoteList,
     /// Where to post remote-free hints: the owner heap's hints.
     hints: AtomicPtr<RemoteHints>,
+    /// Secure mode: the pool's random key, drawn each time the pool is
+    /// initialised. Owner only.
+    skey: Local<usize>,
     /// First byte of the pool's block area. Set once when the arena is made.
     pub start: Local<*mut u8>,
     /// One of [`state`]. Written under the arena lock or by the owner.
@@ -216,6 +223,7 @@ pub struct Pool {
 }
 
 const _: () = assert!(core::mem::size_of::<Pool>() == 128);
+const _: () = assert!(core::mem::offset_of!(Pool, owner) == 64, "the owner word opens the shared line");
 
 impl Pool {
     /// Metadata for a pool whose blocks start at `start`. The pool is FREE.
@@ -231,8 +239,10 @@ impl Pool {
             capacity: Local::new(0),
             next: Local::new(ptr::null_mut()),
             prev: Local::new(ptr::null_mut()),
+            store: Local::new(ptr::null_mut()),
             remote: RemoteList::new(),
             hints: AtomicPtr::new(ptr::null_mut()),
+            skey: Local::new(0),
             start: Local::new(start),
             state: AtomicU8::new(state::FREE),
             freed_at: Local::new(0),
@@ -243,14 +253,21 @@ impl Pool {
     }
 
     /// Flags every owner word of this pool carries: [`OWNER_CHECKED`] for a
-    /// class above 32 KiB.
+    /// class above 32 KiB, and for every class in secure mode (whose frees
+    /// all take the checked path).
     #[inline]
     pub fn owner_flags(&self) -> usize {
-        if self.class.get() as usize >= size_class::NUM_SINGLE {
+        if self.is_medium() || crate::options::secure() {
             OWNER_CHECKED
         } else {
             0
         }
+    }
+
+    /// Whether the pool serves a class above 32 KiB (a run of slices).
+    #[inline]
+    pub fn is_medium(&self) -> bool {
+        self.class.get() as usize >= size_class::NUM_SINGLE
     }
 
     /// Stores an owner word (an owner id with `OWNER_FULL` or
@@ -278,9 +295,8 @@ impl Pool {
     #[inline]
     pub fn is_block_start(&self, p: *const u8) -> bool {
         let (start, end) = (self.start.get() as usize, self.end.get() as usize);
-        let bs = self.block_size.get() as usize;
         let a = p as usize;
-        a >= start && a < end && bs != 0 && (a - start) % bs == 0
+        a >= start && a < end && size_class::is_multiple(a - start, self.class.get() as usize)
     }
 
     /// Prepares the pool to serve `class` for `owner`, whose remote hints are
@@ -294,6 +310,10 @@ impl Pool {
         self.block_size.set(bs as u32);
         self.capacity.set(cap as u32);
         self.free.set(ptr::null_mut());
+        self.store.set(ptr::null_mut());
+        if crate::options::secure() {
+            self.skey.set(new_key(self as *const Pool as usize));
+        }
         self.bump.set(start);
         // SAFETY (arithmetic): cap * bs <= the pool area, so this stays in the pool.
         self.end.set(start.wrapping_add(cap * bs));
@@ -460,7 +480,7 @@ impl Pool {
             // SAFETY: blocks on the local list are free blocks of this pool.
             f = unsafe { (*f).next };
         }
-        true
+        !self.in_store(p)
     }
 
     /// Recomputes `used` from the local list and the bump pointer. For a
@@ -482,6 +502,7 @@ impl Pool {
                 f = (*f).next;
             }
         }
+        free += self.store_len() as u32;
         let carved = (self.bump.get() as usize - self.start.get() as usize) / self.block_size.get() as usize;
         self.used.store(carved as u32 - free, Relaxed);
     }
@@ -662,7 +683,8 @@ impl Pool {
     /// carved part of this pool, be aligned, and carry the remote mark, and
     /// the chain must be exactly as long as the count the pushers kept. A
     /// block that fails ends in the corrupted-free-list report. The walk
-    /// also gives each block the local mark that [`pop`](Self::pop) checks.
+    /// also gives each block the local mark that [`pop`](Self::pop) checks
+    /// (in secure mode, it puts each block in the store instead).
     pub fn collect_remote(&self) -> u32 {
         let (head, n) = self.remote.take();
         if head.is_null() {
@@ -670,6 +692,8 @@ impl Pool {
         }
         let (lo, hi) = (self.start.get() as usize, self.bump.get() as usize);
         let remote_mark = self.remote_mark();
+        // In secure mode the blocks go to the store, not the local list.
+        let secure = crate::options::secure();
         let mut tail = head;
         let mut len = 1;
         loop {
@@ -683,8 +707,12 @@ impl Pool {
                 if a < lo || a >= hi || a & (size_class::ALIGNMENT - 1) != 0 || (*tail).mark != remote_mark {
                     crate::fault::corrupted_free_list(self.mark(), a);
                 }
-                (*tail).mark = self.mark();
                 let next = (*tail).next;
+                if secure {
+                    self.secure_push(tail);
+                } else {
+                    (*tail).mark = self.mark();
+                }
                 if next.is_null() {
                     break;
                 }
@@ -700,9 +728,11 @@ impl Pool {
         if len != n {
             crate::fault::corrupted_free_list(self.mark(), 0);
         }
-        // SAFETY: `tail` is the chain's last block, checked above.
-        unsafe { (*tail).next = self.free.get() };
-        self.free.set(head);
+        if !secure {
+            // SAFETY: `tail` is the chain's last block, checked above.
+            unsafe { (*tail).next = self.free.get() };
+            self.free.set(head);
+        }
         self.used.store(self.used() - n, Relaxed);
         n
     }
@@ -749,6 +779,247 @@ impl Pool {
     /// Withdraws the request for remote notification. Owner only.
     pub fn clear_remote_full(&self) {
         self.remote.clear_full();
+    }
+}
+
+/// Blocks a secure-mode refill moves from the store to the local list at
+/// once: the local list's plain links (checked by `pop` all the same) cover
+/// at most this many blocks of a pool.
+pub const SECURE_BATCH: usize = 16;
+/// Most blocks one carve makes (a page of the smallest class).
+const CARVE_MAX: usize = CARVE_BYTES / size_class::ALIGNMENT;
+
+/// Process-wide secret the per-pool keys are drawn from (secure mode).
+static KEY_SEED: AtomicU64 = AtomicU64::new(0);
+/// Keys drawn so far (secure mode).
+static KEYS_DRAWN: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh pool key: the process secret, a counter and the pool's address
+/// through a 64-bit mixer (splitmix64's finaliser). The secret comes from
+/// the kernel the first time a key is drawn.
+fn new_key(pool: usize) -> usize {
+    let mut seed = KEY_SEED.load(Relaxed);
+    if seed == 0 {
+        let fresh = crate::os::random_u64() | 1;
+        seed = match KEY_SEED.compare_exchange(0, fresh, Relaxed, Relaxed) {
+            Ok(_) => fresh,
+            Err(other) => other,
+        };
+    }
+    let n = KEYS_DRAWN.fetch_add(1, Relaxed);
+    let mut z = seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (pool as u64).rotate_left(17);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) as usize
+}
+
+/// Secure mode: the mark a block carries in its second word while a heap
+/// holds it back after its free, drawn from the block's address and the
+/// process secret (so that the program is unlikely to hold it by chance).
+#[inline]
+pub fn held_mark(b: *const Block) -> usize {
+    (b as usize ^ KEY_SEED.load(Relaxed) as usize).rotate_left(13) ^ 0x6865_6c64
+}
+
+/// A small per-heap random generator (xorshift64*), seeded from the kernel
+/// on first use. For secure mode's choices (which held-back block to
+/// release, the order of carved blocks), not for keys.
+pub struct Rng {
+    state: Local<u64>,
+}
+
+impl Rng {
+    /// A generator that seeds itself on first use.
+    pub const fn new() -> Self {
+        Rng { state: Local::new(0) }
+    }
+
+    /// The next 64 random bits.
+    #[inline]
+    pub fn next(&self) -> u64 {
+        let mut x = self.state.get();
+        if x == 0 {
+            x = crate::os::random_u64() | 1;
+        }
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.state.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (not zero).
+    #[inline]
+    pub fn below(&self, n: usize) -> usize {
+        (((self.next() >> 32) * n as u64) >> 32) as usize
+    }
+}
+
+impl Default for Rng {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Secure mode: the store. Free blocks wait there, linked through their
+/// first word as `next ^ key` and marked in their second word with a value
+/// drawn from the key and the block's address, until a refill moves a batch
+/// of them to the local list. A link or mark written by the program after a
+/// free fails the check on the way out, unless the writer knew the pool's
+/// random key.
+impl Pool {
+    /// The store mark of block `b`.
+    #[inline]
+    pub fn store_mark(&self, b: *const Block) -> usize {
+        (b as usize ^ self.skey.get()).rotate_left(29) ^ 0x5ec0_5ec0
+    }
+
+    /// Puts a free block of this pool in the store. Owner only; does not
+    /// change `used`.
+    ///
+    /// # Safety
+    /// `b` must be a block of this pool that nothing else holds.
+    pub unsafe fn secure_push(&self, b: *mut Block) {
+        let key = self.skey.get();
+        let next = self.store.get().map_addr(|a| a ^ key);
+        // SAFETY: by the caller, the block's first two words are ours.
+        unsafe { *b = Block { next, mark: self.store_mark(b) } };
+        self.store.set(b);
+    }
+
+    /// Checks that `b`, taken from the store, is a carved block of this pool
+    /// carrying its store mark; reports a corrupted free list otherwise.
+    /// Reads nothing outside the pool.
+    fn check_stored(&self, b: *mut Block) {
+        let ok = (b as usize) < self.bump.get() as usize
+            && self.is_block_start(b.cast())
+            // SAFETY: `b` starts a carved block of this pool.
+            && unsafe { (*b).mark } == self.store_mark(b);
+        if !ok {
+            crate::fault::corrupted_free_list(self.mark(), b as usize);
+        }
+    }
+
+    /// Moves up to [`SECURE_BATCH`] blocks from the store to the local list,
+    /// checking each. Returns false if the store was empty. Owner only.
+    pub fn secure_refill(&self) -> bool {
+        let mut b = self.store.get();
+        if b.is_null() {
+            return false;
+        }
+        let key = self.skey.get();
+        let mut n = 0;
+        // Each block leaves the store before it joins the list, so that a
+        // fork child never finds a block on both (at worst on neither).
+        while !b.is_null() && n < SECURE_BATCH {
+            self.check_stored(b);
+            // SAFETY: checked: a free block of this pool in the store.
+            unsafe {
+                let next = (*b).next.map_addr(|a| a ^ key);
+                self.store.set(next);
+                *b = Block { next: self.free.get(), mark: self.mark() };
+                self.free.set(b);
+                b = next;
+            }
+            n += 1;
+        }
+        true
+    }
+
+    /// Carves up to a page of never-used blocks into the store in random
+    /// order. Returns false if the bump pointer is exhausted. Owner only.
+    pub fn secure_carve(&self, rng: &Rng) -> bool {
+        let bs = self.block_size.get() as usize;
+        let bump = self.bump.get();
+        let left = self.end.get() as usize - bump as usize;
+        if left == 0 {
+            return false;
+        }
+        let n = (left / bs).min((CARVE_BYTES / bs).max(1));
+        let mut order = [0u16; CARVE_MAX];
+        for (i, o) in order[..n].iter_mut().enumerate() {
+            *o = i as u16;
+        }
+        for i in (1..n).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        // The blocks count as carved before they enter the store, which
+        // accepts only carved blocks.
+        self.bump.set(bump.wrapping_add(n * bs));
+        for &i in &order[..n] {
+            // SAFETY: a never-used block inside this pool's area.
+            unsafe { self.secure_push(bump.wrapping_add(i as usize * bs).cast()) };
+        }
+        true
+    }
+
+    /// Makes free blocks reachable from the local list, from wherever they
+    /// are: the local list itself, the remote list, never-used blocks, and
+    /// in secure mode the store (with `rng` for the carve order). Returns
+    /// false if the pool has none. Owner only.
+    pub fn refill(&self, rng: &Rng) -> bool {
+        if !self.free.get().is_null() {
+            return true;
+        }
+        if !crate::options::secure() {
+            return self.collect_remote() > 0 || self.carve();
+        }
+        self.secure_refill()
+            || (self.collect_remote() > 0 && self.secure_refill())
+            || (self.secure_carve(rng) && self.secure_refill())
+    }
+
+    /// Whether the pool has a free block that the owner can reach without
+    /// the remote list.
+    pub fn has_free(&self) -> bool {
+        !self.free.get().is_null() || !self.store.get().is_null() || self.can_carve()
+    }
+
+    /// Calls `f` on every block in the store, in order, checking each.
+    fn for_each_stored(&self, mut f: impl FnMut(*mut Block) -> bool) {
+        let key = self.skey.get();
+        let mut b = self.store.get();
+        while !b.is_null() {
+            self.check_stored(b);
+            if !f(b) {
+                return;
+            }
+            // SAFETY: checked: a free block of this pool in the store.
+            b = unsafe { (*b).next }.map_addr(|a| a ^ key);
+        }
+    }
+
+    /// Whether `p` is in the store. Owner only.
+    pub fn in_store(&self, p: *const u8) -> bool {
+        let mut found = false;
+        self.for_each_stored(|b| {
+            found = core::ptr::eq(b.cast::<u8>(), p);
+            !found
+        });
+        found
+    }
+
+    /// Blocks in the store. Owner only.
+    pub fn store_len(&self) -> usize {
+        let mut n = 0;
+        self.for_each_stored(|_| {
+            n += 1;
+            true
+        });
+        n
+    }
+
+    /// Whether `b` is on the local list. Owner only.
+    pub fn on_local_list(&self, b: *const Block) -> bool {
+        let mut f = self.free.get();
+        while !f.is_null() {
+            if core::ptr::eq(f, b) {
+                return true;
+            }
+            // SAFETY: blocks on the local list are free blocks of this pool.
+            f = unsafe { (*f).next };
+        }
+        false
     }
 }
 
@@ -876,6 +1147,52 @@ mod tests {
             assert_eq!(p.collect_remote(), 2);
             assert_eq!(p.used(), 0);
             assert_eq!(p.collect_remote(), 0);
+        });
+    }
+
+    #[test]
+    fn the_secure_store_hands_out_every_block_once_in_shuffled_order() {
+        with_pool(|p, end| {
+            let hints = RemoteHints::new();
+            p.init(2, 0x1000, &hints, end);
+            p.skey.set(new_key(p as *const Pool as usize));
+            let rng = Rng::new();
+            let mut got = Vec::new();
+            while p.secure_carve(&rng) {
+                assert!(p.store_len() > 0);
+                while p.secure_refill() {
+                    loop {
+                        let b = p.pop();
+                        if b.is_null() {
+                            break;
+                        }
+                        got.push(b);
+                    }
+                }
+            }
+            let cap = p.capacity.get() as usize;
+            assert_eq!(got.len(), cap);
+            let addrs: Vec<usize> = got.iter().map(|b| b.addr()).collect();
+            let mut sorted = addrs.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), cap, "no block handed out twice");
+            assert_ne!(addrs, sorted, "the carve order is shuffled");
+            // Freed blocks go to the store and come back through a refill.
+            for &b in &got[..10] {
+                // SAFETY: handed-out blocks of `p`, given back once.
+                unsafe { p.secure_push(b) };
+                p.used.store(p.used() - 1, Relaxed);
+            }
+            assert_eq!(p.store_len(), 10);
+            assert!(p.in_store(got[3].cast()));
+            assert!(!p.handed_out(got[3].cast()));
+            assert!(p.handed_out(got[20].cast()));
+            p.recount();
+            assert_eq!(p.used() as usize, cap - 10);
+            assert!(p.secure_refill());
+            assert_eq!(p.store_len(), 0);
+            assert!(p.on_local_list(got[0]));
         });
     }
 

@@ -89,6 +89,35 @@ const fn build_sizes() -> [u32; NUM_CLASSES] {
 
 /// Block size of each class.
 pub static CLASS_SIZE: [u32; NUM_CLASSES] = build_sizes();
+
+/// Shift of [`CLASS_MAGIC`]. Offsets in a pool are below 2^21 and block
+/// sizes below 2^21, so `offset * magic` stays below 2^64 and the quotient
+/// it gives is exact for every offset (the error term, offset × (magic ×
+/// size − 2^42) ÷ size, stays below 1 ÷ size).
+pub const MAGIC_SHIFT: u32 = 42;
+
+/// Per class, ⌈2^42 ÷ size⌉: `offset * magic >> 42` is `offset / size`
+/// without a division.
+pub static CLASS_MAGIC: [u64; NUM_CLASSES] = build_magic();
+
+const fn build_magic() -> [u64; NUM_CLASSES] {
+    let mut m = [0u64; NUM_CLASSES];
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        let s = compute_class_size(c) as u64;
+        m[c] = (1u64 << MAGIC_SHIFT).div_ceil(s);
+        c += 1;
+    }
+    m
+}
+
+/// Whether `offset` (below 2^21) is a multiple of class `c`'s block size.
+#[inline]
+pub fn is_multiple(offset: usize, c: usize) -> bool {
+    let c = c.min(NUM_CLASSES - 1);
+    let q = (offset as u64 * CLASS_MAGIC[c]) >> MAGIC_SHIFT;
+    q * CLASS_SIZE[c] as u64 == offset as u64
+}
 const SIZES: [u32; NUM_CLASSES] = build_sizes();
 
 /// Number of entries in the lookup table: one per 16-byte granule, plus 0.
@@ -316,6 +345,29 @@ pub fn class_of_aligned(size: usize, align: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn magic_division_is_exact_in_every_pool() {
+        for c in 0..NUM_CLASSES {
+            let size = class_size(c);
+            let area = slices(c) * (1 << SLICE_SHIFT);
+            assert!(area <= 1 << 21, "class {c}: a pool of {area} bytes");
+            // Under Miri, about 200 offsets per class (every offset takes
+            // far too long there).
+            let step = if cfg!(miri) {
+                (area / 200) | 1
+            } else if size >= 4096 {
+                16
+            } else {
+                1
+            };
+            let mut off = 0;
+            while off < area {
+                assert_eq!(is_multiple(off, c), off % size == 0, "class {c}, offset {off}");
+                off += step;
+            }
+        }
+    }
 
     #[test]
     fn small_classes_are_pymalloc_classes() {

@@ -217,7 +217,9 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, debug: impl FnOnce()) {
             // SAFETY: our own heap; `p` is a handed-out block of `pool` (owned
             // by someone else) that the caller gives up.
             unsafe {
-                if pr.owner_flags() == 0 {
+                if options::secure() {
+                    (*h).secure_free(pool, p.cast());
+                } else if !pr.is_medium() {
                     (*h).free_remote(pool, p.cast());
                 } else {
                     (*h).free_remote_now(pool, p.cast());
