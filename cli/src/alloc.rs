@@ -24,6 +24,10 @@ pub enum Allocator {
     /// poolmalloc's debug mode (`poolmalloc::DebugPoolMalloc`): only with `bench --with-debug`.
     #[value(name = "poolmalloc-debug")]
     PoolMallocDebug,
+    /// poolmalloc in secure mode (`PoolMalloc` with `POOLMALLOC_SECURE=1` in
+    /// the worker's environment): only with `bench --with-secure`.
+    #[value(name = "poolmalloc-secure")]
+    PoolMallocSecure,
     /// `mimalloc::MiMalloc` (the mimalloc crate's bundled build).
     #[value(name = "mimalloc")]
     MiMalloc,
@@ -43,14 +47,16 @@ impl Allocator {
         Allocator::System,
     ];
 
-    /// Every allocator a worker can run: the default ones, then debug mode.
-    pub const EVERY: [Allocator; 6] = [
+    /// Every allocator a worker can run: the default ones, then debug and
+    /// secure mode.
+    pub const EVERY: [Allocator; 7] = [
         Allocator::PoolMalloc,
         Allocator::PoolMallocLocked,
         Allocator::MiMalloc,
         Allocator::Jemalloc,
         Allocator::System,
         Allocator::PoolMallocDebug,
+        Allocator::PoolMallocSecure,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +64,7 @@ impl Allocator {
             Allocator::PoolMalloc => "poolmalloc",
             Allocator::PoolMallocLocked => "poolmalloc-locked",
             Allocator::PoolMallocDebug => "poolmalloc-debug",
+            Allocator::PoolMallocSecure => "poolmalloc-secure",
             Allocator::MiMalloc => "mimalloc",
             Allocator::Jemalloc => "jemalloc",
             Allocator::System => "system",
@@ -81,6 +88,11 @@ macro_rules! with_allocator {
             }
             $crate::alloc::Allocator::PoolMallocDebug => {
                 let $a = &$crate::alloc::POOLMALLOC_DEBUG;
+                $body
+            }
+            // The same allocator: the worker runs with POOLMALLOC_SECURE=1.
+            $crate::alloc::Allocator::PoolMallocSecure => {
+                let $a = &$crate::alloc::POOLMALLOC;
                 $body
             }
             $crate::alloc::Allocator::MiMalloc => {

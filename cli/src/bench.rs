@@ -46,6 +46,7 @@ impl Comparator {
     fn role(&self) -> Role {
         match self {
             Comparator::InProcess(Allocator::PoolMallocDebug) => Role::Debug,
+            Comparator::InProcess(Allocator::PoolMallocSecure) => Role::Secure,
             Comparator::InProcess(_) | Comparator::Python(_) => Role::Allocator,
             Comparator::Api(_) => Role::Api,
         }
@@ -116,7 +117,8 @@ pub fn main(args: &BenchArgs) -> Result<ExitCode> {
         eprintln!("poolmalloc: note: {k}={v} is set and applies to every poolmalloc run");
     }
 
-    let cases = build_cases(&selected, &python, threads, args.with_debug);
+    let modes = Modes { debug: args.with_debug, secure: args.with_secure };
+    let cases = build_cases(&selected, &python, threads, modes);
     if cases.is_empty() {
         bail!("nothing to run: every selected workload was skipped");
     }
@@ -126,13 +128,14 @@ pub fn main(args: &BenchArgs) -> Result<ExitCode> {
     report::analyse(&mut results);
     let geomeans = report::geomeans(&results);
     let apis = report::api_ratios(&results);
-    let debug_cost = report::debug_cost(&results);
+    let debug_cost = report::mode_cost(&results, Role::Debug);
+    let secure_cost = report::mode_cost(&results, Role::Secure);
     let subtitle = format!(
         "poolmalloc bench, {} size, {runs} runs, {threads} threads, {}",
         size.name(),
         format::utc_now().get(..10).unwrap_or_default()
     );
-    print_summary(&results, &geomeans, &apis, debug_cost.as_ref(), baseline, &subtitle);
+    print_summary(&results, &geomeans, &apis, [debug_cost.as_ref(), secure_cost.as_ref()], baseline, &subtitle);
     let mut mismatches = 0usize;
     for c in &results {
         if let Some(m) = &c.checksum_mismatch {
@@ -158,6 +161,7 @@ pub fn main(args: &BenchArgs) -> Result<ExitCode> {
         geomeans,
         apis,
         debug_cost,
+        secure_cost,
     };
     write_outputs(&mut outputs, &report, &subtitle)?;
 
@@ -194,10 +198,17 @@ impl PythonSetup {
     }
 }
 
+/// The poolmalloc modes to run beside the default one.
+#[derive(Clone, Copy)]
+struct Modes {
+    debug: bool,
+    secure: bool,
+}
+
 /// Every case of the selected workloads, with the comparators that run it:
-/// the in-process allocators (and debug mode, with `with_debug`) where the
-/// case runs them, then the case's poolmalloc APIs.
-fn build_cases(selected: &[&'static Workload], python: &PythonSetup, threads: usize, with_debug: bool) -> Vec<Case> {
+/// the in-process allocators (and debug and secure mode, as `modes` asks)
+/// where the case runs them, then the case's poolmalloc APIs.
+fn build_cases(selected: &[&'static Workload], python: &PythonSetup, threads: usize, modes: Modes) -> Vec<Case> {
     let mut cases = Vec::new();
     for &w in selected {
         if w.runner == Runner::Python && python.interpreter.is_none() {
@@ -209,8 +220,11 @@ fn build_cases(selected: &[&'static Workload], python: &PythonSetup, threads: us
                     let mut list = Vec::new();
                     if v.allocators {
                         list.extend(Allocator::ALL.iter().map(|&a| Comparator::InProcess(a)));
-                        if with_debug {
+                        if modes.debug {
                             list.push(Comparator::InProcess(Allocator::PoolMallocDebug));
+                        }
+                        if modes.secure {
+                            list.push(Comparator::InProcess(Allocator::PoolMallocSecure));
                         }
                     }
                     list.extend(v.apis.iter().map(|&a| Comparator::Api(a)));
@@ -377,7 +391,7 @@ fn print_summary(
     results: &[CaseResult],
     geomeans: &[report::Geomean],
     apis: &[report::CaseRatio],
-    debug_cost: Option<&report::DebugCost>,
+    mode_costs: [Option<&report::ModeCost>; 2],
     baseline: Option<u64>,
     subtitle: &str,
 ) {
@@ -410,8 +424,8 @@ fn print_summary(
     for line in report::api_lines(apis) {
         println!("{line}");
     }
-    if let Some(cost) = debug_cost {
-        for line in report::debug_lines(cost) {
+    for cost in mode_costs.into_iter().flatten() {
+        for line in report::mode_lines(cost) {
             println!("{line}");
         }
     }
@@ -460,6 +474,9 @@ fn case_worker(plan: &Plan, case: &Case, comparator: &Comparator) -> Command {
     ]);
     if !case.variant.name.is_empty() {
         cmd.args(["--variant", case.variant.name]);
+    }
+    if matches!(comparator, Comparator::InProcess(Allocator::PoolMallocSecure)) {
+        cmd.env("POOLMALLOC_SECURE", "1");
     }
     cmd
 }

@@ -104,8 +104,12 @@ pub struct BenchArgs {
     #[arg(long)]
     pub with_debug: bool,
 
+    /// Also run poolmalloc's secure mode (poolmalloc-secure: PoolMalloc with POOLMALLOC_SECURE=1) on the in-process workloads and report what it costs.
+    #[arg(long)]
+    pub with_secure: bool,
+
     /// Count instructions per malloc+free pair under valgrind instead of timing the suite.
-    #[arg(long, conflicts_with_all = ["only", "threads", "runs", "with_debug"])]
+    #[arg(long, conflicts_with_all = ["only", "threads", "runs", "with_debug", "with_secure"])]
     pub instructions: bool,
 
     /// List the workloads and what each one stresses, then exit.

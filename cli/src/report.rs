@@ -29,6 +29,8 @@ pub enum Role {
     Allocator,
     /// poolmalloc's debug mode: reported as what debug mode costs instead.
     Debug,
+    /// poolmalloc's secure mode: reported as what secure mode costs instead.
+    Secure,
     /// A poolmalloc API doing the same work (`typed-pool`, `buffer-pool`):
     /// reported against the allocators instead.
     Api,
@@ -180,11 +182,14 @@ pub struct CaseRatio {
     pub rss: f64,
 }
 
-/// What debug mode costs: time(poolmalloc-debug) ÷ time(poolmalloc).
+/// What a mode of poolmalloc (debug or secure) costs: time(mode) ÷
+/// time(poolmalloc).
 #[derive(Debug, Serialize)]
-pub struct DebugCost {
+pub struct ModeCost {
+    /// `poolmalloc-debug` or `poolmalloc-secure`.
+    pub mode: String,
     pub cases: Vec<CaseRatio>,
-    /// Geometric mean over the cases of time(poolmalloc-debug) ÷ time(poolmalloc).
+    /// Geometric mean over the cases of time(mode) ÷ time(poolmalloc).
     pub geomean_time: f64,
     /// The same for peak RSS.
     pub geomean_rss: f64,
@@ -249,7 +254,10 @@ pub struct Report {
     pub apis: Vec<CaseRatio>,
     /// With `--with-debug`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub debug_cost: Option<DebugCost>,
+    pub debug_cost: Option<ModeCost>,
+    /// With `--with-secure`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure_cost: Option<ModeCost>,
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -425,12 +433,14 @@ pub fn api_ratios(cases: &[CaseResult]) -> Vec<CaseRatio> {
     out
 }
 
-/// Debug mode against poolmalloc, per case and as geometric means; `None`
-/// when no case ran both.
-pub fn debug_cost(cases: &[CaseResult]) -> Option<DebugCost> {
+/// A mode (comparators of `role`) against poolmalloc, per case and as
+/// geometric means; `None` when no case ran both.
+pub fn mode_cost(cases: &[CaseResult], role: Role) -> Option<ModeCost> {
     let mut out = Vec::new();
+    let mut mode = String::new();
     for case in cases {
-        for c in case.comparators.iter().filter(|c| c.role == Role::Debug) {
+        for c in case.comparators.iter().filter(|c| c.role == role) {
+            mode.clone_from(&c.allocator);
             if let (Some(time), Some(rss)) = (c.time_ratio_to_poolmalloc, c.rss_ratio_to_poolmalloc) {
                 out.push(CaseRatio {
                     case: case.case.clone(),
@@ -448,7 +458,7 @@ pub fn debug_cost(cases: &[CaseResult]) -> Option<DebugCost> {
     }
     let time: Vec<f64> = out.iter().map(|r| r.time).collect();
     let rss: Vec<f64> = out.iter().map(|r| r.rss).collect();
-    Some(DebugCost { geomean_time: geomean(&time), geomean_rss: geomean(&rss), cases: out })
+    Some(ModeCost { mode, geomean_time: geomean(&time), geomean_rss: geomean(&rss), cases: out })
 }
 
 /// The lines on the poolmalloc APIs, one per API row.
@@ -475,17 +485,19 @@ pub fn api_lines(ratios: &[CaseRatio]) -> Vec<String> {
     lines
 }
 
-/// The lines on what debug mode costs.
-pub fn debug_lines(cost: &DebugCost) -> Vec<String> {
-    let mut lines = vec!["What debug mode costs, time(poolmalloc-debug) ÷ time(poolmalloc):".to_string()];
+/// The lines on what a mode costs.
+pub fn mode_lines(cost: &ModeCost) -> Vec<String> {
+    let name = cost.mode.strip_prefix("poolmalloc-").unwrap_or(&cost.mode);
+    let mut lines = vec![format!("What {name} mode costs, time({}) ÷ time(poolmalloc):", cost.mode)];
     for r in &cost.cases {
         lines.push(format!("  {:<24} time {:>8}, peak RSS {:>6}", r.case, format::ratio(r.time), format::ratio(r.rss)));
     }
     lines.push(format!(
-        "geomean over {} workloads: time poolmalloc-debug/poolmalloc = {}, peak RSS poolmalloc-debug/poolmalloc = {}",
+        "geomean over {} workloads: time {m}/poolmalloc = {}, peak RSS {m}/poolmalloc = {}",
         cost.cases.len(),
         format::ratio(cost.geomean_time),
-        format::ratio(cost.geomean_rss)
+        format::ratio(cost.geomean_rss),
+        m = cost.mode
     ));
     lines
 }
@@ -809,6 +821,7 @@ mod tests {
                 .map(|(name, secs, rss)| {
                     let role = match *name {
                         "poolmalloc-debug" => Role::Debug,
+                        "poolmalloc-secure" => Role::Secure,
                         "typed-pool" => Role::Api,
                         _ => Role::Allocator,
                     };
@@ -841,7 +854,7 @@ mod tests {
         analyse(&mut cases);
         let g = geomeans(&cases);
         assert_eq!(g.iter().map(|g| g.versus.as_str()).collect::<Vec<_>>(), ["mimalloc"]);
-        let cost = debug_cost(&cases).unwrap();
+        let cost = mode_cost(&cases, Role::Debug).unwrap();
         assert_eq!(cost.cases.len(), 1);
         assert!((cost.geomean_time - 8.0).abs() < 1e-9 && (cost.geomean_rss - 2.0).abs() < 1e-9);
         // The second case has no poolmalloc row: its ratios use the first's.

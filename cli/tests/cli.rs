@@ -257,6 +257,26 @@ fn with_debug_reports_what_debug_mode_costs() {
 }
 
 #[test]
+fn with_secure_reports_what_secure_mode_costs() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("secure.json");
+    poolmalloc()
+        .args(["bench", "--quick", "--runs", "1", "--only", "numeric", "--with-secure", "--threads", "2", "--json"])
+        .arg(&json)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("What secure mode costs"));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cost = &report["secure_cost"];
+    assert_eq!(cost["mode"], "poolmalloc-secure");
+    let per_case: Vec<&str> = cost["cases"].as_array().unwrap().iter().map(|c| c["case"].as_str().unwrap()).collect();
+    assert_eq!(per_case, ["numeric"]);
+    assert!(cost["geomean_time"].as_f64().unwrap() > 0.0 && cost["geomean_rss"].as_f64().unwrap() > 0.0);
+    assert!(report["geomeans"].as_array().unwrap().iter().all(|g| g["versus"] != "poolmalloc-secure"));
+    assert!(report.get("debug_cost").is_none());
+}
+
+#[test]
 fn memory_system_calls_are_counted_where_the_workload_asks() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("syscalls.json");
