@@ -714,6 +714,27 @@ fn secure_mode_catches_a_free_near_the_start_of_a_block() {
 }
 
 #[test]
+fn secure_mode_zero_size_blocks_fault_when_used() {
+    let program = compile("secure", &[]);
+    for case in ["zero_read", "zero_write"] {
+        let mut cmd = preloaded(&program, &[("POOLMALLOC_SECURE", "1")]);
+        cmd.arg(case);
+        let outcome = run(cmd, TIMEOUT);
+        assert!(outcome.stdout.contains("block 0x"), "{case}\n{}", outcome.describe());
+        assert!(!outcome.stdout.contains("survived"), "{case}: the access went through\n{}", outcome.describe());
+        assert_eq!(outcome.status.signal(), Some(libc::SIGSEGV), "{case} must fault\n{}", outcome.describe());
+    }
+    secure_fault("zero_double", "poolmalloc: invalid free of 0x", true);
+    let mut cmd = preloaded(&program, &[("POOLMALLOC_SECURE", "1")]);
+    cmd.arg("zero_ok");
+    run(cmd, TIMEOUT).assert_success("secure zero_ok");
+    // The default mode: a zero-size block is an ordinary small block.
+    let mut cmd = preloaded(&program, &[]);
+    cmd.arg("zero_read");
+    assert!(run(cmd, TIMEOUT).stdout.contains("survived"));
+}
+
+#[test]
 fn secure_mode_refuses_forged_links_in_the_store() {
     secure_fault("poison_store", "poolmalloc: corrupted free list in the pool at 0x", false);
 }

@@ -9,7 +9,7 @@ use crate::large;
 use crate::fault::invalid_pointer;
 use crate::options;
 use crate::os;
-use crate::ownership::{self, TAG_ARENA, TAG_LARGE_HEAD, TAG_LARGE_TAIL};
+use crate::ownership::{self, TAG_ARENA, TAG_LARGE_HEAD, TAG_LARGE_TAIL, TAG_ZERO};
 use crate::pool::state;
 use crate::size_class::{self, ALIGNMENT, MAX_CLASS_SIZE};
 use crate::{arena, debug, thread};
@@ -24,8 +24,11 @@ pub const MAX_ALLOC: usize = isize::MAX as usize;
 /// `errno` to `ENOMEM`, as C requires (Rust callers can ignore it).
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
-    if size <= MAX_CLASS_SIZE {
-        return thread::alloc(size_class::class_of(size), move || debug::malloc(size, ALIGNMENT, false));
+    // Size 0 wraps around and takes the cold path too (see `malloc_zero`);
+    // the class lookup then costs no more than for `size` itself.
+    let below = size.wrapping_sub(1);
+    if below < MAX_CLASS_SIZE {
+        return thread::alloc(size_class::class_of_one_more(below), move || debug::malloc(size, ALIGNMENT, false));
     }
     malloc_large(size)
 }
@@ -36,7 +39,23 @@ fn malloc_large(size: usize) -> *mut u8 {
     if options::debug() {
         return debug::malloc(size, ALIGNMENT, false);
     }
+    if size == 0 {
+        return malloc_zero();
+    }
     huge(size, ALIGNMENT)
+}
+
+/// `malloc(0)`: in secure mode an address that faults when read or written
+/// (see [`large::zero_alloc`]); otherwise, or when that region is full, the
+/// smallest block.
+fn malloc_zero() -> *mut u8 {
+    if options::secure() {
+        let p = large::zero_alloc();
+        if !p.is_null() {
+            return p;
+        }
+    }
+    thread::alloc(size_class::class_of(0), move || debug::malloc(0, ALIGNMENT, false))
 }
 
 /// A huge block, with one retry after giving back what is held but not
@@ -142,6 +161,11 @@ fn free_not_in_arena(p: *mut u8) {
                 invalid_pointer("free", p, "not the start of a live block");
             }
         }
+        TAG_ZERO => {
+            if !large::zero_free(p) {
+                invalid_pointer("free", p, "not a live zero-size block");
+            }
+        }
         _ => invalid_pointer("free", p, "not allocated by poolmalloc"),
     }
 }
@@ -167,6 +191,8 @@ pub enum Owned {
     Pool(usize),
     /// A live large block: its usable size.
     Large(usize),
+    /// A live zero-size block of secure mode (no usable byte).
+    Zero,
     /// Not a live block of poolmalloc's.
     No,
 }
@@ -193,6 +219,7 @@ pub fn classify(p: *mut u8) -> Owned {
             Some(n) => Owned::Large(n),
             None => Owned::No,
         },
+        TAG_ZERO if large::zero_live(p) => Owned::Zero,
         _ => Owned::No,
     }
 }
@@ -213,6 +240,7 @@ pub unsafe fn usable_size(p: *mut u8, what: &str) -> usize {
     }
     match classify(p) {
         Owned::Pool(n) | Owned::Large(n) => n,
+        Owned::Zero => 0,
         Owned::No => {
             invalid_pointer(what, p, "not allocated by poolmalloc");
             0
@@ -253,6 +281,8 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
             }
             huge_realloc(p, new_size)
         }
+        // SAFETY: a zero-size block has no byte to copy.
+        Owned::Zero => unsafe { move_block(p, 0, new_size) },
         Owned::No => {
             invalid_pointer("realloc", p, "not allocated by poolmalloc");
             ptr::null_mut()
@@ -285,14 +315,28 @@ pub fn calloc(size: usize) -> *mut u8 {
     if options::debug() {
         return debug::malloc(size, ALIGNMENT, true);
     }
-    if size > MAX_CLASS_SIZE {
-        return huge_zeroed(size, ALIGNMENT);
+    // Size 0 wraps around: a zero-size block, as `malloc(0)` gives.
+    if size.wrapping_sub(1) >= MAX_CLASS_SIZE {
+        return if size == 0 { calloc_zero() } else { huge_zeroed(size, ALIGNMENT) };
     }
     let class = size_class::class_of(size);
     let p = thread::alloc(class, move || debug::malloc(size, ALIGNMENT, true));
     if !p.is_null() {
         // SAFETY: a fresh block of its class's size.
         unsafe { ptr::write_bytes(p, 0, size_class::class_size(class)) };
+    }
+    p
+}
+
+/// `calloc` of 0 bytes: [`malloc_zero`], and a block of the smallest class
+/// zeroed in full like every `calloc` block.
+#[cold]
+#[inline(never)]
+fn calloc_zero() -> *mut u8 {
+    let p = malloc_zero();
+    if !p.is_null() && ownership::tag_of(p as usize) == TAG_ARENA {
+        // SAFETY: a fresh block of the smallest class.
+        unsafe { ptr::write_bytes(p, 0, size_class::class_size(size_class::class_of(0))) };
     }
     p
 }

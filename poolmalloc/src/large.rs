@@ -542,3 +542,105 @@ impl Default for SpanList {
         Self::new()
     }
 }
+
+// ---------------------------------------------------------------------------
+// Secure mode's zero-size blocks.
+
+/// Slots of the zero-size region: one per 16 bytes of one granule.
+const ZERO_SLOTS: usize = GRANULE / 16;
+
+/// Secure mode: `malloc(0)` returns a distinct address in a region that is
+/// mapped `PROT_NONE`, so any read or write through it faults. One granule,
+/// reserved on first use and marked [`TAG_ZERO`](ownership::TAG_ZERO) in the
+/// ownership map; a bitmap says which of its 262,144 addresses are live.
+/// Guarded by [`LOCK`] (which the fork handlers take).
+struct ZeroRegion {
+    /// The region (null until reserved; stays null if reserving failed).
+    base: Local<*mut u8>,
+    /// Whether a reservation was tried.
+    tried: Local<bool>,
+    /// Where the search for a free slot starts.
+    cursor: Local<usize>,
+    live: [Local<u64>; ZERO_SLOTS / 64],
+}
+
+// SAFETY: every field is read and written under `LOCK` only.
+unsafe impl Sync for ZeroRegion {}
+
+static ZERO: ZeroRegion = ZeroRegion {
+    base: Local::new(ptr::null_mut()),
+    tried: Local::new(false),
+    cursor: Local::new(0),
+    live: [const { Local::new(0) }; ZERO_SLOTS / 64],
+};
+
+/// Reserves the region. Lock held.
+fn zero_reserve() {
+    ZERO.tried.set(true);
+    let base = os::map_aligned(GRANULE, GRANULE);
+    if base.is_null() {
+        return;
+    }
+    // SAFETY: our fresh mapping, seen by nobody.
+    let ok = unsafe { os::protect_none(base, GRANULE) } && ownership::mark(base, GRANULE, ownership::TAG_ZERO, ownership::TAG_ZERO);
+    if ok {
+        ZERO.base.set(base);
+    } else {
+        // SAFETY: as above; not marked, or the mark failed.
+        unsafe { os::release_or_keep(base, GRANULE) };
+    }
+}
+
+/// A fresh zero-size block: an address in the region that faults when
+/// used. Null if the region cannot be had or is full (the caller then
+/// serves the request as a 1-byte one).
+pub fn zero_alloc() -> *mut u8 {
+    let _g = LOCK.guard();
+    if !ZERO.tried.get() {
+        zero_reserve();
+    }
+    let base = ZERO.base.get();
+    if base.is_null() {
+        return base;
+    }
+    let words = ZERO.live.len();
+    let start = ZERO.cursor.get() / 64;
+    for k in 0..=words {
+        let w = (start + k) % words;
+        let bits = ZERO.live[w].get();
+        if bits != u64::MAX {
+            let bit = (!bits).trailing_zeros() as usize;
+            ZERO.live[w].set(bits | 1 << bit);
+            let slot = w * 64 + bit;
+            ZERO.cursor.set(slot + 1);
+            return base.wrapping_add(slot * 16);
+        }
+    }
+    ptr::null_mut()
+}
+
+/// The slot of `p` if it is a live zero-size block. Lock held.
+fn zero_slot(p: *mut u8) -> Option<usize> {
+    let base = ZERO.base.get();
+    let off = (p as usize).wrapping_sub(base as usize);
+    if base.is_null() || off >= GRANULE || off % 16 != 0 {
+        return None;
+    }
+    let slot = off / 16;
+    (ZERO.live[slot / 64].get() & 1 << (slot % 64) != 0).then_some(slot)
+}
+
+/// Frees a zero-size block. False if `p` is not a live one.
+pub fn zero_free(p: *mut u8) -> bool {
+    let _g = LOCK.guard();
+    let Some(slot) = zero_slot(p) else { return false };
+    let w = &ZERO.live[slot / 64];
+    w.set(w.get() & !(1 << (slot % 64)));
+    true
+}
+
+/// Whether `p` is a live zero-size block.
+pub fn zero_live(p: *mut u8) -> bool {
+    let _g = LOCK.guard();
+    zero_slot(p).is_some()
+}

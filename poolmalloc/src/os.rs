@@ -490,6 +490,25 @@ pub fn set_errno(v: i32) {
     unsafe { *libc::__errno_location() = v };
 }
 
+/// Makes `len` bytes at `p` inaccessible (`PROT_NONE`): any read or write
+/// there faults. False if the kernel refuses; under Miri, always false.
+///
+/// # Safety
+/// `p .. p + len` must be page-aligned and part of a mapping of ours that
+/// nothing else uses.
+pub unsafe fn protect_none(p: *mut u8, len: usize) -> bool {
+    #[cfg(miri)]
+    {
+        let _ = (p, len);
+        false
+    }
+    #[cfg(not(miri))]
+    // SAFETY: by the caller.
+    unsafe {
+        libc::mprotect(p.cast(), len, libc::PROT_NONE) == 0
+    }
+}
+
 /// 64 bits from the kernel's random source (`getrandom`, without blocking).
 /// If that fails (an old kernel, a seccomp filter, entropy not yet ready),
 /// the 16 random bytes the kernel gave the process at exec (`AT_RANDOM`),

@@ -53,6 +53,8 @@ pub const TAG_ARENA: u8 = 1;
 pub const TAG_LARGE_HEAD: u8 = 2;
 /// The granule continues a large span that starts in an earlier granule.
 pub const TAG_LARGE_TAIL: u8 = 3;
+/// The granule is the region of secure mode's zero-size blocks.
+pub const TAG_ZERO: u8 = 4;
 
 struct Map(MaybeUninit<[AtomicU8; ENTRIES]>);
 // SAFETY: the map is an array of atomics.

@@ -271,6 +271,15 @@ pub fn class_of(size: usize) -> usize {
     CLASS_OF[size.div_ceil(ALIGNMENT)] as usize
 }
 
+/// The class of a request of `below + 1` bytes (`below` < the largest class
+/// size): [`class_of`] written so that the `+ 1` folds into the table
+/// address, for a caller that tested `size - 1` already.
+#[inline(always)]
+pub fn class_of_one_more(below: usize) -> usize {
+    debug_assert!(below < MAX_CLASS_SIZE);
+    CLASS_OF[(below >> ALIGNMENT.trailing_zeros()) + 1] as usize
+}
+
 /// Block size of class `c`.
 #[inline(always)]
 pub fn class_size(c: usize) -> usize {
@@ -345,6 +354,14 @@ pub fn class_of_aligned(size: usize, align: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_of_one_more_is_class_of_the_next_size() {
+        let step = if cfg!(miri) { 997 } else { 1 };
+        for below in (0..MAX_CLASS_SIZE).step_by(step) {
+            assert_eq!(class_of_one_more(below), class_of(below + 1), "{below}");
+        }
+    }
 
     #[test]
     fn magic_division_is_exact_in_every_pool() {

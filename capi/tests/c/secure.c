@@ -10,12 +10,18 @@
  *   double_interleaved free(a), free(b), free(a)
  *   double_delayed     free(a), 100 allocations and frees, free(a)
  *   near_start         free of a pointer 16 bytes into a block
+ *   zero_read          a read through malloc(0): must fault (SIGSEGV)
+ *   zero_write         a write through calloc(1, 0): must fault (SIGSEGV)
+ *   zero_double        malloc(0) freed twice: reported
+ *   zero_ok            zero-size blocks are distinct, free and realloc
+ *                      work on them; exits 0
  *   poison_store       the links of 200 freed blocks overwritten with a
  *                      static address; then 400 allocations, none of which
  *                      may return it ("FORGED" otherwise)
  */
 #include "pmtest.h"
 
+#include <malloc.h>
 #include <stdint.h>
 
 #define SIZE 48
@@ -80,9 +86,35 @@ int main(int argc, char **argv)
         return pmt_finish("secure reuse");
     }
 
+    if (strcmp(c, "zero_ok") == 0) {
+        unsigned char *a = pmt_launder(malloc(0)), *b = pmt_launder(malloc(0));
+        CHECK(a != NULL && b != NULL && a != b, "zero-size blocks are distinct\n");
+        CHECK(malloc_usable_size(a) == 0, "a zero-size block has no usable byte\n");
+        unsigned char *r = pmt_launder(realloc(a, 100));
+        CHECK(r != NULL, "realloc of a zero-size block\n");
+        memset(r, 7, 100);
+        free(r);
+        free(b);
+        free(pmt_launder(calloc(0, 8)));
+        return pmt_finish("secure zero_ok");
+    }
+
     unsigned char *p = pmt_launder(malloc(SIZE));
     REQUIRE(p != NULL, "malloc failed\n");
-    if (strcmp(c, "double_interleaved") == 0) {
+    if (strcmp(c, "zero_read") == 0) {
+        volatile unsigned char *z = pmt_launder(malloc(0));
+        say((void *)z);
+        printf("read %d\n", z[0]);
+    } else if (strcmp(c, "zero_write") == 0) {
+        volatile unsigned char *z = pmt_launder(calloc(1, 0));
+        say((void *)z);
+        z[0] = 1;
+    } else if (strcmp(c, "zero_double") == 0) {
+        unsigned char *z = pmt_launder(malloc(0));
+        say(z);
+        free(z);
+        free(pmt_launder(z));
+    } else if (strcmp(c, "double_interleaved") == 0) {
         unsigned char *q = pmt_launder(malloc(SIZE));
         say(p);
         free(pmt_launder(p));
