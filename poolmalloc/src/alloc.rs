@@ -321,7 +321,9 @@ pub fn calloc(size: usize) -> *mut u8 {
     }
     let class = size_class::class_of(size);
     let p = thread::alloc(class, move || debug::malloc(size, ALIGNMENT, true));
-    if !p.is_null() {
+    // The first call of the process reads the options on its way: if it
+    // turned debug mode on, `p` is a zeroed debug block, whose pads must stay.
+    if !p.is_null() && !options::debug() {
         // SAFETY: a fresh block of its class's size.
         unsafe { ptr::write_bytes(p, 0, size_class::class_size(class)) };
     }
@@ -334,7 +336,7 @@ pub fn calloc(size: usize) -> *mut u8 {
 #[inline(never)]
 fn calloc_zero() -> *mut u8 {
     let p = malloc_zero();
-    if !p.is_null() && ownership::tag_of(p as usize) == TAG_ARENA {
+    if !p.is_null() && ownership::tag_of(p as usize) == TAG_ARENA && !options::debug() {
         // SAFETY: a fresh block of the smallest class.
         unsafe { ptr::write_bytes(p, 0, size_class::class_size(size_class::class_of(0))) };
     }

@@ -137,16 +137,15 @@ fn raw_block(p: usize) -> Option<(usize, usize)> {
     }
 }
 
-/// The stamp a raw block of the pool at generation `generation` gets when
-/// debug mode gives it back.
-fn returned_stamp(raw: usize, generation: u32) -> u64 {
-    RETURNED ^ raw as u64 ^ u64::from(generation) << 40
-}
-
-/// The current generation of the pool holding arena block `raw`.
-fn generation_of(raw: usize) -> u32 {
+/// The stamp arena block `raw` gets when debug mode gives it back: bound to
+/// the block's address, to the record of the pool that holds it and to that
+/// pool's generation, so that it is found again only while the same use of
+/// the same pool lasts.
+fn returned_stamp(raw: usize) -> u64 {
+    let pool = arena::owning_pool(ptr::with_exposed_provenance_mut(raw));
     // SAFETY: `raw` is in an arena, whose header is mapped.
-    unsafe { (*arena::owning_pool(ptr::with_exposed_provenance_mut(raw))).generation.get() }
+    let generation = unsafe { (*pool).generation.get() };
+    RETURNED ^ raw as u64 ^ (pool as u64).rotate_left(32) ^ (u64::from(generation) << 40)
 }
 
 /// Gives a raw block back.
@@ -154,7 +153,7 @@ fn raw_free(raw: usize) {
     if ownership::tag_of(raw) == ownership::TAG_ARENA {
         // SAFETY: raw + 16 .. raw + 24 is in the block's header (64 bytes or
         // more), which the pool's links (the first 16 bytes) do not reach.
-        unsafe { set_word(raw + 16, returned_stamp(raw, generation_of(raw))) };
+        unsafe { set_word(raw + 16, returned_stamp(raw)) };
         thread::locked_free(raw as *mut u8);
     } else {
         large::free(raw as *mut u8);
@@ -209,7 +208,7 @@ fn check_reuse(r: usize, h: usize) {
     // memory left over from an earlier use of the pool's area, for another
     // class, may have been overwritten by that class's blocks.
     // SAFETY: the raw block has 64 bytes or more.
-    if unsafe { word(r + 16) } != returned_stamp(r, generation_of(r)) {
+    if unsafe { word(r + 16) } != returned_stamp(r) {
         return;
     }
     let others = if h == HEADER { 0 } else { 1 };

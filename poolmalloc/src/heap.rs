@@ -18,7 +18,7 @@
 
 use crate::abandoned::ABANDONED;
 use crate::arena;
-use crate::pool::{held_mark, owner_id, state, Block, Pool, PoolList, RemoteHints, Rng, OWNER_FULL, OWNER_STASHED, POOL_SIZE};
+use crate::pool::{held_mark, owner_id, USER_OWNER_BIT, state, Block, Pool, PoolList, RemoteHints, Rng, OWNER_FULL, OWNER_STASHED, POOL_SIZE};
 use crate::size_class::{self, NUM_CLASSES, NUM_SINGLE};
 use crate::sync::Local;
 use core::ptr;
@@ -683,11 +683,18 @@ impl Heap {
             crate::fault::invalid_free(b.cast(), "double free");
             return;
         }
-        if pr.is_medium() {
+        let word = pr.owner.load(Relaxed);
+        if pr.is_medium() || (word & USER_OWNER_BIT != 0 && owner_id(word) != self.owner.get()) {
             // Not held back: a medium block may be a megabyte, and a thread
-            // that goes idle would keep it from its pool.
-            // SAFETY: a block of `pool`, given up by the caller.
-            return unsafe { self.secure_release(b) };
+            // that goes idle would keep it from its pool; a block of a
+            // first-class heap must not outlive that heap in this ring.
+            // SAFETY: a block of `pool`, given up by the caller, freed once
+            // as far as the checks above can tell; it carries the held mark
+            // that `secure_release` expects.
+            unsafe {
+                (*b).mark = held_mark(b);
+                return self.secure_release(b);
+            }
         }
         let slot = &self.ring[self.rng.below(SECURE_RING)];
         let old = slot.get();
@@ -706,6 +713,14 @@ impl Heap {
     /// # Safety
     /// `b` must be a block freed through this heap and held back since.
     unsafe fn secure_release(&self, b: *mut Block) {
+        // A block goes back once: released, it loses the held mark. A block
+        // freed twice, by two threads (each holding it back), or after the
+        // program wrote over its mark, is caught here.
+        // SAFETY: the block is ours to read until it goes back.
+        if unsafe { (*b).mark } != held_mark(b) {
+            crate::fault::invalid_free(b.cast(), "double free (or written after free)");
+            return;
+        }
         let pool = arena::leader_of(arena::pool_of(b.cast()));
         // SAFETY: the pool holds `b`, which counts as in use, so it is live.
         let pr = unsafe { &*pool };

@@ -82,6 +82,10 @@ pub const OWNER_STASHED: usize = 8;
 /// multiples of 64 and first-class heap ids multiples of 64 plus 2, so the
 /// bit is free in both.
 pub const OWNER_CHECKED: usize = 16;
+/// Bit set in the owner id of every first-class heap (never in a thread id,
+/// which is an aligned address, nor in `LOCKED_OWNER`). First-class heap ids
+/// are multiples of 64 plus this bit, leaving the owner-word flags free.
+pub const USER_OWNER_BIT: usize = 2;
 /// Set in a pool's address to make its remote mark.
 const REMOTE_MARK_BIT: usize = 8;
 const _: () = assert!(core::mem::align_of::<Pool>() > REMOTE_MARK_BIT);
@@ -534,40 +538,18 @@ impl Pool {
     }
 
     /// Clears `b`'s mark, which must be this pool's local mark, and
-    /// reports a corrupted free list if it is not. On x86-64 this is one
-    /// `xor` of the pool's address (in a register) into the mark word, which
-    /// leaves zero exactly when the mark was right, and a branch on the zero
-    /// flag: one instruction more than clearing the mark.
+    /// reports a corrupted free list if it is not: a compare with the pool's
+    /// address (in a register) and a branch before the store that clears
+    /// it. Nothing is written to a block that fails: a forged link may point
+    /// anywhere.
     ///
     /// # Safety
     /// `b` must be the head of the local list: a pointer a block of this
     /// pool linked to, with two writable words.
     #[inline(always)]
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
     unsafe fn take_mark(&self, b: *mut Block) {
-        // SAFETY: by the caller, the mark word is ours to write; the block
-        // is refused (the process aborts) if the result is not zero.
-        unsafe {
-            core::arch::asm!(
-                "xor qword ptr [{b} + {mark}], {m}",
-                "jnz {bad}",
-                b = in(reg) b,
-                mark = const core::mem::offset_of!(Block, mark),
-                m = in(reg) self.mark(),
-                bad = label { crate::fault::corrupted_free_list(self.mark(), b as usize) },
-                options(nostack)
-            );
-        }
-    }
-
-    /// Portable form of [`take_mark`](Self::take_mark) (x86-64).
-    ///
-    /// # Safety
-    /// As there.
-    #[inline(always)]
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    unsafe fn take_mark(&self, b: *mut Block) {
-        // SAFETY: by the caller, the mark word is ours to read and write.
+        // SAFETY: by the caller, the mark word is readable; it is written
+        // only once it proved to be the pool's.
         unsafe {
             if (*b).mark != self.mark() {
                 crate::fault::corrupted_free_list(self.mark(), b as usize);
@@ -658,8 +640,12 @@ impl Pool {
             unsafe { *b = Block { next, mark: self.mark() } };
             next = b;
         }
-        self.free.set(next);
+        // The blocks count as carved before the list holds them, so that a
+        // fork child that recounts the pool never finds a listed block
+        // beyond the bump pointer.
         self.bump.set(bump.wrapping_add(n * bs));
+        core::sync::atomic::compiler_fence(Release);
+        self.free.set(next);
         true
     }
 
@@ -917,6 +903,7 @@ impl Pool {
             unsafe {
                 let next = (*b).next.map_addr(|a| a ^ key);
                 self.store.set(next);
+                core::sync::atomic::compiler_fence(Release);
                 *b = Block { next: self.free.get(), mark: self.mark() };
                 self.free.set(b);
                 b = next;
@@ -979,7 +966,13 @@ impl Pool {
     fn for_each_stored(&self, mut f: impl FnMut(*mut Block) -> bool) {
         let key = self.skey.get();
         let mut b = self.store.get();
+        let mut left = self.capacity.get();
         while !b.is_null() {
+            if left == 0 {
+                // More blocks than the pool holds: a cycle.
+                crate::fault::corrupted_free_list(self.mark(), b as usize);
+            }
+            left -= 1;
             self.check_stored(b);
             if !f(b) {
                 return;

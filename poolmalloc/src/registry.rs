@@ -40,10 +40,7 @@ pub(crate) static LOCKED_LOCK: RawLock = RawLock::new();
 pub(crate) static ORPHAN_REMOTE_FREES: AtomicUsize = AtomicUsize::new(0);
 
 pub(crate) static USER_HEAP_IDS: AtomicUsize = AtomicUsize::new(1);
-/// Bit set in the owner id of every first-class heap (never in a thread id,
-/// which is an aligned address, nor in `LOCKED_OWNER`). First-class heap ids
-/// are multiples of 64 plus this bit, leaving the owner-word flags free.
-pub(crate) const USER_OWNER_BIT: usize = 2;
+pub(crate) use crate::pool::USER_OWNER_BIT;
 
 /// All heaps ever made, for statistics and fork; and the free heaps.
 pub struct Registry {
