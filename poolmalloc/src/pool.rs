@@ -622,13 +622,7 @@ impl Pool {
     /// Carves up to a page of never-used blocks into the local list. Returns
     /// false if the bump pointer is exhausted. Owner only.
     pub fn carve(&self) -> bool {
-        let bs = self.block_size.get() as usize;
-        let bump = self.bump.get();
-        let left = self.end.get() as usize - bump as usize;
-        if left == 0 {
-            return false;
-        }
-        let n = (left / bs).min((CARVE_BYTES / bs).max(1));
+        let Some((bump, bs, n)) = self.to_carve() else { return false };
         let mut next = self.free.get();
         // Link back to front so the list runs in address order.
         let mut i = n;
@@ -647,6 +641,15 @@ impl Pool {
         core::sync::atomic::compiler_fence(Release);
         self.free.set(next);
         true
+    }
+
+    /// What the next carve takes: the bump pointer, the block size and how
+    /// many blocks (up to a page of them); `None` when none are left.
+    fn to_carve(&self) -> Option<(*mut u8, usize, usize)> {
+        let bs = self.block_size.get() as usize;
+        let bump = self.bump.get();
+        let left = self.end.get() as usize - bump as usize;
+        (left != 0).then(|| (bump, bs, (left / bs).min((CARVE_BYTES / bs).max(1))))
     }
 
     /// Whether there are never-used blocks left.
@@ -916,13 +919,7 @@ impl Pool {
     /// Carves up to a page of never-used blocks into the store in random
     /// order. Returns false if the bump pointer is exhausted. Owner only.
     pub fn secure_carve(&self, rng: &Rng) -> bool {
-        let bs = self.block_size.get() as usize;
-        let bump = self.bump.get();
-        let left = self.end.get() as usize - bump as usize;
-        if left == 0 {
-            return false;
-        }
-        let n = (left / bs).min((CARVE_BYTES / bs).max(1));
+        let Some((bump, bs, n)) = self.to_carve() else { return false };
         let mut order = [0u16; CARVE_MAX];
         for (i, o) in order[..n].iter_mut().enumerate() {
             *o = i as u16;

@@ -70,18 +70,10 @@ int main(int argc, char **argv)
         z[0] = 'A';
         free(pmt_launder(z));
     } else if (strcmp(c, "double_interleaved") == 0) {
-        unsigned char *q = pmt_launder(malloc(n));
-        say(p);
-        free(pmt_launder(p));
-        free(pmt_launder(q));
-        free(pmt_launder(p));
+        pmt_double_interleaved(p, n);
     } else if (strcmp(c, "double_delayed") == 0) {
         /* Needs a quarantine longer than the 100 blocks in between. */
-        say(p);
-        free(pmt_launder(p));
-        for (int i = 0; i < 100; i++)
-            free(pmt_launder(malloc(n)));
-        free(pmt_launder(p));
+        pmt_double_delayed(p, n);
     } else if (strcmp(c, "use_after_free_reuse") == 0) {
         /* No quarantine: the next malloc of the size takes the block back. */
         say(p);

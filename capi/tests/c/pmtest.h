@@ -119,6 +119,30 @@ static inline size_t pmt_verify(const void *p, size_t n, unsigned seed)
 }
 
 /* Ends main: prints a summary line and returns the exit status. */
+/* Two double frees of the block p (of n bytes), announced on stdout as
+ * "block 0x...": interleaved with the free of another block, and delayed by
+ * 100 allocations and frees of the same size. Each returns only if the
+ * allocator let the second free through. */
+static inline void pmt_double_interleaved(void *p, size_t n)
+{
+    void *q = pmt_launder(malloc(n));
+    printf("block %p\n", p);
+    fflush(stdout);
+    free(pmt_launder(p));
+    free(pmt_launder(q));
+    free(pmt_launder(p));
+}
+
+static inline void pmt_double_delayed(void *p, size_t n)
+{
+    printf("block %p\n", p);
+    fflush(stdout);
+    free(pmt_launder(p));
+    for (int i = 0; i < 100; i++)
+        free(pmt_launder(malloc(n)));
+    free(pmt_launder(p));
+}
+
 static inline int pmt_finish(const char *name)
 {
     if (pmt_failures) {

@@ -115,17 +115,9 @@ int main(int argc, char **argv)
         free(z);
         free(pmt_launder(z));
     } else if (strcmp(c, "double_interleaved") == 0) {
-        unsigned char *q = pmt_launder(malloc(SIZE));
-        say(p);
-        free(pmt_launder(p));
-        free(pmt_launder(q));
-        free(pmt_launder(p));
+        pmt_double_interleaved(p, SIZE);
     } else if (strcmp(c, "double_delayed") == 0) {
-        say(p);
-        free(pmt_launder(p));
-        for (int i = 0; i < 100; i++)
-            free(pmt_launder(malloc(SIZE)));
-        free(pmt_launder(p));
+        pmt_double_delayed(p, SIZE);
     } else if (strcmp(c, "near_start") == 0) {
         say(p + 16);
         free(pmt_launder(p + 16));
