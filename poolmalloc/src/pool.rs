@@ -473,18 +473,7 @@ impl Pool {
     /// for medium pools, which hold few blocks). Blocks on the remote list
     /// still count as handed out. Owner only.
     pub fn handed_out(&self, p: *const u8) -> bool {
-        if p as usize >= self.bump.get() as usize {
-            return false;
-        }
-        let mut f = self.free.get();
-        while !f.is_null() {
-            if core::ptr::eq(f.cast::<u8>(), p) {
-                return false;
-            }
-            // SAFETY: blocks on the local list are free blocks of this pool.
-            f = unsafe { (*f).next };
-        }
-        !self.in_store(p)
+        (p as usize) < self.bump.get() as usize && !self.on_local_list(p.cast()) && !self.in_store(p)
     }
 
     /// Recomputes `used` from the local list and the bump pointer. For a
