@@ -41,7 +41,7 @@ use crate::pool::state;
 use crate::report::Line;
 use crate::size_class::{self, ALIGNMENT};
 use crate::sync::Local;
-use crate::{arena, large, lifecycle, ownership, thread};
+use crate::{arena, engine, large, lifecycle, ownership, thread};
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 use crate::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -104,15 +104,11 @@ unsafe fn set_word(at: usize, v: u64) {
     unsafe { (at as *mut u64).write(v) }
 }
 
-/// A raw block from the locked heap (or a large span), not a debug block.
+/// A raw block from the engine's locked heap (or a huge span), not a
+/// debug block.
 fn raw_alloc(size: usize, align: usize) -> *mut u8 {
-    match size_class::class_of_aligned(size, align) {
-        Some(c) => {
-            lifecycle::global_init();
-            thread::locked_alloc(c)
-        }
-        None => large::alloc(size, align),
-    }
+    lifecycle::global_init();
+    engine::alloc_locked(size, align, false)
 }
 
 /// The raw block containing `p` and its usable size, or `None`.

@@ -11,10 +11,11 @@
 //!
 //! ```text
 //!  row  layer  modules                           owns
-//!  13   8+     pools                             TypedPool, PoolBox, BufferPool: above the public API
-//!  12   8      global owned                      PoolMalloc, LockedPoolMalloc (GlobalAlloc); first-class Heap
-//!  11   8      alloc                             the routing engine: size/alignment → pools or large; C entry points
-//!  10   x      debug                             DebugPoolMalloc and debug mode: guard bytes, fill, serials, quarantine
+//!  14   8+     pools                             TypedPool, PoolBox, BufferPool: above the public API
+//!  13   8      global owned                      PoolMalloc, LockedPoolMalloc (GlobalAlloc); first-class Heap
+//!  12   8      front                             the C and Rust entry points; the one choice of engine or debug wrapper
+//!  11   x      debug                             the debug wrapper and DebugPoolMalloc: guard bytes, fill, serials, quarantine
+//!  10   8      engine                            the routing engine: size and alignment (or a layout) → pools or large
 //!   9   6      thread                            per-block dispatch: heap slot → heap; remote frees; locked mode
 //!   8   6      lifecycle                         set-up, heap slot, thread exit, first-class heaps, trim, fork, at-exit report
 //!   7   x      stats                             the statistics snapshot and report
@@ -46,17 +47,22 @@
 //!   Large blocks use nothing of layers 2 to 6.
 //! * **Statistics below the lifecycle.** The at-exit report is part of the
 //!   process lifecycle; statistics only read the layers below them.
-//! * **Debug mode between the thread layer and the engine.** Debug blocks
-//!   are carved from the locked heap, so `debug` uses `thread`; the engine
-//!   (`alloc`, `global`) chooses debug mode and hands the thread layer a
-//!   closure to call when a request reaches a sentinel heap in debug mode,
-//!   so `thread` never names `debug`.
+//! * **Debug mode is a wrapper, not a layer.** It sits above the engine
+//!   and takes its raw blocks from it (the engine's locked heap), the way
+//!   CPython's debug hooks sit on top of pymalloc. [`crate::front`] chooses,
+//!   once per process, which of the two serves every request: the table of
+//!   entry points it publishes, and the debug proxy heap that
+//!   `lifecycle::init_thread` puts in each thread's slot, which sends the
+//!   fast paths' requests to the wrapper entry that `front` hands the thread
+//!   layer. The engine and the layers below never name `debug` and never
+//!   test the option.
 //!
 //! # Where things are
 //!
 //! | to find | look in |
 //! |---|---|
-//! | `malloc`, `free`, `realloc` routing | `alloc.rs` |
+//! | `malloc`, `free`, `realloc`: the entry points, and debug mode's choice | `front.rs` |
+//! | routing a size, alignment or layout to pools or huge spans | `engine.rs` |
 //! | the `#[global_allocator]` types | `global.rs` |
 //! | first-class heaps (`Heap`, allocator-api2) | `owned.rs` |
 //! | the C library | `capi/src/lib.rs` (forwards to [`crate::internals`]) |

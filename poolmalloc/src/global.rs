@@ -1,18 +1,10 @@
 //! Layer 8: the Rust fronts, `PoolMalloc` and `LockedPoolMalloc`.
 //!
-//! Both implement [`GlobalAlloc`]. They are thin: a `Layout` whose size and
-//! alignment fit a pool goes straight to the thread layer with the class
-//! looked up from the size (a constant when the layout is), and `dealloc`
-//! uses the layout to skip the ownership-map lookup, since Rust's contract
-//! guarantees the pointer came from this allocator with this layout. Every
-//! other request goes through [`crate::alloc`].
+//! Both implement [`GlobalAlloc`] by forwarding each method to the
+//! layout-aware entry points of [`crate::front`].
 
-use crate::alloc as core_alloc;
-use crate::large;
-use crate::size_class::{self, ALIGNMENT, MAX_CLASS_SIZE, MAX_POOL_ALIGN_SHIFT};
-use crate::thread;
+use crate::front;
 use core::alloc::{GlobalAlloc, Layout};
-use core::ptr;
 
 /// The poolmalloc allocator with per-thread heaps.
 ///
@@ -33,151 +25,29 @@ impl PoolMalloc {
     }
 }
 
-/// Whether a layout is served from pools (the same test on alloc and free).
-#[inline(always)]
-pub(crate) fn in_pools(layout: &Layout) -> bool {
-    layout.size() <= MAX_CLASS_SIZE && layout.align() <= 1 << MAX_POOL_ALIGN_SHIFT
-}
-
-#[inline(always)]
-pub(crate) fn pool_class(layout: &Layout) -> usize {
-    if layout.align() <= ALIGNMENT {
-        size_class::class_of(layout.size())
-    } else {
-        // In pools, an aligned class always exists (the largest class is a
-        // multiple of every alignment pools serve).
-        size_class::class_of_aligned(layout.size(), layout.align()).unwrap_or(size_class::NUM_CLASSES - 1)
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn alloc_large(layout: Layout) -> *mut u8 {
-    if crate::options::debug() {
-        return crate::debug::malloc(layout.size(), layout.align(), false);
-    }
-    core_alloc::huge(layout.size(), layout.align())
-}
-
-/// Frees a block whose layout is known.
-///
-/// # Safety
-/// `p` must have been allocated by poolmalloc with `layout`.
-#[inline(always)]
-unsafe fn dealloc_with(p: *mut u8, layout: &Layout) {
-    if in_pools(layout) {
-        // SAFETY: by the caller, `p` is a live pool block (in debug mode the
-        // slow path takes it, since debug blocks' pools never match a
-        // thread).
-        unsafe { thread::free(crate::ownership::freed_block(p, layout.size()), move || core_alloc::debug_free(p)) };
-    } else {
-        // SAFETY: by the caller, `p` is a live large block.
-        unsafe { core_alloc::free_large(p) };
-    }
-}
-
-/// Allocates a pool block for a layout that fits the pools (debug mode:
-/// a debug block for the same layout).
-#[inline(always)]
-fn alloc_small(layout: Layout) -> *mut u8 {
-    thread::alloc(pool_class(&layout), move || crate::debug::malloc(layout.size(), layout.align(), false))
-}
-
-/// Shared realloc for both fronts.
-///
-/// # Safety
-/// As for `GlobalAlloc::realloc`.
-unsafe fn realloc_with(p: *mut u8, layout: Layout, new_size: usize, alloc: impl Fn(Layout) -> *mut u8) -> *mut u8 {
-    if crate::options::debug() {
-        // SAFETY: forwarded from the caller.
-        return unsafe { crate::debug::realloc(p, new_size, layout.align()) };
-    }
-    let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else { return ptr::null_mut() };
-    let old_in_pools = in_pools(&layout);
-    if old_in_pools == in_pools(&new_layout) {
-        if old_in_pools {
-            // Same class: nothing to do.
-            let class = pool_class(&layout);
-            if class == pool_class(&new_layout) {
-                // A medium block is checked in full (as its free would be);
-                // a small one for alignment only.
-                let why = if class >= size_class::NUM_SINGLE {
-                    let live = matches!(core_alloc::classify(p), core_alloc::Owned::Pool(_));
-                    (!live).then_some("not the start of a live block")
-                } else {
-                    (p as usize & (ALIGNMENT - 1) != 0).then_some("not the start of a block")
-                };
-                if let Some(why) = why {
-                    crate::fault::invalid_pointer("realloc", p, why);
-                    return ptr::null_mut();
-                }
-                return p;
-            }
-        } else if layout.align() <= large::HEADER {
-            // Large to large: resize the mapping.
-            if large::usable_size(p).is_none() {
-                crate::fault::invalid_pointer("realloc", p, "not the start of a live block");
-                return ptr::null_mut();
-            }
-            return core_alloc::huge_realloc(p, new_size);
-        }
-    }
-    // The block moves. Check the pointer before reading from it: a pointer
-    // into the middle of a block at the end of its arena or mapping would
-    // otherwise make the copy read past the end of the mapping.
-    if core_alloc::classify(p) == core_alloc::Owned::No {
-        crate::fault::invalid_pointer("realloc", p, "not the start of a live block");
-        return ptr::null_mut();
-    }
-    let q = alloc(new_layout);
-    if !q.is_null() {
-        // SAFETY: both blocks are live and distinct; the copy fits both.
-        unsafe {
-            ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
-            dealloc_with(p, &layout);
-        }
-    }
-    q
-}
-
 // SAFETY: blocks are unique until freed, aligned as the layout asks, and at
 // least as large as it asks; no method unwinds.
 unsafe impl GlobalAlloc for PoolMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if in_pools(&layout) {
-            return alloc_small(layout);
-        }
-        alloc_large(layout)
+        front::alloc_layout(layout)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if in_pools(&layout) {
-            let p = alloc_small(layout);
-            if !p.is_null() {
-                // SAFETY: a fresh block of at least `size` bytes.
-                unsafe { ptr::write_bytes(p, 0, layout.size()) };
-            }
-            return p;
-        }
-        if crate::options::debug() {
-            return crate::debug::malloc(layout.size(), layout.align(), true);
-        }
-        // Fresh mappings are zero; cached spans are zeroed by the large path.
-        core_alloc::huge_zeroed(layout.size(), layout.align())
+        front::alloc_zeroed_layout(layout)
     }
 
     #[inline]
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
         // SAFETY: forwarded from the caller.
-        unsafe { dealloc_with(p, &layout) }
+        unsafe { front::dealloc_layout(p, layout) }
     }
 
     #[inline]
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded from the caller.
-        unsafe { realloc_with(p, layout, new_size, |l| self.alloc(l)) }
+        unsafe { front::realloc_layout(p, layout, new_size, false) }
     }
 }
 
@@ -209,33 +79,27 @@ impl LockedPoolMalloc {
 unsafe impl GlobalAlloc for LockedPoolMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        crate::lifecycle::global_init();
-        if crate::options::debug() {
-            return crate::debug::malloc(layout.size(), layout.align(), false);
-        }
-        if in_pools(&layout) {
-            return thread::locked_alloc(pool_class(&layout));
-        }
-        core_alloc::huge(layout.size(), layout.align())
+        front::alloc_locked_layout(layout)
     }
 
     #[inline]
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
         // The generic free sends blocks of the locked heap's pools to it.
         // SAFETY: forwarded from the caller.
-        unsafe { dealloc_with(p, &layout) }
+        unsafe { front::dealloc_layout(p, layout) }
     }
 
     #[inline]
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded from the caller.
-        unsafe { realloc_with(p, layout, new_size, |l| self.alloc(l)) }
+        unsafe { front::realloc_layout(p, layout, new_size, true) }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::in_pools;
     use crate::ownership::{self, TAG_ARENA, TAG_LARGE_HEAD};
     use std::vec::Vec;
 
@@ -276,7 +140,7 @@ mod tests {
         }
         for &(p, l, _) in &live {
             let tag = ownership::tag_of(p.addr());
-            if in_pools(&l) {
+            if in_pools(l.size(), l.align()) {
                 assert_eq!(tag, TAG_ARENA);
             } else {
                 assert_eq!(tag, TAG_LARGE_HEAD);

@@ -18,7 +18,10 @@
 
 use crate::abandoned::ABANDONED;
 use crate::arena;
-use crate::pool::{held_mark, owner_id, USER_OWNER_BIT, state, Block, Pool, PoolList, RemoteHints, Rng, OWNER_FULL, OWNER_STASHED, POOL_SIZE};
+use crate::pool::{
+    held_mark, owner_id, state, Block, Pool, PoolList, RemoteHints, Rng, OWNER_CHECKED, OWNER_FULL, OWNER_STASHED, POOL_SIZE,
+    USER_OWNER_BIT,
+};
 use crate::size_class::{self, NUM_CLASSES, NUM_SINGLE};
 use crate::sync::Local;
 use core::ptr;
@@ -62,12 +65,25 @@ pub fn empty_pool() -> *mut Pool {
 pub enum Kind {
     /// A thread's heap, or the locked-mode heap.
     Real = 0,
-    /// Initial value of every thread's heap slot: sets up a heap on first use.
-    Uninit = 1,
     /// A thread whose heap was abandoned at exit: uses the locked heap.
-    Dead = 2,
+    Dead = 1,
     /// Locked mode is on: every thread uses the locked heap.
-    LockedProxy = 3,
+    LockedProxy = 2,
+    /// Initial value of every thread's heap slot: sets up a heap on first use.
+    /// This kind and the next are the ones a slow free must look at before
+    /// anything else ([`Kind::set_up_or_wrapped`]).
+    Uninit = 3,
+    /// Debug mode is on: every request goes to the debug wrapper.
+    DebugProxy = 4,
+}
+
+impl Kind {
+    /// Whether the slot is not set up yet or names the debug wrapper (one
+    /// compare).
+    #[inline(always)]
+    pub fn set_up_or_wrapped(self) -> bool {
+        self as u8 >= Kind::Uninit as u8
+    }
 }
 
 /// Counters kept per heap. Written by the heap's user, read by statistics.
@@ -365,6 +381,52 @@ impl Heap {
             // SAFETY: a USED pool of this heap, not full.
             unsafe { self.pool_emptied(pool) };
         }
+    }
+
+    /// Frees `p` if it is a block of one of this heap's pools; says whether
+    /// it was (a first-class heap's free: a block of any other pool is left
+    /// for the general path to route or report).
+    ///
+    /// # Safety
+    /// `p` must be in an arena; if it is in one of this heap's pools, a
+    /// block handed out and not freed since.
+    pub unsafe fn free_if_owned(&self, p: *mut u8) -> bool {
+        let mut pool = arena::pool_of(p);
+        // SAFETY: `p` is in a live arena, whose header is mapped.
+        let mut word = unsafe { (*pool).owner.load(Relaxed) };
+        if word & OWNER_CHECKED != 0 || word == 0 {
+            // A medium pool (or a later slice of one): its record, and a
+            // check that `p` starts a block.
+            pool = arena::leader_of(pool);
+            // SAFETY: a record of a live arena.
+            let pr = unsafe { &*pool };
+            word = if pr.is_block_start(p) { pr.owner.load(Relaxed) } else { 0 };
+        }
+        // A stashed (empty) pool's word keeps OWNER_STASHED and does not
+        // match: a free into it is reported by the general path.
+        if word & !(OWNER_FULL | OWNER_CHECKED) != self.owner.get() {
+            return false;
+        }
+        // SAFETY: one of our pools, and by the caller `p` is a handed-out
+        // block.
+        unsafe { self.free_owned(pool, p.cast()) };
+        true
+    }
+
+    /// Blocks in use in this heap's pools (walks the arenas; for tests and
+    /// reports).
+    pub fn blocks_in_use(&self) -> usize {
+        let mut n = 0;
+        let owner = self.owner.get();
+        let _g = arena::ARENAS.lock.guard();
+        arena::ARENAS.for_each(|a, free, _| {
+            for (i, p) in a.pools.iter().enumerate() {
+                if free & (1 << i) == 0 && owner_id(p.owner.load(Relaxed)) == owner {
+                    n += p.used() as usize;
+                }
+            }
+        });
+        n
     }
 
     /// Gives every pool back to the arenas at once, whatever blocks are

@@ -49,11 +49,12 @@ macro_rules! not_under_loom {
 
 not_under_loom! {
     pub(crate) mod abandoned;
-    pub(crate) mod alloc;
     pub(crate) mod arena;
     pub(crate) mod debug;
-    pub(crate) mod fault;
     pub mod design;
+    pub(crate) mod engine;
+    pub(crate) mod fault;
+    pub(crate) mod front;
     pub(crate) mod global;
     pub(crate) mod heap;
     pub(crate) mod large;
@@ -125,8 +126,8 @@ pub mod internals {
 
     #[cfg(not(loom))]
     mod not_loom {
-        pub use crate::alloc::{calloc, free, free_sized, malloc, malloc_aligned, realloc, usable_size};
         pub use crate::arena::{check_invariants as check_arena_invariants, ARENA_SIZE};
+        pub use crate::front::{calloc, free, free_sized, malloc, malloc_aligned, realloc, usable_size};
         pub use crate::heap::STASH_MAX;
         pub use crate::lifecycle::check_current_heap;
         pub use crate::os::{align_up, page_size, resident_bytes, set_errno, Errno};

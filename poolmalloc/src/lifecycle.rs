@@ -31,7 +31,7 @@ use crate::lock::RawLock;
 use crate::options;
 use crate::pool::{owner_id, state, Pool, LOCKED_OWNER};
 use crate::registry::{
-    DEAD_HEAP, LOCKED_HEAP, LOCKED_LOCK, PROXY_HEAP, REGISTRY, UNINIT_HEAP, USER_HEAP_IDS, USER_OWNER_BIT,
+    DEAD_HEAP, DEBUG_PROXY_HEAP, LOCKED_HEAP, LOCKED_LOCK, PROXY_HEAP, REGISTRY, UNINIT_HEAP, USER_HEAP_IDS, USER_OWNER_BIT,
 };
 use crate::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
 use crate::tid::thread_id;
@@ -184,7 +184,13 @@ pub(crate) fn init_thread() {
     if !ptr::eq(tls::get(), &UNINIT_HEAP) {
         return; // set up by a re-entrant call during global_init
     }
-    if options::locked_mode() || options::debug() {
+    // The one place a thread's mode is chosen: the slot names the debug
+    // wrapper's proxy, the locked heap's, or a heap of the thread's own.
+    if options::debug() {
+        tls::set(&DEBUG_PROXY_HEAP);
+        return;
+    }
+    if options::locked_mode() {
         tls::set(&PROXY_HEAP);
         return;
     }

@@ -37,16 +37,13 @@
 //! collects it later. Heaps never adopt pools abandoned by exiting threads,
 //! since dropping a heap releases all of its pools.
 
-use crate::alloc as core_alloc;
+use crate::engine::{in_pools, pool_class};
 use crate::heap::Heap as RawHeap;
 use crate::large::SpanList;
-use crate::pool::{owner_id, OWNER_CHECKED, OWNER_FULL};
-use crate::global::{in_pools, pool_class};
-use crate::{arena, lifecycle};
+use crate::{front, lifecycle};
 use core::alloc::Layout;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
-use crate::sync::atomic::Ordering::Relaxed;
 
 /// A heap that frees everything in it when dropped. See the module docs.
 pub struct Heap {
@@ -84,15 +81,15 @@ impl Heap {
     /// Allocates a block for `layout` (null when out of memory). Zero-size
     /// layouts get a unique one-byte block.
     pub fn alloc(&self, layout: Layout) -> *mut u8 {
-        if in_pools(&layout) {
-            return self.raw().alloc(pool_class(&layout));
+        if in_pools(layout.size(), layout.align()) {
+            return self.raw().alloc(pool_class(layout.size(), layout.align()));
         }
         self.spans.alloc(layout.size(), layout.align(), false)
     }
 
     /// Allocates a zeroed block for `layout` (null when out of memory).
     pub fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !in_pools(&layout) {
+        if !in_pools(layout.size(), layout.align()) {
             return self.spans.alloc(layout.size(), layout.align(), true);
         }
         let p = self.alloc(layout);
@@ -109,29 +106,14 @@ impl Heap {
     /// `p` must come from this heap's `alloc` with `layout`, and not be freed
     /// since.
     pub unsafe fn free(&self, p: *mut u8, layout: Layout) {
-        if in_pools(&layout) {
-            let p = crate::ownership::freed_block(p, layout.size());
-            let mut pool = arena::pool_of(p);
-            // SAFETY: `p` is a block of a live pool.
-            let mut word = unsafe { (*pool).owner.load(Relaxed) };
-            if word & OWNER_CHECKED != 0 || word == 0 {
-                // A medium pool (or a later slice of one): its record, and a
-                // check that `p` starts a block.
-                pool = arena::leader_of(pool);
-                // SAFETY: a record of a live arena.
-                let pr = unsafe { &*pool };
-                word = if pr.is_block_start(p) { pr.owner.load(Relaxed) } else { 0 };
-            }
-            // A stashed (empty) pool's word keeps OWNER_STASHED and does not
-            // match: a free into it is reported by the general path.
-            if word & !(OWNER_FULL | OWNER_CHECKED) == self.raw().owner.get() {
-                // SAFETY: one of our pools, and `p` is a handed-out block.
-                unsafe { self.raw().free_owned(pool, p.cast()) };
-            } else {
+        if in_pools(layout.size(), layout.align()) {
+            let b = crate::ownership::freed_block(p, layout.size());
+            // SAFETY: by the caller, a block of an arena.
+            if unsafe { !self.raw().free_if_owned(b) } {
                 // Not ours after all (a caller bug): let the general path
                 // route or report it.
                 // SAFETY: forwarded from the caller.
-                unsafe { core_alloc::free(p) };
+                unsafe { front::free(b) };
             }
         // SAFETY: by the caller, a large block of this heap is on our list.
         } else if !unsafe { self.spans.free(p) } {
@@ -144,17 +126,7 @@ impl Heap {
     pub fn blocks_in_use(&self) -> usize {
         // Secure mode: blocks freed and held back count as freed here.
         self.raw().flush_ring();
-        let mut n = 0;
-        let owner = self.raw().owner.get();
-        let _g = arena::ARENAS.lock.guard();
-        arena::ARENAS.for_each(|a, free, _| {
-            for (i, p) in a.pools.iter().enumerate() {
-                if free & (1 << i) == 0 && owner_id(p.owner.load(Relaxed)) == owner {
-                    n += p.used() as usize;
-                }
-            }
-        });
-        n
+        self.raw().blocks_in_use()
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! * The **sentinel heaps** a thread's heap slot points at when it has no
 //!   heap of its own: [`UNINIT_HEAP`] (no heap yet), [`DEAD_HEAP`] (its thread
-//!   is exiting) and [`PROXY_HEAP`] (locked or debug mode). Their classes all
+//!   is exiting), [`PROXY_HEAP`] (locked mode) and [`DEBUG_PROXY_HEAP`]
+//!   (debug mode). Their classes all
 //!   have the empty pool, so the allocation fast path falls through to the
 //!   slow path, which looks at the heap's kind.
 //! * The **locked heap** ([`LOCKED_HEAP`] behind [`LOCKED_LOCK`]), the
@@ -31,6 +32,8 @@ pub(crate) static UNINIT_HEAP: Heap = Heap::new(Kind::Uninit, 0);
 pub(crate) static DEAD_HEAP: Heap = Heap::new(Kind::Dead, 0);
 /// Slot value in locked mode.
 pub(crate) static PROXY_HEAP: Heap = Heap::new(Kind::LockedProxy, 0);
+/// Slot value in debug mode.
+pub(crate) static DEBUG_PROXY_HEAP: Heap = Heap::new(Kind::DebugProxy, 0);
 /// The locked-mode heap.
 pub(crate) static LOCKED_HEAP: Heap = Heap::new(Kind::Real, LOCKED_OWNER);
 /// Guards [`LOCKED_HEAP`].

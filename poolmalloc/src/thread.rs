@@ -38,29 +38,29 @@ use crate::tid::thread_id;
 // Small-block allocation and free.
 
 /// Allocates a block of `class` from the calling thread's heap. In debug
-/// mode every thread's slot holds the proxy heap, whose classes are empty,
-/// so the request falls through to the slow path, which hands it to
-/// `debug`: the caller's debug-mode allocator for the same request (the
-/// layer above chooses it; this layer never names the debug engine).
+/// mode every thread's slot holds the debug proxy heap, whose classes are
+/// empty, so the request falls through to the slow path, which hands it to
+/// `wrapped`: the debug wrapper's entry for the same request (the layer
+/// above names it; this layer never names the debug wrapper).
 #[inline(always)]
-pub fn alloc(class: usize, debug: impl FnOnce() -> *mut u8) -> *mut u8 {
+pub fn alloc(class: usize, wrapped: impl FnOnce() -> *mut u8) -> *mut u8 {
     let h = current_heap();
     // SAFETY: the slot always points at a live heap (sentinels included).
     let b = unsafe { (*h).alloc_fast(class) };
     if !b.is_null() {
         return b.cast();
     }
-    alloc_slow(debug, class, h)
+    alloc_slow(wrapped, class, h)
 }
 
 /// Slow path of [`alloc`]; sets `errno` to `ENOMEM` when it returns null.
-/// The debug closure comes first and callers pass `move` closures: the
+/// The wrapper's closure comes first and callers pass `move` closures: the
 /// request size it captures is then already in the first argument register
 /// when `malloc` jumps here, and never spilled to the stack (each costs an
 /// instruction on the fast path, `bench --instructions`).
 #[cold]
 #[inline(never)]
-fn alloc_slow(debug: impl FnOnce() -> *mut u8, class: usize, h: *mut Heap) -> *mut u8 {
+fn alloc_slow(wrapped: impl FnOnce() -> *mut u8, class: usize, h: *mut Heap) -> *mut u8 {
     // SAFETY: the slot always points at a live heap.
     let p = match unsafe { (*h).kind } {
         // SAFETY: the calling thread owns its real heap.
@@ -77,9 +77,9 @@ fn alloc_slow(debug: impl FnOnce() -> *mut u8, class: usize, h: *mut Heap) -> *m
         },
         Kind::Uninit => {
             lifecycle::init_thread();
-            return alloc(class, debug);
+            return alloc(class, wrapped);
         }
-        Kind::Dead | Kind::LockedProxy if options::debug() => debug(),
+        Kind::DebugProxy => return wrapped(),
         Kind::Dead | Kind::LockedProxy => locked_alloc(class),
     };
     if p.is_null() {
@@ -121,10 +121,10 @@ pub fn locked_free(p: *mut u8) {
 /// pointer into an arena that the slow path will diagnose.
 ///
 /// In debug mode no pool is the calling thread's, so every free takes the
-/// slow path, which hands the block to `debug` (the caller's debug-mode
-/// free for the same request).
+/// slow path, which hands the block to `wrapped` (the debug wrapper's free
+/// for the same request) when the thread's slot names the debug proxy.
 #[inline(always)]
-pub unsafe fn free(p: *mut u8, debug: impl FnOnce()) {
+pub unsafe fn free(p: *mut u8, wrapped: impl FnOnce()) {
     let pool = arena::pool_of(p);
     // SAFETY: `p` is inside a live arena, so its header is readable.
     let pr = unsafe { &*pool };
@@ -140,7 +140,7 @@ pub unsafe fn free(p: *mut u8, debug: impl FnOnce()) {
         return;
     }
     // SAFETY: forwarded from the caller.
-    unsafe { free_slow(p, pool, debug) }
+    unsafe { free_slow(p, pool, wrapped) }
 }
 
 /// Local free of a block that looks misaligned or already free: checked in
@@ -171,11 +171,24 @@ unsafe fn pool_emptied(pool: *mut Pool) {
 
 #[cold]
 #[inline(never)]
-unsafe fn free_slow(p: *mut u8, pool: *mut Pool, debug: impl FnOnce()) {
-    if options::debug() {
-        // Every block is a debug block: the debug engine checks and frees it.
-        debug();
-        return;
+unsafe fn free_slow(p: *mut u8, pool: *mut Pool, wrapped: impl FnOnce()) {
+    let mut h = current_heap();
+    // SAFETY: the slot points at a live heap.
+    if unsafe { (*h).kind }.set_up_or_wrapped() {
+        // SAFETY: the slot points at a live heap.
+        if unsafe { (*h).kind } == Kind::Uninit {
+            // A thread that frees before it ever allocates (a consumer) gets
+            // its heap now, so its remote frees are batched (and in debug
+            // mode its slot names the wrapper).
+            lifecycle::init_thread();
+            h = current_heap();
+        }
+        // SAFETY: as above.
+        if unsafe { (*h).kind } == Kind::DebugProxy {
+            // Every block is a debug block: the wrapper checks and frees it.
+            wrapped();
+            return;
+        }
     }
     // A pointer into a later slice of a medium pool leads to the pool's
     // own record.
@@ -197,21 +210,13 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, debug: impl FnOnce()) {
         // Our own pool: a full one, or a medium one (whose owner word never
         // matches on the fast path).
         // SAFETY: our own pool; the slot holds our heap; `p` starts a block.
-        unsafe { (*current_heap()).free_owned(pool, p.cast()) };
+        unsafe { (*h).free_owned(pool, p.cast()) };
     } else if owner & !OWNER_FULL == LOCKED_OWNER {
         let _g = LOCKED_LOCK.guard();
         // SAFETY: the locked heap's pools stay with it while they hold live
         // blocks, and we hold its lock.
         unsafe { locked_free_held(pool, p.cast()) };
     } else {
-        let mut h = current_heap();
-        // SAFETY: the slot points at a live heap.
-        if unsafe { (*h).kind } == Kind::Uninit {
-            // A thread that frees before it ever allocates (a consumer) gets
-            // its heap now, so its remote frees are batched.
-            lifecycle::init_thread();
-            h = current_heap();
-        }
         // SAFETY: the slot points at a live heap.
         if unsafe { (*h).kind } == Kind::Real {
             // SAFETY: our own heap; `p` is a handed-out block of `pool` (owned
