@@ -22,7 +22,13 @@ pub(crate) struct Abandoned {
     /// Pools on the lists (read without the lock as a hint).
     count: AtomicUsize,
     /// Pools ever abandoned. Lock.
-    pub abandoned_total: Local<u64>,
+    abandoned_total: Local<u64>,
+}
+
+/// Pools ever handed to the abandoned lists.
+pub(crate) fn abandoned_total() -> u64 {
+    let _g = ABANDONED.lock.guard();
+    ABANDONED.abandoned_total.get()
 }
 
 /// The abandoned pools of the process.

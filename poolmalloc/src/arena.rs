@@ -160,6 +160,59 @@ pub fn header_bytes() -> usize {
     core::mem::size_of::<Arena>().next_multiple_of(os::page_size().max(1 << SLICE_POOL_ALIGN_SHIFT))
 }
 
+/// The arena layer's part of the statistics snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArenaStats {
+    /// Arenas ever mapped.
+    pub allocated: usize,
+    /// Arenas ever unmapped.
+    pub reclaimed: usize,
+    /// Arenas mapped now.
+    pub current: usize,
+    /// Most arenas mapped at once.
+    pub high_water: usize,
+    /// Bytes of arena headers (pool metadata).
+    pub bytes_headers: usize,
+    /// Bytes between the header and the page where pool 0's blocks start.
+    pub bytes_alignment: usize,
+}
+
+/// What the arena walk tells about one pool record.
+pub(crate) struct Slice<'a> {
+    /// The record.
+    pub pool: &'a Pool,
+    /// Bytes of its slice (pool 0's is shorter).
+    pub area: usize,
+    /// Free in its arena.
+    pub free: bool,
+    /// Free and possibly resident (not decommitted).
+    pub dirty: bool,
+}
+
+/// Reads the arena counters and calls `visit` on every pool record of every
+/// arena, all under the arena lock.
+pub(crate) fn snapshot(mut visit: impl FnMut(Slice<'_>)) -> ArenaStats {
+    let header = core::mem::size_of::<Arena>();
+    let header_area = header_bytes().min(POOL_SIZE);
+    let _g = ARENAS.lock.guard();
+    let mut s = ArenaStats {
+        allocated: ARENAS.allocated.get(),
+        reclaimed: ARENAS.reclaimed.get(),
+        current: ARENAS.count.get(),
+        high_water: ARENAS.high_water.get(),
+        ..ArenaStats::default()
+    };
+    ARENAS.for_each(|a: &Arena, free_mask, dirty_mask| {
+        s.bytes_headers += header;
+        s.bytes_alignment += header_area - header;
+        for (i, pool) in a.pools.iter().enumerate() {
+            let (free, dirty) = (free_mask & (1 << i) != 0, dirty_mask & (1 << i) != 0);
+            visit(Slice { pool, area: pool_area(pool), free, dirty });
+        }
+    });
+    s
+}
+
 /// Arenas a run request examines (best fit first) before it maps a new one.
 pub const RUN_SEARCH: usize = 64;
 

@@ -119,6 +119,32 @@ pub fn cached_bytes() -> usize {
     CACHE.bytes.get()
 }
 
+/// The large layer's part of the statistics snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LargeStats {
+    /// Live spans.
+    pub spans: usize,
+    /// Mapped bytes of live spans.
+    pub bytes: usize,
+    /// Bytes requested by live spans.
+    pub requested: usize,
+    /// Bytes of freed spans kept in the cache.
+    pub cached: usize,
+    /// Allocations served from the cache.
+    pub cache_hits: usize,
+}
+
+/// Reads the large layer's counters and the cache.
+pub(crate) fn snapshot() -> LargeStats {
+    LargeStats {
+        spans: COUNTERS.live.load(Relaxed),
+        bytes: COUNTERS.live_bytes.load(Relaxed),
+        requested: COUNTERS.requested_bytes.load(Relaxed),
+        cached: cached_bytes(),
+        cache_hits: COUNTERS.cache_hits.load(Relaxed),
+    }
+}
+
 fn offset_for(align: usize) -> usize {
     align.max(HEADER)
 }

@@ -57,6 +57,43 @@ pub(crate) struct OsCounters {
     pub mapped_peak: AtomicUsize,
 }
 
+/// The OS layer's part of the statistics snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OsStats {
+    /// Bytes currently mapped, as counted at every call.
+    pub mapped: usize,
+    /// Most bytes mapped at once.
+    pub mapped_peak: usize,
+    /// `mmap` calls.
+    pub mmap_calls: usize,
+    /// `munmap` calls.
+    pub munmap_calls: usize,
+    /// `madvise` calls.
+    pub madvise_calls: usize,
+    /// `mremap` calls.
+    pub mremap_calls: usize,
+    /// `munmap` calls the kernel refused.
+    pub munmap_failures: usize,
+    /// Bytes still mapped because `munmap` failed and nothing could reuse
+    /// them (decommitted: address space only).
+    pub unreleased: usize,
+}
+
+/// Reads the OS layer's counters.
+pub(crate) fn snapshot() -> OsStats {
+    let c = &COUNTERS;
+    OsStats {
+        mapped: c.mapped.load(Relaxed),
+        mapped_peak: c.mapped_peak.load(Relaxed),
+        mmap_calls: c.mmap_calls.load(Relaxed),
+        munmap_calls: c.munmap_calls.load(Relaxed),
+        madvise_calls: c.madvise_calls.load(Relaxed),
+        mremap_calls: c.mremap_calls.load(Relaxed),
+        munmap_failures: c.munmap_failures.load(Relaxed),
+        unreleased: c.unreleased.load(Relaxed),
+    }
+}
+
 pub(crate) static COUNTERS: OsCounters = OsCounters {
     mmap_calls: AtomicUsize::new(0),
     munmap_calls: AtomicUsize::new(0),

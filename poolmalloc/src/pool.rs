@@ -1016,6 +1016,84 @@ impl Links<Pool> for PoolLinks {
 /// A list of pool records.
 pub type PoolList = List<Pool, PoolLinks>;
 
+/// The pool layer's part of the statistics snapshot: what the pool records
+/// of all arenas hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Pools holding blocks of some class.
+    pub used: usize,
+    /// Of those, pools whose thread exited (on the abandoned lists).
+    pub abandoned: usize,
+    /// Empty pools held in heaps' stashes.
+    pub stashed: usize,
+    /// Pools free in their arenas.
+    pub free: usize,
+    /// Free pools whose pages have been decommitted.
+    pub decommitted: usize,
+    /// Bytes of blocks in use.
+    pub bytes_in_blocks: usize,
+    /// Bytes of free blocks in used pools.
+    pub bytes_available: usize,
+    /// Bytes of pools not holding any class (free or stashed).
+    pub bytes_unused: usize,
+    /// Bytes at the end of pools too small for one more block ("rounding").
+    pub bytes_quantization: usize,
+}
+
+/// What one pool in a heap holds, for the per-class and per-heap tallies.
+pub(crate) struct Holding {
+    /// The pool's owner word.
+    pub owner: usize,
+    /// Whether it is on the abandoned lists.
+    pub abandoned: bool,
+    /// Bytes of its slice or run.
+    pub area: usize,
+    /// Its class and block size; `None` for a stashed (empty) pool.
+    pub class: Option<(usize, usize)>,
+    /// Blocks in use and blocks it can hold (0 and 0 when stashed).
+    pub in_use: usize,
+    pub capacity: usize,
+}
+
+impl PoolStats {
+    /// Counts the pool record `p` (of `area` bytes, `free` in its arena and
+    /// `dirty` if its pages may be resident); says what it holds if it is in
+    /// a heap (used, abandoned or stashed). The later slices of a medium
+    /// pool are counted with its first.
+    pub(crate) fn add(&mut self, p: &Pool, area: usize, free: bool, dirty: bool) -> Option<Holding> {
+        if free {
+            self.free += 1;
+            self.decommitted += usize::from(!dirty);
+            self.bytes_unused += area;
+            return None;
+        }
+        let st = p.state.load(Relaxed);
+        let owner = p.owner.load(Relaxed);
+        match st {
+            state::USED | state::ABANDONED => {
+                self.used += 1;
+                self.abandoned += usize::from(st == state::ABANDONED);
+                let class = (p.class.get() as usize).min(size_class::NUM_CLASSES - 1);
+                let bs = size_class::class_size(class);
+                let capacity = area / bs;
+                let in_use = (p.used() as usize).min(capacity);
+                self.bytes_in_blocks += in_use * bs;
+                self.bytes_available += (capacity - in_use) * bs;
+                self.bytes_quantization += area - capacity * bs;
+                let abandoned = st == state::ABANDONED;
+                Some(Holding { owner, abandoned, area, class: Some((class, bs)), in_use, capacity })
+            }
+            state::FOLLOWER => None,
+            _ => {
+                self.stashed += 1;
+                self.bytes_unused += area;
+                let held = st == state::EMPTY;
+                held.then_some(Holding { owner, abandoned: false, area, class: None, in_use: 0, capacity: 0 })
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use crate::heap::{Heap, Kind};
 use crate::lock::RawLock;
 use crate::os;
 use crate::pool::LOCKED_OWNER;
-use crate::sync::atomic::AtomicUsize;
+use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use crate::sync::Local;
 use core::ptr;
 
@@ -74,6 +74,48 @@ pub static REGISTRY: Registry = Registry {
 };
 
 const SLAB_BYTES: usize = 64 * 1024;
+
+/// The heap layer's part of the statistics snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Heaps in use (threads' and first-class heaps).
+    pub live: usize,
+    /// First-class heaps (`poolmalloc::Heap`) alive.
+    pub first_class: usize,
+    /// Bytes mapped for heap structures.
+    pub metadata_bytes: usize,
+    /// Frees of blocks into pools owned by another thread.
+    pub remote_frees: u64,
+    /// Pools ever handed to the abandoned lists.
+    pub pools_abandoned_total: u64,
+    /// Pools ever adopted from the abandoned lists.
+    pub pools_adopted_total: u64,
+    /// Pools owned by first-class heaps.
+    pub first_class_pools: usize,
+    /// Blocks in use in those pools.
+    pub first_class_blocks_in_use: usize,
+    /// Bytes of those blocks.
+    pub first_class_bytes_in_blocks: usize,
+}
+
+/// Reads the registry's counters and every heap's (the first-class heaps'
+/// pools are counted by the arena walk, and abandoned pools by their lists).
+pub(crate) fn snapshot() -> HeapStats {
+    let mut s = HeapStats::default();
+    {
+        let _r = REGISTRY.lock.guard();
+        s.metadata_bytes = REGISTRY.meta_bytes.get();
+        s.live = REGISTRY.live.get();
+        s.first_class = REGISTRY.user_heaps.get();
+        REGISTRY.for_each(|h| {
+            s.remote_frees += h.counters.remote_frees.load(Relaxed);
+            s.pools_adopted_total += h.counters.adopted.load(Relaxed);
+        });
+        s.remote_frees += ORPHAN_REMOTE_FREES.load(Relaxed) as u64;
+    }
+    s.remote_frees += LOCKED_HEAP.counters.remote_frees.load(Relaxed);
+    s
+}
 
 impl Registry {
     pub(crate) fn new_heap(&self, owner: usize) -> *mut Heap {

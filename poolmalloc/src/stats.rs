@@ -16,18 +16,30 @@
 //! pools they own, read during the same arena walk as the classes (their
 //! large blocks are counted with the large spans).
 //!
+//! The snapshot is made of one small struct per layer, each read by that
+//! layer's own `snapshot` function: [`ArenaStats`] (arena counters, headers),
+//! [`PoolStats`] (pool records by state and the bytes of their blocks),
+//! [`HeapStats`] (heaps, cross-thread frees, abandoned pools), [`LargeStats`]
+//! and [`OsStats`]. This module adds the per-class and per-heap tallies, the
+//! report and the JSON form (whose keys stay flat, as the report names them).
+//!
 //! Nothing here allocates: the snapshot is a fixed-size struct and the report
 //! is written through `core::fmt`.
 
-use crate::arena::{self, Arena, ARENAS, ARENA_SIZE, POOLS_PER_ARENA};
-use crate::abandoned::ABANDONED;
+use crate::abandoned;
+use crate::arena::{self, ARENA_SIZE};
 use crate::large;
 use crate::os;
-use crate::pool::{owner_id, state, LOCKED_OWNER, POOL_SIZE};
+use crate::pool::{owner_id, Holding, LOCKED_OWNER, POOL_SIZE};
+use crate::registry::{self, USER_OWNER_BIT};
 use crate::size_class::{class_size, MAX_CLASS_SIZE, NUM_CLASSES};
-use crate::registry::{self, REGISTRY, USER_OWNER_BIT};
 use core::fmt;
-use crate::sync::atomic::Ordering::Relaxed;
+
+pub use crate::arena::ArenaStats;
+pub use crate::large::LargeStats;
+pub use crate::os::OsStats;
+pub use crate::pool::PoolStats;
+pub use crate::registry::HeapStats;
 
 /// Figures for one size class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,113 +100,51 @@ pub struct HeapOccupancy {
 /// Heaps the snapshot lists one by one; the rest are summed in one line.
 pub const MAX_HEAPS_SHOWN: usize = 16;
 
-/// A snapshot of the allocator. See the module docs for its guarantees.
+/// A snapshot of the allocator, one part per layer. See the module docs
+/// for its guarantees.
 #[derive(Clone, Debug)]
 pub struct Stats {
     /// Per size class.
     pub classes: [ClassStats; NUM_CLASSES],
-    /// Occupancy per heap: the first `heaps_shown` entries, in the order
+    /// Occupancy per heap: the first `occupancy_shown` entries, in the order
     /// their pools are found; a last entry of [`Holder::Others`] sums the
     /// heaps beyond [`MAX_HEAPS_SHOWN`].
-    pub heaps: [HeapOccupancy; MAX_HEAPS_SHOWN + 1],
-    /// Entries of `heaps` in use.
-    pub heaps_shown: usize,
-    /// Arenas ever mapped.
-    pub arenas_allocated: usize,
-    /// Arenas ever unmapped.
-    pub arenas_reclaimed: usize,
-    /// Arenas mapped now.
-    pub arenas_current: usize,
-    /// Most arenas mapped at once.
-    pub arenas_high_water: usize,
-    /// Pools holding blocks of some class.
-    pub pools_used: usize,
-    /// Of those, pools whose thread exited (on the abandoned lists).
-    pub pools_abandoned: usize,
-    /// Empty pools held in heaps' stashes.
-    pub pools_stashed: usize,
-    /// Pools free in their arenas.
-    pub pools_free: usize,
-    /// Free pools whose pages have been decommitted.
-    pub pools_decommitted: usize,
-    /// Bytes of blocks in use.
-    pub bytes_in_blocks: usize,
-    /// Bytes of free blocks in used pools.
-    pub bytes_available: usize,
-    /// Bytes of pools not holding any class (free or stashed).
-    pub bytes_unused_pools: usize,
-    /// Bytes of arena headers (pool metadata).
-    pub bytes_headers: usize,
-    /// Bytes at the end of pools too small for one more block ("rounding").
-    pub bytes_quantization: usize,
-    /// Bytes between the header and the page where pool 0's blocks start.
-    pub bytes_alignment: usize,
-    /// Live large spans.
-    pub large_spans: usize,
-    /// Mapped bytes of live large spans.
-    pub large_bytes: usize,
-    /// Bytes requested by live large spans.
-    pub large_requested: usize,
-    /// Bytes of freed large spans kept in the cache.
-    pub large_cached: usize,
-    /// Large allocations served from the cache.
-    pub large_cache_hits: usize,
-    /// Bytes mapped for heap structures.
-    pub bytes_metadata: usize,
-    /// Bytes currently mapped, as counted by the OS layer at every call.
-    pub bytes_mapped: usize,
-    /// Most bytes mapped at once.
-    pub bytes_mapped_peak: usize,
-    /// Frees of blocks into pools owned by another thread.
-    pub remote_frees: u64,
-    /// Pools ever handed to the abandoned lists.
-    pub pools_abandoned_total: u64,
-    /// Pools ever adopted from the abandoned lists.
-    pub pools_adopted_total: u64,
-    /// Heaps in use (threads' and first-class heaps).
-    pub heaps_live: usize,
-    /// First-class heaps (`poolmalloc::Heap`) alive.
-    pub heaps_first_class: usize,
-    /// `mmap` calls.
-    pub mmap_calls: usize,
-    /// `munmap` calls.
-    pub munmap_calls: usize,
-    /// `madvise` calls.
-    pub madvise_calls: usize,
-    /// `mremap` calls.
-    pub mremap_calls: usize,
-    /// `munmap` calls the kernel refused.
-    pub munmap_failures: usize,
-    /// Bytes still mapped because `munmap` failed and nothing could reuse
-    /// them (decommitted: address space only).
-    pub bytes_unreleased: usize,
-    /// Pools owned by first-class heaps.
-    pub heap_pools: usize,
-    /// Blocks in use in those pools.
-    pub heap_blocks_in_use: usize,
-    /// Bytes of those blocks.
-    pub heap_bytes_in_blocks: usize,
+    pub occupancy: [HeapOccupancy; MAX_HEAPS_SHOWN + 1],
+    /// Entries of `occupancy` in use.
+    pub occupancy_shown: usize,
+    /// Arenas: how many, and the bytes their headers take.
+    pub arenas: ArenaStats,
+    /// Pools: by state, and the bytes of their blocks.
+    pub pools: PoolStats,
+    /// Heaps: threads' and first-class heaps, cross-thread frees, abandoned
+    /// pools.
+    pub heaps: HeapStats,
+    /// Huge spans and their cache.
+    pub large: LargeStats,
+    /// Mapped bytes and system calls.
+    pub os: OsStats,
 }
 
 impl Stats {
     /// Sum of the parts that make up the arenas.
     pub fn arena_parts(&self) -> usize {
-        self.bytes_in_blocks
-            + self.bytes_available
-            + self.bytes_unused_pools
-            + self.bytes_headers
-            + self.bytes_quantization
-            + self.bytes_alignment
+        let p = &self.pools;
+        p.bytes_in_blocks
+            + p.bytes_available
+            + p.bytes_unused
+            + p.bytes_quantization
+            + self.arenas.bytes_headers
+            + self.arenas.bytes_alignment
     }
 
-    /// Sum of everything that should make up `bytes_mapped`.
+    /// Sum of everything that should make up the mapped bytes.
     pub fn mapped_parts(&self) -> usize {
-        self.arena_parts() + self.large_bytes + self.large_cached + self.bytes_metadata + self.bytes_unreleased
+        self.arena_parts() + self.large.bytes + self.large.cached + self.heaps.metadata_bytes + self.os.unreleased
     }
 
     /// Whether the parts add up to the mapped bytes.
     pub fn adds_up(&self) -> bool {
-        self.arena_parts() == self.arenas_current * ARENA_SIZE && self.mapped_parts() == self.bytes_mapped
+        self.arena_parts() == self.arenas.current * ARENA_SIZE && self.mapped_parts() == self.os.mapped
     }
 
     /// Blocks in use over all classes.
@@ -212,9 +162,9 @@ struct Occupancy<'a> {
 }
 
 impl Occupancy<'_> {
-    fn add(&mut self, word: usize, st: u8, area: usize, live: usize) {
-        let id = owner_id(word);
-        let (key, holder) = if st == state::ABANDONED || id == 0 {
+    fn add(&mut self, h: &Holding) {
+        let id = owner_id(h.owner);
+        let (key, holder) = if h.abandoned || id == 0 {
             (usize::MAX, Holder::Abandoned)
         } else if id == LOCKED_OWNER {
             (id, Holder::Locked)
@@ -239,158 +189,42 @@ impl Occupancy<'_> {
                 MAX_HEAPS_SHOWN
             }
         };
-        let h = &mut self.heaps[i];
-        h.pools += 1;
-        h.pool_bytes += area;
-        h.live_bytes += live;
+        let o = &mut self.heaps[i];
+        o.pools += 1;
+        o.pool_bytes += h.area;
+        o.live_bytes += h.class.map_or(0, |(_, bs)| h.in_use * bs);
     }
 }
 
-/// Takes a snapshot of the whole allocator.
+/// Takes a snapshot of the whole allocator: each layer's own part, and the
+/// per-class, per-heap and first-class tallies of the pools the arena walk
+/// visits.
 pub fn stats() -> Stats {
-    let mut s = Stats {
-        classes: [ClassStats::default(); NUM_CLASSES],
-        heaps: [HeapOccupancy::default(); MAX_HEAPS_SHOWN + 1],
-        heaps_shown: 0,
-        arenas_allocated: 0,
-        arenas_reclaimed: 0,
-        arenas_current: 0,
-        arenas_high_water: 0,
-        pools_used: 0,
-        pools_abandoned: 0,
-        pools_stashed: 0,
-        pools_free: 0,
-        pools_decommitted: 0,
-        bytes_in_blocks: 0,
-        bytes_available: 0,
-        bytes_unused_pools: 0,
-        bytes_headers: 0,
-        bytes_quantization: 0,
-        bytes_alignment: 0,
-        large_spans: 0,
-        large_bytes: 0,
-        large_requested: 0,
-        large_cached: 0,
-        large_cache_hits: 0,
-        bytes_metadata: 0,
-        bytes_mapped: 0,
-        bytes_mapped_peak: 0,
-        remote_frees: 0,
-        pools_abandoned_total: 0,
-        pools_adopted_total: 0,
-        heaps_live: 0,
-        heaps_first_class: 0,
-        mmap_calls: 0,
-        munmap_calls: 0,
-        madvise_calls: 0,
-        mremap_calls: 0,
-        munmap_failures: 0,
-        bytes_unreleased: 0,
-        heap_pools: 0,
-        heap_blocks_in_use: 0,
-        heap_bytes_in_blocks: 0,
-    };
-    for (c, cs) in s.classes.iter_mut().enumerate() {
+    let mut classes = [ClassStats::default(); NUM_CLASSES];
+    for (c, cs) in classes.iter_mut().enumerate() {
         cs.block_size = class_size(c);
     }
-    {
-        let _r = REGISTRY.lock.guard();
-        s.bytes_metadata = REGISTRY.meta_bytes.get();
-        s.heaps_live = REGISTRY.live.get();
-        s.heaps_first_class = REGISTRY.user_heaps.get();
-        REGISTRY.for_each(|h| {
-            s.remote_frees += h.counters.remote_frees.load(Relaxed);
-            s.pools_adopted_total += h.counters.adopted.load(Relaxed);
-        });
-        s.remote_frees += registry::ORPHAN_REMOTE_FREES.load(Relaxed) as u64;
-    }
-    s.remote_frees += registry::LOCKED_HEAP.counters.remote_frees.load(Relaxed);
-    {
-        let _a = ABANDONED.lock.guard();
-        s.pools_abandoned_total = ABANDONED.abandoned_total.get();
-    }
-    let header = core::mem::size_of::<Arena>();
-    let header_area = arena::header_bytes().min(POOL_SIZE);
-    let mut occupancy = Occupancy { ids: [0; MAX_HEAPS_SHOWN + 1], heaps: &mut s.heaps, shown: 0 };
-    {
-        let _g = ARENAS.lock.guard();
-        s.arenas_allocated = ARENAS.allocated.get();
-        s.arenas_reclaimed = ARENAS.reclaimed.get();
-        s.arenas_current = ARENAS.count.get();
-        s.arenas_high_water = ARENAS.high_water.get();
-        ARENAS.for_each(|a: &Arena, free_mask, dirty_mask| {
-            s.bytes_headers += header;
-            s.bytes_alignment += header_area - header;
-            for i in 0..POOLS_PER_ARENA {
-                let p = &a.pools[i];
-                let area = arena::pool_area(p);
-                if free_mask & (1 << i) != 0 {
-                    s.pools_free += 1;
-                    if dirty_mask & (1 << i) == 0 {
-                        s.pools_decommitted += 1;
-                    }
-                    s.bytes_unused_pools += area;
-                    continue;
-                }
-                let st = p.state.load(Relaxed);
-                if st == state::USED || st == state::ABANDONED || st == state::EMPTY {
-                    let live = if st == state::EMPTY {
-                        0
-                    } else {
-                        let class = (p.class.get() as usize).min(NUM_CLASSES - 1);
-                        (p.used() as usize).min(area / class_size(class)) * class_size(class)
-                    };
-                    occupancy.add(p.owner.load(Relaxed), st, area, live);
-                }
-                match st {
-                    // Counted with the first slice of its pool.
-                    state::FOLLOWER => {}
-                    state::USED | state::ABANDONED => {
-                        if p.state.load(Relaxed) == state::ABANDONED {
-                            s.pools_abandoned += 1;
-                        }
-                        s.pools_used += 1;
-                        let class = (p.class.get() as usize).min(NUM_CLASSES - 1);
-                        let bs = class_size(class);
-                        let cap = area / bs;
-                        let used = (p.used() as usize).min(cap);
-                        let cs = &mut s.classes[class];
-                        cs.pools += 1;
-                        cs.blocks_in_use += used;
-                        cs.blocks_available += cap - used;
-                        s.bytes_in_blocks += used * bs;
-                        s.bytes_available += (cap - used) * bs;
-                        s.bytes_quantization += area - cap * bs;
-                        if p.owner.load(Relaxed) & USER_OWNER_BIT != 0 {
-                            s.heap_pools += 1;
-                            s.heap_blocks_in_use += used;
-                            s.heap_bytes_in_blocks += used * bs;
-                        }
-                    }
-                    _ => {
-                        s.pools_stashed += 1;
-                        s.bytes_unused_pools += area;
-                    }
-                }
-            }
-        });
-    }
-    s.heaps_shown = occupancy.shown;
-    s.large_spans = large::COUNTERS.live.load(Relaxed);
-    s.large_bytes = large::COUNTERS.live_bytes.load(Relaxed);
-    s.large_requested = large::COUNTERS.requested_bytes.load(Relaxed);
-    s.large_cache_hits = large::COUNTERS.cache_hits.load(Relaxed);
-    s.large_cached = large::cached_bytes();
-    let c = &os::COUNTERS;
-    s.bytes_mapped = c.mapped.load(Relaxed);
-    s.bytes_mapped_peak = c.mapped_peak.load(Relaxed);
-    s.mmap_calls = c.mmap_calls.load(Relaxed);
-    s.munmap_calls = c.munmap_calls.load(Relaxed);
-    s.madvise_calls = c.madvise_calls.load(Relaxed);
-    s.mremap_calls = c.mremap_calls.load(Relaxed);
-    s.munmap_failures = c.munmap_failures.load(Relaxed);
-    s.bytes_unreleased = c.unreleased.load(Relaxed);
-    s
+    let mut occupancy = [HeapOccupancy::default(); MAX_HEAPS_SHOWN + 1];
+    let mut heaps = registry::snapshot();
+    heaps.pools_abandoned_total = abandoned::abandoned_total();
+    let mut pools = PoolStats::default();
+    let mut tally = Occupancy { ids: [0; MAX_HEAPS_SHOWN + 1], heaps: &mut occupancy, shown: 0 };
+    let arenas = arena::snapshot(|slice| {
+        let Some(h) = pools.add(slice.pool, slice.area, slice.free, slice.dirty) else { return };
+        tally.add(&h);
+        let Some((class, bs)) = h.class else { return };
+        let cs = &mut classes[class];
+        cs.pools += 1;
+        cs.blocks_in_use += h.in_use;
+        cs.blocks_available += h.capacity - h.in_use;
+        if h.owner & USER_OWNER_BIT != 0 {
+            heaps.first_class_pools += 1;
+            heaps.first_class_blocks_in_use += h.in_use;
+            heaps.first_class_bytes_in_blocks += h.in_use * bs;
+        }
+    });
+    let occupancy_shown = tally.shown;
+    Stats { classes, occupancy, occupancy_shown, arenas, pools, heaps, large: large::snapshot(), os: os::snapshot() }
 }
 
 /// A number with thousands separators.
@@ -445,27 +279,27 @@ impl fmt::Display for Stats {
             )?;
         }
         writeln!(f)?;
-        line(f, "# arenas allocated total", self.arenas_allocated)?;
-        line(f, "# arenas reclaimed", self.arenas_reclaimed)?;
-        line(f, "# arenas highwater mark", self.arenas_high_water)?;
-        line(f, "# arenas allocated current", self.arenas_current)?;
+        line(f, "# arenas allocated total", self.arenas.allocated)?;
+        line(f, "# arenas reclaimed", self.arenas.reclaimed)?;
+        line(f, "# arenas highwater mark", self.arenas.high_water)?;
+        line(f, "# arenas allocated current", self.arenas.current)?;
         let mut label = crate::report::Line::new();
-        label.push_u64(self.arenas_current as u64).push(" arenas * ").push_u64(ARENA_SIZE as u64).push(" bytes/arena");
-        let arena_bytes = self.arenas_current * ARENA_SIZE;
+        label.push_u64(self.arenas.current as u64).push(" arenas * ").push_u64(ARENA_SIZE as u64).push(" bytes/arena");
+        let arena_bytes = self.arenas.current * ARENA_SIZE;
         line(f, core::str::from_utf8(label.as_bytes()).unwrap_or("arenas"), arena_bytes)?;
         writeln!(f)?;
-        line(f, "# bytes in allocated blocks", self.bytes_in_blocks)?;
-        line(f, "# bytes in available blocks", self.bytes_available)?;
+        line(f, "# bytes in allocated blocks", self.pools.bytes_in_blocks)?;
+        line(f, "# bytes in available blocks", self.pools.bytes_available)?;
         let mut label = crate::report::Line::new();
         label
-            .push_u64((self.pools_free + self.pools_stashed) as u64)
+            .push_u64((self.pools.free + self.pools.stashed) as u64)
             .push(" unused pools * ")
             .push_u64(POOL_SIZE as u64)
             .push(" bytes");
-        line(f, core::str::from_utf8(label.as_bytes()).unwrap_or("unused pools"), self.bytes_unused_pools)?;
-        line(f, "# bytes lost to pool headers", self.bytes_headers)?;
-        line(f, "# bytes lost to quantization", self.bytes_quantization)?;
-        line(f, "# bytes lost to arena alignment", self.bytes_alignment)?;
+        line(f, core::str::from_utf8(label.as_bytes()).unwrap_or("unused pools"), self.pools.bytes_unused)?;
+        line(f, "# bytes lost to pool headers", self.arenas.bytes_headers)?;
+        line(f, "# bytes lost to quantization", self.pools.bytes_quantization)?;
+        line(f, "# bytes lost to arena alignment", self.arenas.bytes_alignment)?;
         let parts = self.arena_parts();
         writeln!(
             f,
@@ -475,43 +309,43 @@ impl fmt::Display for Stats {
             if parts == arena_bytes { "matches arena bytes" } else { "DOES NOT MATCH arena bytes" }
         )?;
         writeln!(f)?;
-        line(f, "# pools in use", self.pools_used)?;
-        line(f, "# pools abandoned (thread exited)", self.pools_abandoned)?;
-        line(f, "# pools free in arenas", self.pools_free)?;
-        line(f, "#   of which not resident", self.pools_decommitted)?;
-        line(f, "# pools stashed in heaps", self.pools_stashed)?;
+        line(f, "# pools in use", self.pools.used)?;
+        line(f, "# pools abandoned (thread exited)", self.pools.abandoned)?;
+        line(f, "# pools free in arenas", self.pools.free)?;
+        line(f, "#   of which not resident", self.pools.decommitted)?;
+        line(f, "# pools stashed in heaps", self.pools.stashed)?;
         writeln!(f)?;
-        line(f, "# large spans", self.large_spans)?;
-        line(f, "# bytes in large spans", self.large_bytes)?;
-        line(f, "# bytes requested in large spans", self.large_requested)?;
-        line(f, "# bytes in cached large spans", self.large_cached)?;
-        line(f, "# large cache hits", self.large_cache_hits)?;
-        line(f, "# bytes of heap metadata", self.bytes_metadata)?;
+        line(f, "# large spans", self.large.spans)?;
+        line(f, "# bytes in large spans", self.large.bytes)?;
+        line(f, "# bytes requested in large spans", self.large.requested)?;
+        line(f, "# bytes in cached large spans", self.large.cached)?;
+        line(f, "# large cache hits", self.large.cache_hits)?;
+        line(f, "# bytes of heap metadata", self.heaps.metadata_bytes)?;
         let mapped = self.mapped_parts();
         writeln!(
             f,
             "{:<36}= {:>21}  ({})",
             "Total mapped",
-            Sep(self.bytes_mapped),
-            if mapped == self.bytes_mapped { "matches the parts" } else { "DOES NOT MATCH the parts" }
+            Sep(self.os.mapped),
+            if mapped == self.os.mapped { "matches the parts" } else { "DOES NOT MATCH the parts" }
         )?;
-        line(f, "# peak bytes mapped", self.bytes_mapped_peak)?;
+        line(f, "# peak bytes mapped", self.os.mapped_peak)?;
         writeln!(f)?;
-        line(f, "# live heaps", self.heaps_live)?;
-        line(f, "#   of which first-class heaps", self.heaps_first_class)?;
-        line(f, "# cross-thread frees", self.remote_frees as usize)?;
-        line(f, "# pools abandoned total", self.pools_abandoned_total as usize)?;
-        line(f, "# pools adopted total", self.pools_adopted_total as usize)?;
-        line(f, "# mmap calls", self.mmap_calls)?;
-        line(f, "# munmap calls", self.munmap_calls)?;
-        line(f, "# madvise calls", self.madvise_calls)?;
-        line(f, "# mremap calls", self.mremap_calls)?;
-        line(f, "# munmap calls refused", self.munmap_failures)?;
-        line(f, "# bytes kept after a refused munmap", self.bytes_unreleased)?;
+        line(f, "# live heaps", self.heaps.live)?;
+        line(f, "#   of which first-class heaps", self.heaps.first_class)?;
+        line(f, "# cross-thread frees", self.heaps.remote_frees as usize)?;
+        line(f, "# pools abandoned total", self.heaps.pools_abandoned_total as usize)?;
+        line(f, "# pools adopted total", self.heaps.pools_adopted_total as usize)?;
+        line(f, "# mmap calls", self.os.mmap_calls)?;
+        line(f, "# munmap calls", self.os.munmap_calls)?;
+        line(f, "# madvise calls", self.os.madvise_calls)?;
+        line(f, "# mremap calls", self.os.mremap_calls)?;
+        line(f, "# munmap calls refused", self.os.munmap_failures)?;
+        line(f, "# bytes kept after a refused munmap", self.os.unreleased)?;
         writeln!(f)?;
         writeln!(f, "heap occupancy (bytes in use / bytes in the heap's pools)")?;
         writeln!(f, "heap              pools    bytes in pools      bytes in use  occupancy")?;
-        for (i, h) in self.heaps[..self.heaps_shown].iter().enumerate() {
+        for (i, h) in self.occupancy[..self.occupancy_shown].iter().enumerate() {
             let name = h.holder.name();
             let pct = (h.live_bytes * 1000).checked_div(h.pool_bytes).unwrap_or(0);
             writeln!(
@@ -527,10 +361,10 @@ impl fmt::Display for Stats {
             )?;
         }
         writeln!(f)?;
-        line(f, "# first-class heaps", self.heaps_first_class)?;
-        line(f, "# pools in first-class heaps", self.heap_pools)?;
-        line(f, "# blocks in use in first-class heaps", self.heap_blocks_in_use)?;
-        line(f, "# bytes in use in first-class heaps", self.heap_bytes_in_blocks)
+        line(f, "# first-class heaps", self.heaps.first_class)?;
+        line(f, "# pools in first-class heaps", self.heaps.first_class_pools)?;
+        line(f, "# blocks in use in first-class heaps", self.heaps.first_class_blocks_in_use)?;
+        line(f, "# bytes in use in first-class heaps", self.heaps.first_class_bytes_in_blocks)
     }
 }
 
@@ -597,10 +431,10 @@ mod json {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let t = self.0;
             let mut m = s.serialize_struct("FirstClassHeaps", 4)?;
-            m.serialize_field("heaps", &t.heaps_first_class)?;
-            m.serialize_field("pools", &t.heap_pools)?;
-            m.serialize_field("blocks_in_use", &t.heap_blocks_in_use)?;
-            m.serialize_field("bytes_in_blocks", &t.heap_bytes_in_blocks)?;
+            m.serialize_field("heaps", &t.heaps.first_class)?;
+            m.serialize_field("pools", &t.heaps.first_class_pools)?;
+            m.serialize_field("blocks_in_use", &t.heaps.first_class_blocks_in_use)?;
+            m.serialize_field("bytes_in_blocks", &t.heaps.first_class_bytes_in_blocks)?;
             m.end()
         }
     }
@@ -612,44 +446,44 @@ mod json {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let mut st = s.serialize_struct("Stats", 39)?;
             st.serialize_field("classes", &Classes(self))?;
-            st.serialize_field("arenas_allocated", &self.arenas_allocated)?;
-            st.serialize_field("arenas_reclaimed", &self.arenas_reclaimed)?;
-            st.serialize_field("arenas_current", &self.arenas_current)?;
-            st.serialize_field("arenas_high_water", &self.arenas_high_water)?;
-            st.serialize_field("pools_used", &self.pools_used)?;
-            st.serialize_field("pools_abandoned", &self.pools_abandoned)?;
-            st.serialize_field("pools_stashed", &self.pools_stashed)?;
-            st.serialize_field("pools_free", &self.pools_free)?;
-            st.serialize_field("pools_not_resident", &self.pools_decommitted)?;
-            st.serialize_field("bytes_in_blocks", &self.bytes_in_blocks)?;
-            st.serialize_field("bytes_available", &self.bytes_available)?;
-            st.serialize_field("bytes_unused_pools", &self.bytes_unused_pools)?;
-            st.serialize_field("bytes_headers", &self.bytes_headers)?;
-            st.serialize_field("bytes_quantization", &self.bytes_quantization)?;
-            st.serialize_field("bytes_alignment", &self.bytes_alignment)?;
-            st.serialize_field("large_spans", &self.large_spans)?;
-            st.serialize_field("large_bytes", &self.large_bytes)?;
-            st.serialize_field("large_requested", &self.large_requested)?;
-            st.serialize_field("large_cached", &self.large_cached)?;
-            st.serialize_field("large_cache_hits", &self.large_cache_hits)?;
-            st.serialize_field("bytes_metadata", &self.bytes_metadata)?;
-            st.serialize_field("bytes_mapped", &self.bytes_mapped)?;
-            st.serialize_field("bytes_mapped_peak", &self.bytes_mapped_peak)?;
-            st.serialize_field("remote_frees", &self.remote_frees)?;
-            st.serialize_field("pools_abandoned_total", &self.pools_abandoned_total)?;
-            st.serialize_field("pools_adopted_total", &self.pools_adopted_total)?;
-            st.serialize_field("heaps_live", &self.heaps_live)?;
-            st.serialize_field("heaps_first_class", &self.heaps_first_class)?;
-            st.serialize_field("mmap_calls", &self.mmap_calls)?;
-            st.serialize_field("munmap_calls", &self.munmap_calls)?;
-            st.serialize_field("madvise_calls", &self.madvise_calls)?;
-            st.serialize_field("mremap_calls", &self.mremap_calls)?;
-            st.serialize_field("munmap_failures", &self.munmap_failures)?;
-            st.serialize_field("bytes_unreleased", &self.bytes_unreleased)?;
+            st.serialize_field("arenas_allocated", &self.arenas.allocated)?;
+            st.serialize_field("arenas_reclaimed", &self.arenas.reclaimed)?;
+            st.serialize_field("arenas_current", &self.arenas.current)?;
+            st.serialize_field("arenas_high_water", &self.arenas.high_water)?;
+            st.serialize_field("pools_used", &self.pools.used)?;
+            st.serialize_field("pools_abandoned", &self.pools.abandoned)?;
+            st.serialize_field("pools_stashed", &self.pools.stashed)?;
+            st.serialize_field("pools_free", &self.pools.free)?;
+            st.serialize_field("pools_not_resident", &self.pools.decommitted)?;
+            st.serialize_field("bytes_in_blocks", &self.pools.bytes_in_blocks)?;
+            st.serialize_field("bytes_available", &self.pools.bytes_available)?;
+            st.serialize_field("bytes_unused_pools", &self.pools.bytes_unused)?;
+            st.serialize_field("bytes_headers", &self.arenas.bytes_headers)?;
+            st.serialize_field("bytes_quantization", &self.pools.bytes_quantization)?;
+            st.serialize_field("bytes_alignment", &self.arenas.bytes_alignment)?;
+            st.serialize_field("large_spans", &self.large.spans)?;
+            st.serialize_field("large_bytes", &self.large.bytes)?;
+            st.serialize_field("large_requested", &self.large.requested)?;
+            st.serialize_field("large_cached", &self.large.cached)?;
+            st.serialize_field("large_cache_hits", &self.large.cache_hits)?;
+            st.serialize_field("bytes_metadata", &self.heaps.metadata_bytes)?;
+            st.serialize_field("bytes_mapped", &self.os.mapped)?;
+            st.serialize_field("bytes_mapped_peak", &self.os.mapped_peak)?;
+            st.serialize_field("remote_frees", &self.heaps.remote_frees)?;
+            st.serialize_field("pools_abandoned_total", &self.heaps.pools_abandoned_total)?;
+            st.serialize_field("pools_adopted_total", &self.heaps.pools_adopted_total)?;
+            st.serialize_field("heaps_live", &self.heaps.live)?;
+            st.serialize_field("heaps_first_class", &self.heaps.first_class)?;
+            st.serialize_field("mmap_calls", &self.os.mmap_calls)?;
+            st.serialize_field("munmap_calls", &self.os.munmap_calls)?;
+            st.serialize_field("madvise_calls", &self.os.madvise_calls)?;
+            st.serialize_field("mremap_calls", &self.os.mremap_calls)?;
+            st.serialize_field("munmap_failures", &self.os.munmap_failures)?;
+            st.serialize_field("bytes_unreleased", &self.os.unreleased)?;
             st.serialize_field("first_class_heaps", &FirstClassHeaps(self))?;
-            st.serialize_field("heap_occupancy", &self.heaps[..self.heaps_shown])?;
-            st.serialize_field("arena_parts_match", &(self.arena_parts() == self.arenas_current * super::ARENA_SIZE))?;
-            st.serialize_field("mapped_parts_match", &(self.mapped_parts() == self.bytes_mapped))?;
+            st.serialize_field("heap_occupancy", &self.occupancy[..self.occupancy_shown])?;
+            st.serialize_field("arena_parts_match", &(self.arena_parts() == self.arenas.current * super::ARENA_SIZE))?;
+            st.serialize_field("mapped_parts_match", &(self.mapped_parts() == self.os.mapped))?;
             st.end()
         }
     }

@@ -191,7 +191,7 @@ fn freeing_256_mib_of_small_blocks_returns_the_memory() {
         i += 1;
     }
     let peak = poolmalloc::stats();
-    assert!(peak.bytes_mapped >= before.bytes_mapped + (256 << 20));
+    assert!(peak.os.mapped >= before.os.mapped + (256 << 20));
     let rss_peak = poolmalloc::internals::resident_bytes().unwrap();
     assert!(rss_peak > rss_before + (200 << 20), "blocks were touched");
     for (p, l) in blocks.drain(..) {
@@ -216,11 +216,11 @@ fn freeing_256_mib_of_small_blocks_returns_the_memory() {
     // kept.
     let pinned = sizes.len() + 1 + poolmalloc::internals::STASH_MAX + 1;
     assert!(
-        after.bytes_mapped <= before.bytes_mapped + pinned * ARENA_SIZE,
+        after.os.mapped <= before.os.mapped + pinned * ARENA_SIZE,
         "mapped {} -> {} -> {}",
-        before.bytes_mapped,
-        peak.bytes_mapped,
-        after.bytes_mapped
+        before.os.mapped,
+        peak.os.mapped,
+        after.os.mapped
     );
     assert!(after.adds_up(), "{after}");
     let rss_after = poolmalloc::internals::resident_bytes().unwrap();
@@ -233,7 +233,7 @@ fn freeing_256_mib_of_small_blocks_returns_the_memory() {
     );
     poolmalloc::trim();
     let trimmed = poolmalloc::stats();
-    assert!(trimmed.bytes_mapped <= before.bytes_mapped + ARENA_SIZE, "{trimmed}");
+    assert!(trimmed.os.mapped <= before.os.mapped + ARENA_SIZE, "{trimmed}");
     let rss_trimmed = poolmalloc::internals::resident_bytes().unwrap();
     assert!(rss_trimmed <= rss_before + rss_before / 10 + (1 << 20), "RSS {rss_before} -> {rss_trimmed} after trim");
 }
@@ -261,8 +261,8 @@ fn stats_report_counts_a_known_pattern() {
     let s = poolmalloc::stats();
     assert_eq!(s.classes[c400].blocks_in_use - before.classes[c400].blocks_in_use, 1000);
     assert_eq!(s.classes[c5000].blocks_in_use - before.classes[c5000].blocks_in_use, 70);
-    assert_eq!(s.large_spans - before.large_spans, 1);
-    assert!(s.large_requested - before.large_requested == 3 << 20);
+    assert_eq!(s.large.spans - before.large.spans, 1);
+    assert!(s.large.requested - before.large.requested == 3 << 20);
     assert!(s.adds_up(), "parts must add up to the mapped bytes:\n{s}");
     let text = s.to_string();
     assert!(text.contains("matches arena bytes"), "{text}");
@@ -380,11 +380,11 @@ fn stats_report_typed_pools_buffer_pools_and_heaps() {
     assert_eq!(p.buffer_acquired - pools_before.buffer_acquired, 4);
     assert_eq!(p.buffer_reused - pools_before.buffer_reused, 1);
 
-    assert_eq!(s.heaps_first_class - before.heaps_first_class, 1);
-    assert!(s.heap_pools > before.heap_pools);
-    assert_eq!(s.heap_blocks_in_use - before.heap_blocks_in_use, 1000);
-    assert_eq!(s.heap_blocks_in_use - before.heap_blocks_in_use, heap.blocks_in_use());
-    assert_eq!(s.heap_bytes_in_blocks - before.heap_bytes_in_blocks, 1000 * block_size);
+    assert_eq!(s.heaps.first_class - before.heaps.first_class, 1);
+    assert!(s.heaps.first_class_pools > before.heaps.first_class_pools);
+    assert_eq!(s.heaps.first_class_blocks_in_use - before.heaps.first_class_blocks_in_use, 1000);
+    assert_eq!(s.heaps.first_class_blocks_in_use - before.heaps.first_class_blocks_in_use, heap.blocks_in_use());
+    assert_eq!(s.heaps.first_class_bytes_in_blocks - before.heaps.first_class_bytes_in_blocks, 1000 * block_size);
     assert!(s.adds_up(), "the new sections add nothing to the mapped total:\n{s}");
 
     let text = s.to_string();
@@ -431,7 +431,7 @@ fn stats_report_typed_pools_buffer_pools_and_heaps() {
         unsafe { heap.free(p, l48) };
     }
     let mid = poolmalloc::stats();
-    assert_eq!(mid.heap_blocks_in_use, before.heap_blocks_in_use);
+    assert_eq!(mid.heaps.first_class_blocks_in_use, before.heaps.first_class_blocks_in_use);
     drop(heap);
     let after = poolmalloc::stats();
     let pools_after = poolmalloc::pools::stats();
@@ -443,7 +443,10 @@ fn stats_report_typed_pools_buffer_pools_and_heaps() {
         (pools_after.buffer_pools, pools_after.buffer_retained_bytes),
         (pools_before.buffer_pools, pools_before.buffer_retained_bytes)
     );
-    assert_eq!((after.heaps_first_class, after.heap_pools), (before.heaps_first_class, before.heap_pools));
+    assert_eq!(
+        (after.heaps.first_class, after.heaps.first_class_pools),
+        (before.heaps.first_class, before.heaps.first_class_pools)
+    );
     assert!(after.adds_up());
 }
 
@@ -472,15 +475,15 @@ fn stats_serialize_to_json() {
     let keep: Vec<Box<[u8; 40]>> = (0..500).map(|_| Box::new([0u8; 40])).collect();
     let s = poolmalloc::stats();
     let v: serde_json::Value = serde_json::to_value(&s).unwrap();
-    assert_eq!(v["bytes_mapped"].as_u64(), Some(s.bytes_mapped as u64));
+    assert_eq!(v["bytes_mapped"].as_u64(), Some(s.os.mapped as u64));
     assert_eq!(v["mapped_parts_match"], serde_json::Value::Bool(s.adds_up()));
     let c48 = poolmalloc::internals::class_of(40);
     let class =
         v["classes"].as_array().unwrap().iter().find(|c| c["class"] == c48).expect("the 48-byte class has pools");
     assert!(class["blocks_in_use"].as_u64().unwrap() >= 500);
     assert_eq!(class["block_size"].as_u64(), Some(48));
-    assert_eq!(v["first_class_heaps"]["heaps"].as_u64(), Some(s.heaps_first_class as u64));
-    assert_eq!(v["first_class_heaps"]["blocks_in_use"].as_u64(), Some(s.heap_blocks_in_use as u64));
+    assert_eq!(v["first_class_heaps"]["heaps"].as_u64(), Some(s.heaps.first_class as u64));
+    assert_eq!(v["first_class_heaps"]["blocks_in_use"].as_u64(), Some(s.heaps.first_class_blocks_in_use as u64));
     assert!(v.get("typed_pools").is_none() && v.get("buffer_pools").is_none(), "the pools report on their own");
     let p = poolmalloc::pools::stats();
     let pv: serde_json::Value = serde_json::to_value(p).unwrap();
@@ -498,7 +501,7 @@ fn medium_blocks_pack_into_arenas() {
     // 31 runs per arena) need about 86 arenas. A search that looked only at
     // the fullest arenas, whose one free slice cannot hold a run, would give
     // up after 64 of them and map an arena per run (about 750).
-    let before = poolmalloc::stats().arenas_current;
+    let before = poolmalloc::stats().arenas.current;
     let l = Layout::from_size_align(40_000, 8).unwrap();
     let blocks: Vec<*mut u8> = (0..8000)
         .map(|i| {
@@ -510,7 +513,7 @@ fn medium_blocks_pack_into_arenas() {
             p
         })
         .collect();
-    let grown = poolmalloc::stats().arenas_current - before;
+    let grown = poolmalloc::stats().arenas.current - before;
     assert!(grown <= 100, "8,000 medium blocks took {grown} new arenas");
     for (i, p) in blocks.into_iter().enumerate() {
         // SAFETY: allocated above with `l`.
@@ -580,8 +583,8 @@ fn stats_show_each_heaps_occupancy() {
         unsafe { heap.free(*p, l) };
     }
     let s = poolmalloc::stats();
-    let mine: Vec<_> = s.heaps[..s.heaps_shown].iter().filter(|h| h.holder == Holder::FirstClass).collect();
-    assert_eq!(mine.len(), 1, "one first-class heap: {:?}", &s.heaps[..s.heaps_shown]);
+    let mine: Vec<_> = s.occupancy[..s.occupancy_shown].iter().filter(|h| h.holder == Holder::FirstClass).collect();
+    assert_eq!(mine.len(), 1, "one first-class heap: {:?}", &s.occupancy[..s.occupancy_shown]);
     let h = mine[0];
     assert_eq!(h.live_bytes, 10_000 * 256);
     // 20,000 blocks of 256 B need 79 pools of 64 KiB (pool 0 of an arena
@@ -611,10 +614,10 @@ fn an_impossible_request_does_not_trim() {
         // SAFETY: allocated above with `l`.
         unsafe { PoolMalloc.dealloc(p, l) };
     }
-    let stashed = poolmalloc::stats().pools_stashed;
+    let stashed = poolmalloc::stats().pools.stashed;
     assert!(stashed > 0, "no pool was stashed; the test proves nothing");
     let huge = Layout::from_size_align(isize::MAX as usize - 4096, 8).unwrap();
     // SAFETY: a valid layout; the allocation fails.
     assert!(unsafe { PoolMalloc.alloc(huge) }.is_null());
-    assert_eq!(poolmalloc::stats().pools_stashed, stashed, "an impossible request emptied the stash");
+    assert_eq!(poolmalloc::stats().pools.stashed, stashed, "an impossible request emptied the stash");
 }

@@ -65,18 +65,24 @@ fn dropping_a_heap_releases_everything_at_once() {
     let full = poolmalloc::stats();
     // (Pools of first-class heaps only: other threads of the test harness
     // may give their own pools back at any time.)
-    assert!(full.heap_pools >= before.heap_pools + 100, "the blocks live in the heap's pools");
-    assert_eq!(full.large_spans, before.large_spans + 4);
+    assert!(
+        full.heaps.first_class_pools >= before.heaps.first_class_pools + 100,
+        "the blocks live in the heap's pools"
+    );
+    assert_eq!(full.large.spans, before.large.spans + 4);
     assert_eq!(heap.blocks_in_use(), 200_000);
     // Nothing freed one by one: the drop gives every pool and span back.
     drop(heap);
     let after = poolmalloc::stats();
-    assert_eq!(after.heap_pools, before.heap_pools, "every pool of the heap went back to the arenas");
-    assert_eq!(after.large_spans, before.large_spans);
+    assert_eq!(
+        after.heaps.first_class_pools, before.heaps.first_class_pools,
+        "every pool of the heap went back to the arenas"
+    );
+    assert_eq!(after.large.spans, before.large.spans);
     assert!(after.adds_up(), "{after}");
     poolmalloc::trim();
     let trimmed = poolmalloc::stats();
-    assert!(trimmed.bytes_mapped <= before.bytes_mapped + poolmalloc::internals::ARENA_SIZE, "{trimmed}");
+    assert!(trimmed.os.mapped <= before.os.mapped + poolmalloc::internals::ARENA_SIZE, "{trimmed}");
 }
 
 #[test]

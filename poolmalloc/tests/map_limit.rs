@@ -67,11 +67,11 @@ fn child() {
     poolmalloc::trim();
     let s = poolmalloc::stats();
     assert!(s.adds_up(), "statistics do not add up after refused unmaps:\n{s}");
-    assert!(s.munmap_failures > 0, "no munmap was refused at the limit ({made} pages mapped)");
+    assert!(s.os.munmap_failures > 0, "no munmap was refused at the limit ({made} pages mapped)");
     // The kept arenas are used again: with the map count still used up
     // (new arenas may be impossible to map), at least as many blocks as the
     // kept arenas hold can be allocated.
-    let kept = s.arenas_current;
+    let kept = s.arenas.current;
     while held.len() < 3000 {
         // SAFETY: a valid layout.
         let p = unsafe { PoolMalloc.alloc(l) };
@@ -95,7 +95,7 @@ fn child() {
     assert!(s.adds_up(), "statistics do not add up after the final trim:\n{s}");
     println!(
         "map_limit: {} munmap calls refused after {made} single pages used up the map count; {} arenas kept and reused; {} bytes kept unreleased",
-        s.munmap_failures, s.arenas_current, s.bytes_unreleased
+        s.os.munmap_failures, s.arenas.current, s.os.unreleased
     );
 }
 

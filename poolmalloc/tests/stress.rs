@@ -163,11 +163,11 @@ fn run(cfg: &Config) {
         cfg.threads,
         cfg.rounds,
         ops.load(Ordering::Relaxed),
-        st.remote_frees,
-        st.pools_abandoned_total,
-        st.pools_adopted_total
+        st.heaps.remote_frees,
+        st.heaps.pools_abandoned_total,
+        st.heaps.pools_adopted_total
     );
-    assert!(st.remote_frees > 0, "objects migrated between threads");
+    assert!(st.heaps.remote_frees > 0, "objects migrated between threads");
     poolmalloc::trim();
     let st = poolmalloc::stats();
     assert!(st.adds_up(), "{st}");

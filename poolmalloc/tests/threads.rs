@@ -48,17 +48,17 @@ fn remote_frees_make_full_pools_usable_again() {
         to_freer.send(batch).unwrap();
         done_rx.recv().unwrap();
         if round == 0 {
-            mapped_after_first = poolmalloc::stats().bytes_mapped;
+            mapped_after_first = poolmalloc::stats().os.mapped;
         }
     }
-    let mapped = poolmalloc::stats().bytes_mapped;
+    let mapped = poolmalloc::stats().os.mapped;
     drop(to_freer);
     freer.join().unwrap();
     assert!(
         mapped <= mapped_after_first + 2 * ARENA_SIZE,
         "memory freed remotely is reused: mapped {mapped_after_first} after one round, {mapped} after 30"
     );
-    assert!(poolmalloc::stats().remote_frees >= 30 * 20_000);
+    assert!(poolmalloc::stats().heaps.remote_frees >= 30 * 20_000);
 }
 
 #[test]
@@ -109,11 +109,11 @@ fn thread_churn_loses_nothing() {
     let mid = poolmalloc::stats();
     // Everything still held plus bounded overhead; nothing per thread.
     assert!(
-        mid.bytes_mapped <= before.bytes_mapped + live_bytes * 2 + 8 * ARENA_SIZE,
+        mid.os.mapped <= before.os.mapped + live_bytes * 2 + 8 * ARENA_SIZE,
         "mapped {} with {} live bytes after 1000 threads (started at {})",
-        mid.bytes_mapped,
+        mid.os.mapped,
         live_bytes,
-        before.bytes_mapped
+        before.os.mapped
     );
     for b in held {
         // SAFETY: allocated with `l`, freed once.
@@ -121,12 +121,12 @@ fn thread_churn_loses_nothing() {
     }
     poolmalloc::trim();
     let after = poolmalloc::stats();
-    assert!(after.pools_abandoned_total > 0, "exiting threads abandoned pools");
+    assert!(after.heaps.pools_abandoned_total > 0, "exiting threads abandoned pools");
     assert!(
-        after.bytes_mapped <= before.bytes_mapped + 2 * ARENA_SIZE,
+        after.os.mapped <= before.os.mapped + 2 * ARENA_SIZE,
         "after freeing everything and trim: mapped {} (started at {})\n{after}",
-        after.bytes_mapped,
-        before.bytes_mapped
+        after.os.mapped,
+        before.os.mapped
     );
     assert!(after.adds_up(), "{after}");
 }
@@ -325,11 +325,11 @@ fn trim_reaches_another_live_thread_at_its_next_slow_path() {
         s2.wait(); // checked
     });
     sync.wait();
-    let stashed_before = poolmalloc::stats().pools_stashed;
+    let stashed_before = poolmalloc::stats().pools.stashed;
     poolmalloc::trim();
     sync.wait();
     sync.wait();
-    let stashed_after = poolmalloc::stats().pools_stashed;
+    let stashed_after = poolmalloc::stats().pools.stashed;
     sync.wait();
     worker.join().unwrap();
     assert!(stashed_before > 0, "the worker stashed no pool; the test proves nothing");

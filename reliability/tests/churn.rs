@@ -232,10 +232,10 @@ fn thread_churn_keeps_mapped_memory_bounded() {
         if round >= WARMUP {
             let s = poolmalloc::stats();
             samples.push(Sample {
-                mapped: s.bytes_mapped,
-                peak: s.bytes_mapped_peak,
-                metadata: s.bytes_metadata,
-                arenas: s.arenas_current,
+                mapped: s.os.mapped,
+                peak: s.os.mapped_peak,
+                metadata: s.heaps.metadata_bytes,
+                arenas: s.arenas.current,
             });
         }
     }
@@ -281,10 +281,10 @@ fn thread_churn_keeps_mapped_memory_bounded() {
         max_by(&samples, |s| s.arenas),
         first_meta as f64 / 1024.0,
         last_meta as f64 / 1024.0,
-        mib(end.bytes_mapped),
-        end.pools_abandoned_total,
-        end.pools_adopted_total,
-        end.remote_frees
+        mib(end.os.mapped),
+        end.heaps.pools_abandoned_total,
+        end.heaps.pools_adopted_total,
+        end.heaps.remote_frees
     );
 
     assert!(
