@@ -31,6 +31,22 @@ void pm_trim(void);
 /* The library version, e.g. "0.1.0"; a static string, never freed. */
 const char *pm_version(void);
 
+/* Writes the statistics as JSON (the keys of the JSON report) into buf, which
+ * has cap bytes, NUL-terminated. Returns the length of the whole text without
+ * the NUL: when it is cap or more, buf holds a prefix; call again with a
+ * buffer that large plus one. buf may be NULL when cap is 0. */
+size_t pm_stats_json(char *buf, size_t cap);
+
+/* Writes the text report that pm_stats_print prints into buf, in the same
+ * way as pm_stats_json. */
+size_t pm_stats_report(char *buf, size_t cap);
+
+/* 1 if p points into memory poolmalloc handed out (a live block, or a bad
+ * pointer into its memory, which its free reports), 0 for memory of any
+ * other allocator and for NULL. Never dereferences another allocator's
+ * pointer. */
+int pm_owns(const void *p);
+
 /*
  * C23 free_sized and free_aligned_sized. poolmalloc exports both whatever the
  * C library; glibc declares them itself from 2.43 on (in C23 or GNU mode), so

@@ -196,3 +196,85 @@ static VERSION_C: &[u8] = concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes();
 pub extern "C" fn pm_version() -> *const c_char {
     VERSION_C.as_ptr().cast()
 }
+
+/// Text written into a caller's buffer: as much as fits, then NUL; counts
+/// the whole length so the caller can retry with a buffer large enough.
+/// Allocates nothing.
+struct Sink {
+    buf: *mut u8,
+    cap: usize,
+    len: usize,
+}
+
+impl Sink {
+    fn put(&mut self, bytes: &[u8]) {
+        let room = self.cap.saturating_sub(1).saturating_sub(self.len);
+        let n = bytes.len().min(room);
+        if n > 0 {
+            // SAFETY: `buf` has `cap` writable bytes (the caller's contract);
+            // `len + n < cap`.
+            unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), self.buf.add(self.len), n) };
+        }
+        self.len += bytes.len();
+    }
+
+    /// NUL-terminates what fits and returns the full length.
+    fn finish(self) -> usize {
+        if self.cap > 0 {
+            let at = self.len.min(self.cap - 1);
+            // SAFETY: `at < cap`.
+            unsafe { self.buf.add(at).write(0) };
+        }
+        self.len
+    }
+}
+
+impl core::fmt::Write for Sink {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.put(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl std::io::Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.put(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the statistics as JSON (the keys of the JSON report) into `buf`
+/// (`cap` bytes), NUL-terminated. Returns the length of the whole text
+/// without the NUL; when that is `cap` or more, `buf` holds a prefix and
+/// the caller may retry with a larger buffer. `buf` may be null when `cap`
+/// is 0.
+#[no_mangle]
+pub unsafe extern "C" fn pm_stats_json(buf: *mut c_char, cap: usize) -> usize {
+    let mut sink = Sink { buf: buf.cast(), cap, len: 0 };
+    // The sink never fails, and the snapshot has no map with non-string
+    // keys: serialising cannot fail.
+    let _ = serde_json::to_writer(&mut sink, &pm::stats());
+    sink.finish()
+}
+
+/// Writes the text statistics report (the one `pm_stats_print` prints) into
+/// `buf`, as [`pm_stats_json`] does.
+#[no_mangle]
+pub unsafe extern "C" fn pm_stats_report(buf: *mut c_char, cap: usize) -> usize {
+    let mut sink = Sink { buf: buf.cast(), cap, len: 0 };
+    let _ = core::fmt::Write::write_fmt(&mut sink, format_args!("{}", pm::stats()));
+    sink.finish()
+}
+
+/// 1 if `p` points into memory poolmalloc handed out (a live block, or a
+/// bad pointer into poolmalloc's memory, which its `free` reports), 0 for
+/// memory of any other allocator and for null. Never dereferences a
+/// pointer that is not poolmalloc's.
+#[no_mangle]
+pub extern "C" fn pm_owns(p: *const c_void) -> c_int {
+    c_int::from(core_alloc::owns(p.cast_mut().cast()))
+}

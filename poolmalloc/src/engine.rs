@@ -257,6 +257,21 @@ pub fn classify(p: *mut u8) -> Owned {
     }
 }
 
+/// Whether `p` points into memory this allocator handed out: an arena, a
+/// live huge span or the zero-size region. A pointer any other allocator
+/// handed out is never taken for one of ours (the granule at a span's end
+/// may hold foreign memory, so a span is checked exactly), and a bad
+/// pointer into our memory is ours, for our free to report. For callers that
+/// free another allocator's blocks and ours through one call, as the Python
+/// extension's in-process mode does; debug blocks are in the same memory.
+pub fn owns(p: *mut u8) -> bool {
+    match ownership::tag_of(p as usize) {
+        TAG_ARENA | TAG_ZERO => true,
+        TAG_LARGE_HEAD | TAG_LARGE_TAIL => large::containing(p).is_some(),
+        _ => false,
+    }
+}
+
 /// Usable size of the block at `p` (0 for null). Reports invalid pointers
 /// as `what` and returns 0 for them.
 ///

@@ -127,6 +127,7 @@ pub mod internals {
     #[cfg(not(loom))]
     mod not_loom {
         pub use crate::arena::{check_invariants as check_arena_invariants, ARENA_SIZE};
+        pub use crate::engine::owns;
         pub use crate::front::{calloc, free, free_sized, malloc, malloc_aligned, realloc, usable_size};
         pub use crate::heap::STASH_MAX;
         pub use crate::lifecycle::check_current_heap;

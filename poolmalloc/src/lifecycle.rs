@@ -9,7 +9,9 @@
 //!   allocation falls into the slow path, which calls [`init_thread`] to set
 //!   up a real heap from the registry (never from `malloc`). On x86-64 Linux
 //!   the slot uses the initial-exec TLS model through inline assembly: one
-//!   load, no call.
+//!   load, no call. A copy of the allocator built for `dlopen` (the `dlopen`
+//!   feature) uses the general-dynamic model instead, which does not depend
+//!   on spare room in the static TLS block.
 //! * **Thread exit.** A pthread key destructor abandons the heap: empty pools
 //!   go back to the arenas, the others to the abandoned lists, and the slot
 //!   points at [`DEAD_HEAP`], which sends any later allocation of the exiting
@@ -40,7 +42,7 @@ use core::ptr;
 // ---------------------------------------------------------------------------
 // The heap slot.
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(feature = "dlopen")))]
 mod tls {
     use super::{Heap, UNINIT_HEAP};
     use core::arch::{asm, global_asm};
@@ -92,7 +94,7 @@ mod tls {
     }
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri))))]
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(feature = "dlopen"))))]
 mod tls {
     use super::{Heap, UNINIT_HEAP};
     use core::cell::Cell;

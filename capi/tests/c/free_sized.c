@@ -94,6 +94,39 @@ int main(void)
     CHECK(strstr(report, "(matches the parts)") != NULL,
           "pm_stats_print's report does not say its total matches the parts\n");
 
+    /* The report and the JSON into a buffer: the length is the whole
+     * text's, a short buffer gets a NUL-terminated prefix. */
+    char small[16];
+    size_t need = pm_stats_report(small, sizeof small);
+    CHECK(need > 1000 && strlen(small) == sizeof small - 1 && strncmp(small, "poolmalloc ", 11) == 0,
+          "pm_stats_report into 16 bytes: length %zu, prefix \"%s\"\n", need, small);
+    /* (No allocation between the calls: the figures would change.) */
+    static char text[1 << 16];
+    size_t again = pm_stats_report(text, sizeof text);
+    CHECK(again == need && strlen(text) == need && strstr(text, title) != NULL,
+          "pm_stats_report: %zu bytes then %zu, strlen %zu\n", need, again, strlen(text));
+    size_t jlen = pm_stats_json(NULL, 0);
+    CHECK(jlen > 100, "pm_stats_json(NULL, 0) gave no length\n");
+    static char json[1 << 16];
+    CHECK(pm_stats_json(json, sizeof json) == jlen && strlen(json) == jlen && json[0] == '{' &&
+              json[jlen - 1] == '}' && strstr(json, "\"bytes_mapped\":") != NULL &&
+              strstr(json, "\"mapped_parts_match\":true") != NULL,
+          "pm_stats_json: %zu bytes: %.80s...\n", jlen, json);
+
+    /* pm_owns: our blocks (small, medium, huge), not the stack, a static or
+     * NULL. */
+    static int a_static;
+    int on_stack = 0;
+    size_t owned_sizes[] = {24, 100000, (size_t)3 << 20};
+    for (size_t i = 0; i < 3; i++) {
+        void *b = malloc(owned_sizes[i]);
+        REQUIRE(b != NULL, "malloc(%zu) failed\n", owned_sizes[i]);
+        CHECK(pm_owns(b) == 1, "pm_owns(malloc(%zu)) is not 1\n", owned_sizes[i]);
+        free(b);
+    }
+    CHECK(pm_owns(&a_static) == 0 && pm_owns(&on_stack) == 0 && pm_owns(NULL) == 0,
+          "pm_owns claims a static, the stack or NULL\n");
+
     /* The allocator still works after all that. */
     void *p = malloc(77);
     CHECK(p != NULL, "malloc after pm_trim failed\n");
