@@ -57,6 +57,7 @@ impl Comparator {
             Comparator::InProcess(_) => "GlobalAlloc, in a worker process".to_string(),
             Comparator::Api(a) => a.how().to_string(),
             Comparator::Python(c) => match (&c.preload, c.malloc) {
+                _ if c.install_from.is_some() => "poolmalloc.install() before the script (no preload)".to_string(),
                 (Some(lib), _) => format!("PYTHONMALLOC=malloc LD_PRELOAD={}", lib.display()),
                 (None, true) => "PYTHONMALLOC=malloc (glibc malloc)".to_string(),
                 (None, false) => "CPython default (pymalloc)".to_string(),
@@ -187,7 +188,7 @@ impl PythonSetup {
         }
         match python::interpreter(timeout) {
             Ok(found) => {
-                let (available, missing) = python::comparators(lib);
+                let (available, missing) = python::comparators(lib, &found.executable, timeout);
                 setup.comparators = available;
                 setup.skipped = missing;
                 setup.interpreter = Some(found);

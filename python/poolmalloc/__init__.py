@@ -14,11 +14,9 @@ In both modes :func:`active`, :func:`stats`, :func:`report` and :func:`trim`
 describe and drive the allocator the interpreter is using.
 """
 
-import json
-import os
+# Only the extension and `sys`: importing the package (as the start-up hook
+# does) must cost next to nothing. Other modules are imported where needed.
 import sys
-import sysconfig
-import warnings
 
 from . import _native
 
@@ -39,8 +37,23 @@ def active():
     return _native.owns(id(probe))
 
 
+def _free_threaded():
+    """Whether this is a free-threaded CPython build (its ABI flags say so)."""
+    return "t" in getattr(sys, "abiflags", "")
+
+
+def _tracing():
+    """Whether tracemalloc is tracing (asked of its C module, which is cheap
+    to import)."""
+    import _tracemalloc
+
+    return _tracemalloc.is_tracing()
+
+
 def _debug_hooks():
     """Whether CPython's debug hooks are on the memory allocators."""
+    import os
+
     return sys.flags.dev_mode or os.environ.get("PYTHONMALLOC", "") in _DEBUG_ALLOCATORS
 
 
@@ -60,21 +73,21 @@ def install():
     """
     if sys.implementation.name != "cpython":
         raise RuntimeError("poolmalloc.install() needs CPython, not %s" % sys.implementation.name)
-    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+    if _free_threaded():
         raise RuntimeError(
             "poolmalloc.install() does not support free-threaded CPython builds; "
             "use the launcher (python -m poolmalloc) instead"
         )
     if _native.installed() or active():
         return False
-    import tracemalloc
-
-    if tracemalloc.is_tracing():
+    if _tracing():
         raise RuntimeError(
             "poolmalloc.install(): tracemalloc is tracing, and its hooks sit on the allocators "
             "that install() would replace; call tracemalloc.stop() first"
         )
     if _debug_hooks():
+        import warnings
+
         warnings.warn(
             "poolmalloc.install(): CPython's debug memory hooks are active (-X dev or "
             "PYTHONMALLOC=...debug); blocks allocated from now on come from poolmalloc "
@@ -90,6 +103,8 @@ def stats():
     (``poolmalloc bench --json``, ``pm_stats_json``): ``bytes_mapped``,
     ``bytes_in_blocks``, ``arenas_current``, ``pools_used``, ``classes`` (one
     entry per size class in use) and the rest."""
+    import json
+
     return json.loads(_native.stats_json())
 
 
@@ -110,4 +125,6 @@ def _autoinstall():
     try:
         install()
     except RuntimeError as e:
+        import warnings
+
         warnings.warn(str(e), RuntimeWarning, stacklevel=2)

@@ -150,7 +150,7 @@ def test_install_with_debug_hooks(args, env):
 
 def test_refusals_change_nothing():
     code = """
-    import sysconfig, tracemalloc, poolmalloc
+    import tracemalloc, poolmalloc
     tracemalloc.start()
     try:
         poolmalloc.install()
@@ -160,15 +160,15 @@ def test_refusals_change_nothing():
         raise AssertionError("installed under tracemalloc")
     tracemalloc.stop()
     assert not poolmalloc.active()
-    real = sysconfig.get_config_var
-    sysconfig.get_config_var = lambda name: 1 if name == "Py_GIL_DISABLED" else real(name)
+    real = poolmalloc._free_threaded
+    poolmalloc._free_threaded = lambda: True
     try:
         poolmalloc.install()
     except RuntimeError as e:
         assert "free-threaded" in str(e)
     else:
         raise AssertionError("installed on a free-threaded build")
-    sysconfig.get_config_var = real
+    poolmalloc._free_threaded = real
     assert not poolmalloc.active() and not poolmalloc._native.installed()
     assert poolmalloc.install() is True and poolmalloc.active()
     print("ok")
