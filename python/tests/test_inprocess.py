@@ -207,3 +207,27 @@ def test_extension_needs_no_static_tls():
     assert "STATIC_TLS" not in dynamic, dynamic
     relocs = subprocess.run([readelf, "-r", path], capture_output=True, text=True, check=True).stdout
     assert "TPOFF" not in relocs, [line for line in relocs.splitlines() if "TPOFF" in line]
+
+
+def test_install_over_a_preloaded_library():
+    """With libpoolmalloc.so preloaded but pymalloc still serving objects,
+    install() moves the domains onto the preloaded library (no second
+    copy): stats() and owns() then speak of that library."""
+    from poolmalloc import _launcher
+
+    code = """
+    import poolmalloc
+    assert poolmalloc._native.preloaded_library()
+    assert not poolmalloc.active()
+    keep = [str(i) * 4 for i in range(100_000)]
+    assert poolmalloc.install() is True and poolmalloc.active()
+    before = poolmalloc.stats()["bytes_in_blocks"]
+    new = [str(i) * 4 for i in range(100_000)]
+    assert new == keep
+    assert poolmalloc.stats()["bytes_in_blocks"] - before > 3_000_000
+    del keep, new
+    print("ok")
+    """
+    r = run_python([], code, env={"LD_PRELOAD": _launcher.library_path()})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "ok\n"
