@@ -788,3 +788,77 @@ fn secure_mode_does_not_hand_a_freed_block_out_next() {
     outcome.assert_success("default reuse");
     assert!(outcome.stdout.contains("reuse steps=20000 immediate=20000 median=1"), "{}", outcome.describe());
 }
+
+/// Builds `tests/plugin` (a cdylib with `PoolMalloc` as its global
+/// allocator), with the `dlopen` feature or without, on its own (never with
+/// the workspace, whose feature unification would change libpoolmalloc.so).
+fn plugin(dlopen: bool) -> PathBuf {
+    let variant = if dlopen { "gd" } else { "ie" };
+    let target = scratch_dir().join(format!("plugin-{variant}"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(manifest_dir().join("tests/plugin/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target);
+    if dlopen {
+        cmd.args(["--features", "dlopen"]);
+    }
+    let out = cmd.stdin(Stdio::null()).output().expect("run cargo to build the plugin");
+    assert!(out.status.success(), "building the plugin failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    target.join("release/libpoolmalloc_plugin_test.so")
+}
+
+/// Copies of a library with initial-exec TLS, which `dlopen_host` loads
+/// until the static TLS block is full.
+fn tls_fillers(count: usize) -> Vec<PathBuf> {
+    let dir = bin_dir().join(format!("fillers.{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the fillers' directory");
+    let first = dir.join("filler-0.so");
+    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+    let out = Command::new(&cc)
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&first)
+        .arg(manifest_dir().join("tests/c/tls_filler.c"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
+    assert!(out.status.success(), "compiling tls_filler.c failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut all = vec![first.clone()];
+    for i in 1..count {
+        let copy = dir.join(format!("filler-{i}.so"));
+        std::fs::copy(&first, &copy).expect("copy the filler");
+        all.push(copy);
+    }
+    all
+}
+
+#[test]
+fn a_plugin_using_poolmalloc_loads_with_dlopen_when_static_tls_is_full() {
+    // The host is not preloaded: its own threads use the C library's malloc
+    // while it loads the plugin and calls into it from four threads.
+    let host = compile("dlopen_host", &[]);
+    let fillers = tls_fillers(400);
+    let run_host = |plugin: &Path, fill: bool| {
+        let mut cmd = Command::new(&host);
+        cmd.arg(plugin).env_remove("LD_PRELOAD");
+        if fill {
+            cmd.args(&fillers);
+        }
+        run(cmd, TIMEOUT)
+    };
+    let gd = plugin(true);
+    let ie = plugin(false);
+    for (path, name) in [(&gd, "dlopen build"), (&ie, "default build")] {
+        let o = run_host(path, false);
+        o.assert_success(&format!("{name}, static TLS not full"));
+    }
+    // With the static TLS block full, the dlopen build still loads and works.
+    let o = run_host(&gd, true);
+    o.assert_success("dlopen build, static TLS full");
+    assert!(o.stderr.contains("static TLS full after"), "{}", o.describe());
+    // The default build (initial-exec TLS) is what fails there: the test
+    // does exhaust the block.
+    let o = run_host(&ie, true);
+    assert_eq!(o.status.code(), Some(3), "the default build loaded with static TLS full\n{}", o.describe());
+    assert!(o.stderr.contains("static TLS"), "{}", o.describe());
+}
