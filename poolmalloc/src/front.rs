@@ -237,6 +237,35 @@ fn wrapped_free(p: *mut u8, size: Option<usize>, what: &'static str) {
     unsafe { (ops().free)(p, size, what) }
 }
 
+/// Frees `p` if it points into poolmalloc's memory (see [`engine::owns`])
+/// and says whether it did, with one ownership lookup for both: for callers
+/// that free another allocator's blocks through the same call (the Python
+/// extension's in-process mode).
+///
+/// # Safety
+/// `p` must be null, or a block of poolmalloc's or of another allocator,
+/// not freed since.
+#[inline(always)]
+pub unsafe fn free_if_ours(p: *mut u8) -> bool {
+    if ownership::tag_of(p as usize) == TAG_ARENA {
+        // SAFETY: forwarded from the caller; `p` is inside an arena.
+        unsafe { engine::free_in_arena(p, move || wrapped_free(p, None, "free")) };
+        return true;
+    }
+    free_if_ours_cold(p)
+}
+
+#[cold]
+#[inline(never)]
+fn free_if_ours_cold(p: *mut u8) -> bool {
+    if !engine::owns(p) {
+        return false;
+    }
+    // SAFETY: the caller of `free_if_ours` vouches for `p`, which is ours.
+    unsafe { (ops().free)(p, None, "free") };
+    true
+}
+
 /// Frees `p` given the size the caller states (C23 `free_sized`,
 /// `free_aligned_sized`; `what` names the entry point in reports). The debug
 /// wrapper checks the size against the block's.

@@ -128,7 +128,7 @@ pub mod internals {
     mod not_loom {
         pub use crate::arena::{check_invariants as check_arena_invariants, ARENA_SIZE};
         pub use crate::engine::owns;
-        pub use crate::front::{calloc, free, free_sized, malloc, malloc_aligned, realloc, usable_size};
+        pub use crate::front::{calloc, free, free_if_ours, free_sized, malloc, malloc_aligned, realloc, usable_size};
         pub use crate::heap::STASH_MAX;
         pub use crate::lifecycle::check_current_heap;
         pub use crate::os::{align_up, page_size, resident_bytes, set_errno, Errno};

@@ -134,13 +134,9 @@ extern "C" fn linked_realloc(ctx: *mut c_void, p: *mut c_void, size: usize) -> *
 }
 
 extern "C" fn linked_free(ctx: *mut c_void, p: *mut c_void) {
-    if p.is_null() {
-        return;
-    }
-    if pm::owns(p.cast()) {
-        // SAFETY: CPython passes a live block of this domain, and the map
-        // says it is ours.
-        unsafe { pm::free(p.cast()) };
+    // SAFETY: CPython passes null or a live block of this domain, ours or
+    // the replaced allocator's.
+    if p.is_null() || unsafe { pm::free_if_ours(p.cast()) } {
         return;
     }
     // SAFETY: as in `linked_realloc`.
