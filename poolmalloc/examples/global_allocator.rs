@@ -27,11 +27,6 @@ fn main() {
 
     let s = poolmalloc::stats();
     assert!(s.adds_up(), "the statistics' parts add up to the mapped bytes");
-    println!(
-        "{} blocks in use in {} pools; {} bytes mapped",
-        s.blocks_in_use(),
-        s.pools.used,
-        s.os.mapped
-    );
+    println!("{} blocks in use in {} pools; {} bytes mapped", s.blocks_in_use(), s.pools.used, s.os.mapped);
     drop(words);
 }
