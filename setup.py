@@ -1,10 +1,13 @@
 """Build of the poolmalloc Python package (configuration in pyproject.toml).
 
-setuptools-rust builds two libraries into the package: the extension module
-``poolmalloc._native`` (python/native), and ``libpoolmalloc.so`` (capi), the
-preload library the launcher uses. This file adds what pyproject.toml cannot
-say: those two builds, and the ``.pth`` start-up hook at the top of
-site-packages.
+setuptools-rust builds three libraries into the package: the extension
+module twice from python/native, as ``poolmalloc._native_ie`` (the
+allocator's heap slot in initial-exec TLS: fastest, but loadable only while
+the static TLS block has room) and ``poolmalloc._native`` (the ``dlopen``
+feature: general-dynamic TLS, always loadable), which the package falls back
+to; and ``libpoolmalloc.so`` (capi), the preload library the launcher uses.
+This file adds what pyproject.toml cannot say: those builds, and the
+``.pth`` start-up hook at the top of site-packages.
 """
 
 import os
@@ -28,10 +31,17 @@ class BuildPyWithStartupHook(build_py):
 setup(
     rust_extensions=[
         RustExtension(
+            "poolmalloc._native_ie",
+            path="python/native/Cargo.toml",
+            binding=Binding.PyO3,
+            py_limited_api=False,
+        ),
+        RustExtension(
             "poolmalloc._native",
             path="python/native/Cargo.toml",
             binding=Binding.PyO3,
             py_limited_api=False,
+            features=["dlopen"],
         ),
         RustExtension(
             "poolmalloc.libpoolmalloc",

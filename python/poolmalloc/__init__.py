@@ -18,7 +18,14 @@ describe and drive the allocator the interpreter is using.
 # does) must cost next to nothing. Other modules are imported where needed.
 import sys
 
-from . import _native
+# Two builds of the extension: `_native_ie` keeps the allocator's heap slot
+# in initial-exec TLS (one load per allocation), which dlopen can place only
+# while the static TLS block has room; `_native` uses general-dynamic TLS,
+# which always loads. The first that loads is used.
+try:
+    from . import _native_ie as _native
+except ImportError:
+    from . import _native
 
 __all__ = ["active", "install", "report", "stats", "trim", "__version__"]
 

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import textwrap
 
 import pytest
 
@@ -69,7 +70,7 @@ def test_install_wraps_the_blocks_made_before():
     assert poolmalloc.install() is True
     assert poolmalloc.install() is False
     assert poolmalloc.active()
-    import poolmalloc._native as n
+    n = poolmalloc._native
     assert not n.owns(id(old[-1])) and not n.owns(id(old_lists[0]))
     new = [str(i) * 5 for i in range(300_000)]
     assert n.owns(id(new[-1]))
@@ -196,13 +197,16 @@ def test_stats_and_trim():
     assert poolmalloc.report().startswith("poolmalloc %s statistics" % poolmalloc.__version__)
 
 
-def test_extension_needs_no_static_tls():
-    """The extension loads with dlopen: it must not ask for room in the
-    static TLS block (no STATIC_TLS flag, no initial-exec TLS relocation)."""
+def test_fallback_extension_needs_no_static_tls():
+    """The fallback build of the extension loads with dlopen whatever room
+    is left: it must not ask for room in the static TLS block (no STATIC_TLS
+    flag, no initial-exec TLS relocation)."""
     readelf = shutil.which("readelf")
     if readelf is None:
         pytest.skip("readelf is not installed")
-    path = poolmalloc._native.__file__
+    import importlib.util
+
+    path = importlib.util.find_spec("poolmalloc._native").origin
     dynamic = subprocess.run([readelf, "-d", path], capture_output=True, text=True, check=True).stdout
     assert "STATIC_TLS" not in dynamic, dynamic
     relocs = subprocess.run([readelf, "-r", path], capture_output=True, text=True, check=True).stdout
@@ -231,3 +235,45 @@ def test_install_over_a_preloaded_library():
     r = run_python([], code, env={"LD_PRELOAD": _launcher.library_path()})
     assert r.returncode == 0, r.stderr
     assert r.stdout == "ok\n"
+
+
+def test_extension_falls_back_when_static_tls_is_full(tmp_path):
+    """With the static TLS block filled (by libraries with initial-exec TLS,
+    loaded until one fails), the package loads its general-dynamic build and
+    works; otherwise it loads the initial-exec one."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    source = tmp_path / "filler.c"
+    source.write_text(
+        'static __thread char filler[64] __attribute__((tls_model("initial-exec")));\n'
+        "char *touch(void) { filler[0] = 1; return filler; }\n"
+    )
+    first = tmp_path / "filler0.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(first), str(source)], check=True)
+    for i in range(1, 400):
+        shutil.copy(first, tmp_path / ("filler%d.so" % i))
+    code = """
+    import ctypes, sys
+    loaded = 0
+    try:
+        for i in range(400):
+            ctypes.CDLL(sys.argv[1] + "/filler%d.so" % i)
+            loaded += 1
+    except OSError as e:
+        assert "static TLS" in str(e), e
+    else:
+        raise AssertionError("400 fillers loaded: static TLS never full")
+    import poolmalloc
+    assert poolmalloc._native.__name__ == "poolmalloc._native", poolmalloc._native.__name__
+    assert poolmalloc.install() is True and poolmalloc.active()
+    d = {i: str(i) for i in range(100_000)}
+    assert poolmalloc.stats()["bytes_in_blocks"] > 1_000_000
+    del d
+    print("ok", loaded)
+    """
+    r = run_python(["-c", textwrap.dedent(code), str(tmp_path)])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ok ")
+    r = run_python([], "import poolmalloc; print(poolmalloc._native.__name__)")
+    assert r.stdout == "poolmalloc._native_ie\n", r.stderr

@@ -6,9 +6,12 @@
 //!   it): found through `dlsym(RTLD_DEFAULT, "pm_owns")`. Its `malloc` is
 //!   the process's `malloc`, so this module calls the C allocation functions
 //!   and the library's `pm_*` extras.
-//! * **The copy linked into this module**, built with the `dlopen` feature
-//!   (its thread-local heap slot uses the general-dynamic TLS model, so the
-//!   module loads with `dlopen` whatever room the static TLS block has left).
+//! * **The copy linked into this module.** The package builds the module
+//!   twice: `_native_ie`, whose allocator keeps its thread-local heap slot in
+//!   initial-exec TLS (one load per allocation, but `dlopen` can place it
+//!   only while the static TLS block has room), and `_native`, built with the
+//!   `dlopen` feature (general-dynamic TLS: a call per allocation, and it
+//!   loads whatever room is left). The package imports the first that loads.
 //!
 //! [`install`] switches CPython's object and memory domains onto that
 //! allocator through the PEP 445 API. Blocks the previous allocator handed
@@ -192,7 +195,8 @@ extern "C" fn preloaded_free(ctx: *mut c_void, p: *mut c_void) {
     }
 }
 
-#[pyo3::pymodule]
+#[cfg_attr(feature = "dlopen", pyo3::pymodule(name = "_native"))]
+#[cfg_attr(not(feature = "dlopen"), pyo3::pymodule(name = "_native_ie"))]
 mod _native {
     use super::*;
     use pyo3::prelude::*;
