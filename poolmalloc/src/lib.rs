@@ -76,7 +76,7 @@ not_under_loom! {
     pub use debug::DebugPoolMalloc;
     pub use global::{LockedPoolMalloc, PoolMalloc};
     pub use owned::Heap;
-    pub use pools::{Buffer, BufferPool, PoolBox, TypedPool};
+    pub use pools::{Buffer, BufferPool, ObjectPool, PoolBox, Pooled, Recycle, TypedPool};
     pub use stats::Stats;
 
     /// The buffer pools under their earlier path; see [`pools::buffer`].

@@ -1,8 +1,9 @@
-//! Object and buffer pools on top of the allocator: [`TypedPool<T>`] and its
-//! [`PoolBox`] (per-type free lists with per-thread caches, in [`typed`]),
-//! and [`BufferPool`] and its [`Buffer`] (reusable byte buffers in capacity
-//! classes, in [`buffer`]), with statistics over all of them ([`stats()`]
-//! and [`PoolsStats`]).
+//! Object and buffer pools on top of the allocator: [`ObjectPool<T>`] and its
+//! [`Pooled`] guard (constructed objects recycled with their allocations, in
+//! [`object`]), [`TypedPool<T>`] and its [`PoolBox`] (per-type free lists of
+//! slots with per-thread caches, in [`typed`]), and [`BufferPool`] and its
+//! [`Buffer`] (reusable byte buffers in capacity classes, in [`buffer`]),
+//! with statistics over all of them ([`stats()`] and [`PoolsStats`]).
 //!
 //! Application code calls it, never the allocator: these pools sit above
 //! poolmalloc and use only its public API, the way a separate crate would.
@@ -23,12 +24,14 @@
 //! pools keep working.
 
 pub mod buffer;
+pub mod object;
 mod stats;
 pub mod typed;
 
 pub use buffer::{
     Buffer, BufferClassStats, BufferPool, BufferPoolStats, CLASS_SIZES, DEFAULT_RETAINED_CAP, NUM_CLASSES,
 };
+pub use object::{ObjectPool, ObjectPoolStats, Pooled, Recycle};
 pub use stats::{stats, PoolsStats};
 pub use typed::{PoolBox, TypedPool, TypedPoolStats, DEFAULT_CAP, TABLE_SIZE};
 

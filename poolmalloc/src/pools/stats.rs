@@ -1,4 +1,4 @@
-//! Statistics over every typed pool and buffer pool: [`stats()`] returns a
+//! Statistics over every typed pool, buffer pool and object pool: [`stats()`] returns a
 //! [`PoolsStats`] snapshot of their totals, whose `Display` prints the
 //! typed-pool and buffer-pool sections of a report (one `label = value`
 //! line per figure, aligned like the allocator's report) and whose JSON form
@@ -29,7 +29,7 @@
 //! Nothing here allocates: the snapshot is a fixed-size struct and the report
 //! is written through `core::fmt`.
 
-use super::{buffer, typed};
+use super::{buffer, object, typed};
 use core::fmt;
 
 /// Totals over every live typed pool and buffer pool (see [`stats()`]).
@@ -55,6 +55,14 @@ pub struct PoolsStats {
     pub buffer_acquired: u64,
     /// Of those, served from retained storage.
     pub buffer_reused: u64,
+    /// Object pools alive.
+    pub object_pools: usize,
+    /// Objects they handed out (threads' counts added in batches).
+    pub object_gets: u64,
+    /// Of those, made new by a constructor.
+    pub object_constructed: u64,
+    /// Objects kept in their depots (threads' caches not included).
+    pub object_in_depot: usize,
 }
 
 /// Takes a snapshot of the totals over every typed pool and buffer pool that
@@ -77,6 +85,7 @@ pub struct PoolsStats {
 pub fn stats() -> PoolsStats {
     let t = typed::totals();
     let b = buffer::totals();
+    let o = object::totals();
     PoolsStats {
         typed_pools: t.pools,
         typed_live: t.live,
@@ -88,6 +97,10 @@ pub fn stats() -> PoolsStats {
         buffer_retained_bytes: b.retained_bytes,
         buffer_acquired: b.acquired,
         buffer_reused: b.reused,
+        object_pools: o.pools,
+        object_gets: o.gets,
+        object_constructed: o.constructed,
+        object_in_depot: o.in_depot,
     }
 }
 
@@ -136,7 +149,12 @@ impl fmt::Display for PoolsStats {
         figure(f, "# buffer pools", self.buffer_pools as u64)?;
         figure(f, "# bytes retained in buffer pools", self.buffer_retained_bytes as u64)?;
         figure(f, "# buffers acquired", self.buffer_acquired)?;
-        figure(f, "# buffers reused", self.buffer_reused)
+        figure(f, "# buffers reused", self.buffer_reused)?;
+        writeln!(f)?;
+        figure(f, "# object pools", self.object_pools as u64)?;
+        figure(f, "# objects handed out", self.object_gets)?;
+        figure(f, "# objects constructed", self.object_constructed)?;
+        figure(f, "# objects kept in depots", self.object_in_depot as u64)
     }
 }
 
@@ -177,13 +195,30 @@ mod json {
         }
     }
 
-    /// The JSON form: one object for each of the typed-pool and buffer-pool
-    /// sections, under `typed_pools` and `buffer_pools`.
+    /// The object-pool section.
+    struct ObjectPools<'a>(&'a PoolsStats);
+
+    impl Serialize for ObjectPools<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let t = self.0;
+            let mut m = s.serialize_struct("ObjectPools", 4)?;
+            m.serialize_field("pools", &t.object_pools)?;
+            m.serialize_field("gets", &t.object_gets)?;
+            m.serialize_field("constructed", &t.object_constructed)?;
+            m.serialize_field("in_depot", &t.object_in_depot)?;
+            m.end()
+        }
+    }
+
+    /// The JSON form: one object for each of the typed-pool, buffer-pool
+    /// and object-pool sections, under `typed_pools`, `buffer_pools` and
+    /// `object_pools`.
     impl Serialize for PoolsStats {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("PoolsStats", 2)?;
+            let mut st = s.serialize_struct("PoolsStats", 3)?;
             st.serialize_field("typed_pools", &TypedPools(self))?;
             st.serialize_field("buffer_pools", &BufferPools(self))?;
+            st.serialize_field("object_pools", &ObjectPools(self))?;
             st.end()
         }
     }
