@@ -230,11 +230,18 @@ mod tests {
 
     #[test]
     fn report_lines_are_aligned_and_grouped() {
-        let s = PoolsStats { typed_bytes: 1_234_567, buffer_reused: 1000, typed_hits: u64::MAX, ..PoolsStats::default() };
+        let s = PoolsStats {
+            typed_bytes: 1_234_567,
+            buffer_reused: 1000,
+            typed_hits: u64::MAX,
+            object_gets: 12_345,
+            ..PoolsStats::default()
+        };
         let text = s.to_string();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 11);
-        assert_eq!(lines[6], "");
+        assert_eq!(lines.len(), 16);
+        assert_eq!((lines[6], lines[11]), ("", ""));
+        assert_eq!(lines[13], format!("{:<36}= {:>21}", "# objects handed out", "12,345"));
         assert_eq!(lines[3], format!("{:<36}= {:>21}", "# bytes in typed pools", "1,234,567"));
         assert_eq!(lines[4], format!("{:<36}= {:>21}", "# typed pool cache hits", "18,446,744,073,709,551,615"));
         assert_eq!(lines[10], format!("{:<36}= {:>21}", "# buffers reused", "1,000"));
