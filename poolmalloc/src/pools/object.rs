@@ -641,19 +641,21 @@ mod tests {
     #[test]
     fn objects_return_across_threads_and_at_thread_exit() {
         static LIVE: AtomicUsize = AtomicUsize::new(0);
-        let pool = ObjectPool::with(|| Tracked::new(&LIVE));
-        std::thread::scope(|s| {
-            // Made here, dropped on another thread: kept in that thread's
-            // cache, then in the depot when it exits.
-            let guards: Vec<_> = (0..10).map(|_| pool.get()).collect();
-            s.spawn(move || drop(guards)).join().unwrap();
-        });
+        // A pool for the whole test run, so that guards can go to a thread
+        // that is joined (a scope may end before the thread's TLS
+        // destructors have run).
+        static POOL: std::sync::OnceLock<ObjectPool<Tracked>> = std::sync::OnceLock::new();
+        let pool = POOL.get_or_init(|| ObjectPool::with(|| Tracked::new(&LIVE)));
+        // Made here, dropped on another thread: kept in that thread's
+        // cache, then in the depot when it exits.
+        let guards: Vec<_> = (0..10).map(|_| pool.get()).collect();
+        std::thread::spawn(move || drop(guards)).join().unwrap();
         assert_eq!(pool.stats().in_depot, 10, "the exiting thread's cache went to the depot");
         let again: Vec<_> = (0..10).map(|_| pool.get()).collect();
         assert_eq!(pool.stats().constructed, 10, "all ten came back from the depot");
         drop(again);
-        drop(pool);
-        assert_eq!(LIVE.load(Relaxed), 0, "dropping the pool dropped every kept object");
+        pool.trim();
+        assert_eq!(LIVE.load(Relaxed), 0, "trim dropped every kept object");
     }
 
     #[test]
@@ -695,13 +697,16 @@ mod tests {
     #[test]
     fn a_cache_of_a_dropped_pool_is_pruned() {
         static LIVE: AtomicUsize = AtomicUsize::new(0);
-        let first = ObjectPool::with(|| Tracked::new(&LIVE));
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                drop(first.get());
-                assert_eq!(LIVE.load(Relaxed), 1, "kept in this thread's cache");
-            });
-        });
+        let first = Arc::new(ObjectPool::with(|| Tracked::new(&LIVE)));
+        let f = first.clone();
+        // `join`, not a scope: a scope may end before the thread's TLS
+        // destructors have run.
+        std::thread::spawn(move || {
+            drop(f.get());
+            assert_eq!(LIVE.load(Relaxed), 1, "kept in this thread's cache");
+        })
+        .join()
+        .unwrap();
         // The thread's exit moved its object to the depot; dropping the
         // pool drops it.
         drop(first);
