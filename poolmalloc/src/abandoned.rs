@@ -28,7 +28,8 @@ pub(crate) struct Abandoned {
 /// Pools ever handed to the abandoned lists.
 pub(crate) fn abandoned_total() -> u64 {
     let _g = ABANDONED.lock.guard();
-    ABANDONED.abandoned_total.get()
+    // SAFETY: the abandoned lists' lock is held (guard `_g`).
+    unsafe { ABANDONED.abandoned_total.get() }
 }
 
 /// The abandoned pools of the process.
@@ -43,15 +44,19 @@ impl Abandoned {
     /// Adds a pool.
     ///
     /// # Safety
-    /// `p` must be an ABANDONED pool on no list.
+    /// `p` must be an ABANDONED pool on no list, held by the caller (its
+    /// last owner, who gives it up here).
     pub unsafe fn put(&self, p: *mut Pool) {
-        // SAFETY: by the caller.
+        // SAFETY: by the caller, a live pool that we hold, so its class is
+        // ours to read.
         let class = unsafe { (*p).class.get() } as usize;
         let _g = self.lock.guard();
-        // SAFETY: by the caller; lock held.
+        // SAFETY: `p` is on no list (by the caller); the lock is held (guard
+        // `_g`), which makes us the lists' user.
         unsafe { self.lists[class].push(p) };
         self.count.fetch_add(1, Relaxed);
-        self.abandoned_total.set(self.abandoned_total.get() + 1);
+        // SAFETY: the lock is held (guard `_g`).
+        unsafe { self.abandoned_total.set(self.abandoned_total.get() + 1) };
     }
 
     /// Takes up to `out.len()` pools of `class`; returns how many.
@@ -62,7 +67,8 @@ impl Abandoned {
         let _g = self.lock.guard();
         let mut n = 0;
         while n < out.len() {
-            let p = self.lists[class].pop();
+            // SAFETY: the lock is held (guard `_g`): we are the list's user.
+            let p = unsafe { self.lists[class].pop() };
             if p.is_null() {
                 break;
             }
@@ -78,21 +84,25 @@ impl Abandoned {
     pub fn sweep(&self) {
         let _g = self.lock.guard();
         for list in &self.lists {
-            let mut p = list.head();
+            // SAFETY: the lock is held (guard `_g`): we are the list's user.
+            let mut p = unsafe { list.head() };
             while !p.is_null() {
-                // SAFETY: pools on the lists are live; the lock makes us their
-                // holder.
-                let pr = unsafe { &*p };
-                let next = pr.next.get();
-                pr.collect_remote();
-                if pr.is_empty() {
-                    // SAFETY: `p` is on this list.
-                    unsafe { list.remove(p) };
-                    self.count.fetch_sub(1, Relaxed);
-                    // SAFETY: the pool is empty and ours.
-                    unsafe { arena::release_pools(&[p]) };
+                // SAFETY: pools on the lists are live; the lock makes us the
+                // list's user (its links are ours) and the pools' holder, so
+                // we own them (see `Pool`). `next` is read before `p` leaves
+                // the list.
+                unsafe {
+                    let pr = &*p;
+                    let next = pr.next.get();
+                    pr.collect_remote();
+                    if pr.is_empty() {
+                        list.remove(p);
+                        self.count.fetch_sub(1, Relaxed);
+                        // The pool is empty, off the list, and ours.
+                        arena::release_pools(&[p]);
+                    }
+                    p = next;
                 }
-                p = next;
             }
         }
     }

@@ -124,8 +124,13 @@ impl Arena {
         self as *const Arena as usize
     }
 
-    fn nfree(&self) -> usize {
-        self.free_mask.get().count_ones() as usize
+    /// Free pools in the arena.
+    ///
+    /// # Safety
+    /// The arena lock must be held.
+    unsafe fn nfree(&self) -> usize {
+        // SAFETY: by the caller, the arena lock is held.
+        unsafe { self.free_mask.get() }.count_ones() as usize
     }
 
     /// End of pool `i`'s slice of the arena.
@@ -195,22 +200,26 @@ pub(crate) fn snapshot(mut visit: impl FnMut(Slice<'_>)) -> ArenaStats {
     let header = core::mem::size_of::<Arena>();
     let header_area = header_bytes().min(POOL_SIZE);
     let _g = ARENAS.lock.guard();
-    let mut s = ArenaStats {
-        allocated: ARENAS.allocated.get(),
-        reclaimed: ARENAS.reclaimed.get(),
-        current: ARENAS.count.get(),
-        high_water: ARENAS.high_water.get(),
-        ..ArenaStats::default()
-    };
-    ARENAS.for_each(|a: &Arena, free_mask, dirty_mask| {
-        s.bytes_headers += header;
-        s.bytes_alignment += header_area - header;
-        for (i, pool) in a.pools.iter().enumerate() {
-            let (free, dirty) = (free_mask & (1 << i) != 0, dirty_mask & (1 << i) != 0);
-            visit(Slice { pool, area: pool_area(pool), free, dirty });
-        }
-    });
-    s
+    // SAFETY: the arena lock is held (guard `_g`) for the counters, the walk
+    // and each record's `slices` that `pool_area` reads.
+    unsafe {
+        let mut s = ArenaStats {
+            allocated: ARENAS.allocated.get(),
+            reclaimed: ARENAS.reclaimed.get(),
+            current: ARENAS.count.get(),
+            high_water: ARENAS.high_water.get(),
+            ..ArenaStats::default()
+        };
+        ARENAS.for_each(|a: &Arena, free_mask, dirty_mask| {
+            s.bytes_headers += header;
+            s.bytes_alignment += header_area - header;
+            for (i, pool) in a.pools.iter().enumerate() {
+                let (free, dirty) = (free_mask & (1 << i) != 0, dirty_mask & (1 << i) != 0);
+                visit(Slice { pool, area: pool_area(pool), free, dirty });
+            }
+        });
+        s
+    }
 }
 
 /// Arenas a run request examines (best fit first) before it maps a new one.
@@ -340,67 +349,99 @@ pub static ARENAS: Arenas = Arenas {
     in_use_slices: Local::new(0),
 };
 
+/// Every method of `Arenas` reads or writes what the arena lock guards: the
+/// lists, the counters and the arena-level fields of every arena. They are
+/// `unsafe` with one contract, stated once here: **the caller holds the
+/// arena lock** (`ARENAS.lock`). Inside them, "lock held" refers to it.
 impl Arenas {
-    fn bucket_insert(&self, a: *mut Arena) {
-        // SAFETY: `a` is a live arena; the arena lock is held.
-        let n = unsafe { (*a).nfree() };
-        debug_assert!(n > 0 && n < POOLS_PER_ARENA + 1);
-        // SAFETY: `a` is a live arena on no bucket; the arena lock is held.
-        unsafe { self.buckets[n].push(a) };
-        self.nonempty.set(self.nonempty.get() | 1 << n);
-        self.runs_insert(a);
+    /// # Safety
+    /// The arena lock must be held; `a` must be a live arena on no bucket.
+    unsafe fn bucket_insert(&self, a: *mut Arena) {
+        // SAFETY: `a` is a live arena on no bucket (by the caller), and the
+        // arena lock is held: its mask, the bucket and the mask of non-empty
+        // buckets are ours.
+        unsafe {
+            let n = (*a).nfree();
+            debug_assert!(n > 0 && n < POOLS_PER_ARENA + 1);
+            self.buckets[n].push(a);
+            self.nonempty.set(self.nonempty.get() | 1 << n);
+            self.runs_insert(a);
+        }
     }
 
-    fn bucket_remove(&self, a: *mut Arena, n: usize) {
-        self.runs_remove(a);
-        // SAFETY: `a` is on bucket `n`; the arena lock is held.
-        unsafe { self.buckets[n].remove(a) };
-        if self.buckets[n].head().is_null() {
-            self.nonempty.set(self.nonempty.get() & !(1 << n));
+    /// # Safety
+    /// The arena lock must be held; `a` must be on bucket `n`.
+    unsafe fn bucket_remove(&self, a: *mut Arena, n: usize) {
+        // SAFETY: `a` is on bucket `n` (by the caller); the arena lock is
+        // held.
+        unsafe {
+            self.runs_remove(a);
+            self.buckets[n].remove(a);
+            if self.buckets[n].head().is_null() {
+                self.nonempty.set(self.nonempty.get() & !(1 << n));
+            }
         }
     }
 
     /// Files a bucketed arena under its longest free run. Lock held.
-    fn runs_insert(&self, a: *mut Arena) {
-        // SAFETY: `a` is a live arena; the arena lock is held.
-        let a_ref = unsafe { &*a };
-        let r = longest_run(a_ref.free_mask.get() & !1);
-        a_ref.run_len.set(r as u8);
-        if r > 0 {
-            // SAFETY: `a` is live and on no run list; the arena lock is held.
-            unsafe { self.runs[r].push(a) };
-            self.runs_nonempty.set(self.runs_nonempty.get() | 1 << r);
+    ///
+    /// # Safety
+    /// The arena lock must be held; `a` must be a live arena on no run list.
+    unsafe fn runs_insert(&self, a: *mut Arena) {
+        // SAFETY: `a` is a live arena on no run list (by the caller); the
+        // arena lock is held.
+        unsafe {
+            let a_ref = &*a;
+            let r = longest_run(a_ref.free_mask.get() & !1);
+            a_ref.run_len.set(r as u8);
+            if r > 0 {
+                self.runs[r].push(a);
+                self.runs_nonempty.set(self.runs_nonempty.get() | 1 << r);
+            }
         }
     }
 
     /// Takes a bucketed arena off its run list. Lock held.
-    fn runs_remove(&self, a: *mut Arena) {
-        // SAFETY: `a` is a live arena; the arena lock is held.
-        let a_ref = unsafe { &*a };
-        let r = a_ref.run_len.get() as usize;
-        if r == 0 {
-            return;
+    ///
+    /// # Safety
+    /// The arena lock must be held; `a` must be a live bucketed arena.
+    unsafe fn runs_remove(&self, a: *mut Arena) {
+        // SAFETY: `a` is a live arena, on run list `run_len` if that is not
+        // 0 (by the caller); the arena lock is held.
+        unsafe {
+            let a_ref = &*a;
+            let r = a_ref.run_len.get() as usize;
+            if r == 0 {
+                return;
+            }
+            self.runs[r].remove(a);
+            if self.runs[r].head().is_null() {
+                self.runs_nonempty.set(self.runs_nonempty.get() & !(1 << r));
+            }
+            a_ref.run_len.set(0);
         }
-        // SAFETY: `a` is on run list `r`; the arena lock is held.
-        unsafe { self.runs[r].remove(a) };
-        if self.runs[r].head().is_null() {
-            self.runs_nonempty.set(self.runs_nonempty.get() & !(1 << r));
-        }
-        a_ref.run_len.set(0);
     }
 
-    fn all_insert(&self, a: *mut Arena) {
+    /// # Safety
+    /// The arena lock must be held; `a` must be live and not on the
+    /// all-list.
+    unsafe fn all_insert(&self, a: *mut Arena) {
         // SAFETY: `a` is live and not on the all-list; the arena lock is held.
         unsafe { self.all.push(a) };
     }
 
-    fn all_remove(&self, a: *mut Arena) {
+    /// # Safety
+    /// The arena lock must be held; `a` must be on the all-list.
+    unsafe fn all_remove(&self, a: *mut Arena) {
         // SAFETY: `a` is on the all-list; the arena lock is held.
         unsafe { self.all.remove(a) };
     }
 
     /// Maps and initialises a new arena. Lock held. Null on failure.
-    fn map_arena(&self) -> *mut Arena {
+    ///
+    /// # Safety
+    /// The arena lock must be held.
+    unsafe fn map_arena(&self) -> *mut Arena {
         let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE);
         if base.is_null() {
             return ptr::null_mut();
@@ -418,17 +459,21 @@ impl Arenas {
             // else can see this arena yet.
             unsafe { ptr::addr_of_mut!((*a).pools[i]).write(Pool::new(base.wrapping_add(start))) };
         }
-        // SAFETY: as above.
-        let a_ref = unsafe { &*a };
-        a_ref.free_mask.set(usable_mask());
-        a_ref.dirty_mask.set(0);
-        a_ref.next.set(ptr::null_mut());
-        a_ref.prev.set(ptr::null_mut());
-        a_ref.run_len.set(0);
-        self.all_insert(a);
-        self.count.set(self.count.get() + 1);
-        self.allocated.set(self.allocated.get() + 1);
-        self.high_water.set(self.high_water.get().max(self.count.get()));
+        // SAFETY: as above: the new arena's fields are ours alone until it
+        // is on the all-list, and the arena lock is held for that list and
+        // the counters.
+        unsafe {
+            let a_ref = &*a;
+            a_ref.free_mask.set(usable_mask());
+            a_ref.dirty_mask.set(0);
+            a_ref.next.set(ptr::null_mut());
+            a_ref.prev.set(ptr::null_mut());
+            a_ref.run_len.set(0);
+            self.all_insert(a);
+            self.count.set(self.count.get() + 1);
+            self.allocated.set(self.allocated.get() + 1);
+            self.high_water.set(self.high_water.get().max(self.count.get()));
+        }
         a
     }
 
@@ -437,44 +482,63 @@ impl Arenas {
     /// neighbours, and splitting it would pass the map-count limit), the
     /// arena stays: back in the map, its pages decommitted, as the spare or
     /// in the last bucket, to be used again or released later. Lock held.
-    fn unmap_arena(&self, a: *mut Arena) {
-        // SAFETY: `a` is live; lock held.
+    ///
+    /// # Safety
+    /// The arena lock must be held; `a` must be a live arena, all free, on
+    /// the all-list, on no bucket and not the spare.
+    unsafe fn unmap_arena(&self, a: *mut Arena) {
+        // SAFETY: `a` is live (by the caller); the arena lock is held.
         let dirty = unsafe { (*a).dirty_mask.get() }.count_ones() as usize;
         // Off the all-list (which reads the header) and out of the ownership
         // map before the kernel has the range back.
-        self.all_remove(a);
+        // SAFETY: `a` is on the all-list; the arena lock is held.
+        unsafe { self.all_remove(a) };
         ownership::unmark(a as usize, ARENA_SIZE);
         // SAFETY: every pool of the arena is free, so no block is in use,
         // and the header is not read again unless the unmap fails.
         if unsafe { os::unmap(a.cast(), ARENA_SIZE) } {
-            self.dirty_pools.set(self.dirty_pools.get() - dirty);
-            self.count.set(self.count.get() - 1);
-            self.reclaimed.set(self.reclaimed.get() + 1);
+            // SAFETY: the arena lock is held.
+            unsafe {
+                self.dirty_pools.set(self.dirty_pools.get() - dirty);
+                self.count.set(self.count.get() - 1);
+                self.reclaimed.set(self.reclaimed.get() + 1);
+            }
             return;
         }
         ownership::mark(a.cast(), ARENA_SIZE, TAG_ARENA, TAG_ARENA);
-        self.all_insert(a);
-        // SAFETY: the unmap failed, so the arena is still mapped and ours.
-        let a_ref = unsafe { &*a };
-        self.decommit_mask(a_ref, a_ref.dirty_mask.get());
-        if self.spare.get().is_null() {
-            self.spare.set(a);
-        } else {
-            self.bucket_insert(a);
+        // SAFETY: the unmap failed, so the arena is still mapped and ours, on
+        // no list; the arena lock is held.
+        unsafe {
+            self.all_insert(a);
+            let a_ref = &*a;
+            self.decommit_mask(a_ref, a_ref.dirty_mask.get());
+            if self.spare.get().is_null() {
+                self.spare.set(a);
+            } else {
+                self.bucket_insert(a);
+            }
         }
     }
 
     /// Decommits the pools of `a` in `mask`, coalescing neighbours into one
     /// call. Lock held.
-    fn decommit_mask(&self, a: &Arena, mask: u64) {
-        let mask = mask & a.dirty_mask.get();
-        self.dirty_pools.set(self.dirty_pools.get() - mask.count_ones() as usize);
-        a.dirty_mask.set(a.dirty_mask.get() & !mask);
+    ///
+    /// # Safety
+    /// The arena lock must be held; the pools of `a` in `mask` must be free.
+    unsafe fn decommit_mask(&self, a: &Arena, mask: u64) {
+        // SAFETY: the arena lock is held (by the caller).
+        let mask = mask & unsafe { a.dirty_mask.get() };
+        // SAFETY: as above.
+        unsafe {
+            self.dirty_pools.set(self.dirty_pools.get() - mask.count_ones() as usize);
+            a.dirty_mask.set(a.dirty_mask.get() & !mask);
+        }
         let mut mask = mask;
         while mask != 0 {
             let first = mask.trailing_zeros() as usize;
             let run = (mask >> first).trailing_ones() as usize;
-            let start = a.pools[first].start.get();
+            // SAFETY: `start` never changes once the arena is made.
+            let start = unsafe { a.pools[first].start.get() };
             let end = a.pool_end(first + run - 1);
             // SAFETY: the pools in `mask` are free, so their block areas hold
             // nothing; the header lies before pool 0's start.
@@ -486,241 +550,297 @@ impl Arenas {
     /// Takes a pool for `class` out of the fullest arena that can hold it.
     /// Lock held. Returns the pool (state still FREE, its `slices` set, its
     /// followers marked) or null if memory is exhausted.
-    fn take_pool(&self, class: usize) -> *mut Pool {
-        if class < size_class::NUM_SINGLE {
-            self.take_slice()
-        } else {
-            self.take_run(size_class::slices(class), size_class::run_align(class))
+    ///
+    /// # Safety
+    /// The arena lock must be held.
+    unsafe fn take_pool(&self, class: usize) -> *mut Pool {
+        // SAFETY: the arena lock is held (by the caller).
+        unsafe {
+            if class < size_class::NUM_SINGLE {
+                self.take_slice()
+            } else {
+                self.take_run(size_class::slices(class), size_class::run_align(class))
+            }
         }
     }
 
     /// Takes `k` contiguous free slices starting on a multiple of `align`
     /// (never slice 0). Lock held. Null if memory is exhausted.
-    fn take_run(&self, k: usize, align: usize) -> *mut Pool {
+    ///
+    /// # Safety
+    /// The arena lock must be held.
+    unsafe fn take_run(&self, k: usize, align: usize) -> *mut Pool {
         // Best fit: the arenas whose longest free run is shortest but long
         // enough, so long runs stay whole for long requests. An aligned run
         // may not exist in an arena whose longest run is long enough, so at
         // most RUN_SEARCH arenas are looked at.
         let mut found: Option<(*mut Arena, u64)> = None;
         let mut looked = 0;
-        let mut m = self.runs_nonempty.get() & !((1u64 << k) - 1);
-        'search: while m != 0 {
-            let r = m.trailing_zeros() as usize;
-            m &= m - 1;
-            let mut a = self.runs[r].head();
-            while !a.is_null() {
-                // SAFETY: run-list members are live arenas; lock held.
-                let a_ref = unsafe { &*a };
-                let starts = run_starts(a_ref.free_mask.get() & !1, k, align);
-                if starts != 0 {
-                    self.bucket_remove(a, a_ref.nfree());
-                    found = Some((a, starts));
-                    break 'search;
+        // SAFETY: the arena lock is held (by the caller); run-list members
+        // are live arenas, each on the bucket of its free count.
+        unsafe {
+            let mut m = self.runs_nonempty.get() & !((1u64 << k) - 1);
+            'search: while m != 0 {
+                let r = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let mut a = self.runs[r].head();
+                while !a.is_null() {
+                    let a_ref = &*a;
+                    let starts = run_starts(a_ref.free_mask.get() & !1, k, align);
+                    if starts != 0 {
+                        self.bucket_remove(a, a_ref.nfree());
+                        found = Some((a, starts));
+                        break 'search;
+                    }
+                    looked += 1;
+                    if looked >= RUN_SEARCH {
+                        break 'search;
+                    }
+                    a = a_ref.run_next.get();
                 }
-                looked += 1;
-                if looked >= RUN_SEARCH {
-                    break 'search;
-                }
-                a = a_ref.run_next.get();
             }
         }
         let (a, starts) = match found {
             Some(f) => f,
             None => {
-                let a = self.spare_or_new();
-                if a.is_null() {
-                    return a.cast();
+                // SAFETY: the arena lock is held; `a` is then a live arena
+                // with every pool free.
+                unsafe {
+                    let a = self.spare_or_new();
+                    if a.is_null() {
+                        return a.cast();
+                    }
+                    let starts = run_starts((*a).free_mask.get() & !1, k, align);
+                    debug_assert!(starts != 0);
+                    (a, starts)
                 }
-                // SAFETY: `a` is a live arena with every pool free.
-                let starts = run_starts(unsafe { (*a).free_mask.get() } & !1, k, align);
-                debug_assert!(starts != 0);
-                (a, starts)
             }
         };
-        // SAFETY: `a` is a live arena off every bucket; the lock is held.
-        let a_ref = unsafe { &*a };
-        // Prefer a run whose pages are all still resident, then the highest.
-        let dirty_starts = run_starts(a_ref.dirty_mask.get() & a_ref.free_mask.get() & !1, k, align);
-        let pick = if dirty_starts != 0 { dirty_starts } else { starts };
-        let i = 63 - pick.leading_zeros() as usize;
-        let run = run_mask(i, k);
-        let was_dirty = a_ref.dirty_mask.get() & run;
-        self.dirty_pools.set(self.dirty_pools.get() - was_dirty.count_ones() as usize);
-        a_ref.dirty_mask.set(a_ref.dirty_mask.get() & !run);
-        a_ref.free_mask.set(a_ref.free_mask.get() & !run);
-        self.in_use_slices.set(self.in_use_slices.get() + k);
-        a_ref.pools[i].slices.set(k as u8);
-        for j in 1..k {
-            let f = &a_ref.pools[i + j];
-            f.lead.store(j as u8, Relaxed);
-            f.state.store(state::FOLLOWER, Relaxed);
+        // SAFETY: `a` is a live arena off every bucket; the lock is held, so
+        // its masks and the counters are ours, and `slices` of a free pool is
+        // the arena's.
+        unsafe {
+            let a_ref = &*a;
+            // Prefer a run whose pages are all still resident, then the highest.
+            let dirty_starts = run_starts(a_ref.dirty_mask.get() & a_ref.free_mask.get() & !1, k, align);
+            let pick = if dirty_starts != 0 { dirty_starts } else { starts };
+            let i = 63 - pick.leading_zeros() as usize;
+            let run = run_mask(i, k);
+            let was_dirty = a_ref.dirty_mask.get() & run;
+            self.dirty_pools.set(self.dirty_pools.get() - was_dirty.count_ones() as usize);
+            a_ref.dirty_mask.set(a_ref.dirty_mask.get() & !run);
+            a_ref.free_mask.set(a_ref.free_mask.get() & !run);
+            self.in_use_slices.set(self.in_use_slices.get() + k);
+            a_ref.pools[i].slices.set(k as u8);
+            for j in 1..k {
+                let f = &a_ref.pools[i + j];
+                f.lead.store(j as u8, Relaxed);
+                f.state.store(state::FOLLOWER, Relaxed);
+            }
+            if a_ref.nfree() > 0 {
+                self.bucket_insert(a);
+            }
+            // As in `take_slice`: derived from the arena pointer.
+            ptr::addr_of_mut!((*a).pools[i])
         }
-        if a_ref.nfree() > 0 {
-            self.bucket_insert(a);
-        }
-        // SAFETY: as in `take_slice`.
-        unsafe { ptr::addr_of_mut!((*a).pools[i]) }
     }
 
     /// The spare arena, taken, or else a new one; null if none can be
     /// mapped. Lock held.
-    fn spare_or_new(&self) -> *mut Arena {
-        let a = self.spare.get();
-        if a.is_null() {
-            return self.map_arena();
+    ///
+    /// # Safety
+    /// The arena lock must be held.
+    unsafe fn spare_or_new(&self) -> *mut Arena {
+        // SAFETY: the arena lock is held (by the caller).
+        unsafe {
+            let a = self.spare.get();
+            if a.is_null() {
+                return self.map_arena();
+            }
+            self.spare.set(ptr::null_mut());
+            a
         }
-        self.spare.set(ptr::null_mut());
-        a
     }
 
     /// Takes one free slice out of the fullest arena that has one. Lock held.
     /// Returns the pool (state still FREE) or null if memory is exhausted.
-    fn take_slice(&self) -> *mut Pool {
-        let ne = self.nonempty.get();
+    ///
+    /// # Safety
+    /// The arena lock must be held.
+    unsafe fn take_slice(&self) -> *mut Pool {
+        // SAFETY: the arena lock is held (by the caller).
+        let ne = unsafe { self.nonempty.get() };
         let a = if ne != 0 {
-            let a = self.pick_arena(ne);
-            // SAFETY: a bucketed arena is live; lock held.
-            self.bucket_remove(a, unsafe { (*a).nfree() });
-            a
+            // SAFETY: lock held; a bucketed arena is live, on the bucket of
+            // its free count.
+            unsafe {
+                let a = self.pick_arena(ne);
+                self.bucket_remove(a, (*a).nfree());
+                a
+            }
         } else {
-            let a = self.spare_or_new();
+            // SAFETY: lock held.
+            let a = unsafe { self.spare_or_new() };
             if a.is_null() {
                 return a.cast();
             }
             a
         };
-        // SAFETY: `a` is a live arena; the lock is held.
-        let a_ref = unsafe { &*a };
-        let free = a_ref.free_mask.get();
-        debug_assert!(free != 0);
-        // Prefer a pool whose pages are still resident, and high indices
-        // first. Pool metadata sits densely in the header's first two pages,
-        // so pool i's metadata has page offset (i % 32) * 128; for pools 48 to
-        // 63 that offset is in the upper half of the page, away from the low
-        // page offsets where a fresh pool's first (hottest) blocks lie. This
-        // avoids 4 KiB aliasing between the stores to a block and the loads
-        // of its pool's free-list head (measured: 16-byte pairs 4.1 -> 3.3 ns
-        // when the first pool taken moved from index 0 to 63). Pool 0, which
-        // is shortened by the header, is taken last.
-        let dirty = a_ref.dirty_mask.get() & free;
-        let i = if dirty != 0 { 63 - dirty.leading_zeros() } else { 63 - free.leading_zeros() } as usize;
-        a_ref.free_mask.set(free & !(1 << i));
-        self.in_use_slices.set(self.in_use_slices.get() + 1);
-        if dirty != 0 {
-            self.dirty_pools.set(self.dirty_pools.get() - 1);
+        // SAFETY: `a` is a live arena off every bucket; the lock is held, so
+        // its masks and the counters are ours.
+        unsafe {
+            let a_ref = &*a;
+            let free = a_ref.free_mask.get();
+            debug_assert!(free != 0);
+            // Prefer a pool whose pages are still resident, and high indices
+            // first. Pool metadata sits densely in the header's first two pages,
+            // so pool i's metadata has page offset (i % 32) * 128; for pools 48 to
+            // 63 that offset is in the upper half of the page, away from the low
+            // page offsets where a fresh pool's first (hottest) blocks lie. This
+            // avoids 4 KiB aliasing between the stores to a block and the loads
+            // of its pool's free-list head (measured: 16-byte pairs 4.1 -> 3.3 ns
+            // when the first pool taken moved from index 0 to 63). Pool 0, which
+            // is shortened by the header, is taken last.
+            let dirty = a_ref.dirty_mask.get() & free;
+            let i = if dirty != 0 { 63 - dirty.leading_zeros() } else { 63 - free.leading_zeros() } as usize;
+            a_ref.free_mask.set(free & !(1 << i));
+            self.in_use_slices.set(self.in_use_slices.get() + 1);
+            if dirty != 0 {
+                self.dirty_pools.set(self.dirty_pools.get() - 1);
+            }
+            a_ref.dirty_mask.set(a_ref.dirty_mask.get() & !(1 << i));
+            if a_ref.nfree() > 0 {
+                self.bucket_insert(a);
+            }
+            // `a` is a live arena. The pointer is derived from the arena
+            // pointer, not from a reference to one pool, so that it may reach
+            // the whole header (`Arena::of`).
+            ptr::addr_of_mut!((*a).pools[i])
         }
-        a_ref.dirty_mask.set(a_ref.dirty_mask.get() & !(1 << i));
-        if a_ref.nfree() > 0 {
-            self.bucket_insert(a);
-        }
-        // SAFETY: `a` is a live arena. The pointer is derived from the
-        // arena pointer, not from a reference to one pool, so that it may
-        // reach the whole header (`Arena::of`).
-        unsafe { ptr::addr_of_mut!((*a).pools[i]) }
     }
 
     /// The fullest arena that has a free pool whose pages are still resident
     /// (reusing them costs no page faults and no extra RSS), or else the
     /// fullest arena with a free pool. `ne` is the non-empty bucket mask.
     /// Lock held.
-    fn pick_arena(&self, ne: u128) -> *mut Arena {
-        let fullest = self.buckets[ne.trailing_zeros() as usize].head();
-        if self.dirty_pools.get() == 0 {
-            return fullest;
-        }
-        let mut m = ne;
-        while m != 0 {
-            let n = m.trailing_zeros() as usize;
-            m &= m - 1;
-            let mut a = self.buckets[n].head();
-            while !a.is_null() {
-                // SAFETY: bucket members are live arenas; lock held.
-                let a_ref = unsafe { &*a };
-                if a_ref.dirty_mask.get() != 0 {
-                    return a;
-                }
-                a = a_ref.next.get();
+    ///
+    /// # Safety
+    /// The arena lock must be held.
+    unsafe fn pick_arena(&self, ne: u128) -> *mut Arena {
+        // SAFETY: the arena lock is held (by the caller); bucket members are
+        // live arenas.
+        unsafe {
+            let fullest = self.buckets[ne.trailing_zeros() as usize].head();
+            if self.dirty_pools.get() == 0 {
+                return fullest;
             }
+            let mut m = ne;
+            while m != 0 {
+                let n = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let mut a = self.buckets[n].head();
+                while !a.is_null() {
+                    let a_ref = &*a;
+                    if a_ref.dirty_mask.get() != 0 {
+                        return a;
+                    }
+                    a = a_ref.next.get();
+                }
+            }
+            fullest
         }
-        fullest
     }
 
     /// Gives a pool (all of its slices) back. Lock held. With `may_shed`,
     /// going over the free-page allowance sheds free pages in every arena
     /// (which may unmap arenas other than `p`'s); without it, only `p`'s
     /// arena can be released.
-    fn give_pool(&self, p: *mut Pool, now: u64, may_shed: bool) {
+    ///
+    /// # Safety
+    /// The arena lock must be held; `p` must be a pool record that
+    /// `take_pool` handed out, given back by its holder.
+    unsafe fn give_pool(&self, p: *mut Pool, now: u64, may_shed: bool) {
         let a = Arena::of(p);
         // SAFETY: `p` is pool metadata inside a live arena (with the arena's
-        // provenance, as `take_pool` made it); the lock is held.
-        let a_ref = unsafe { &*a };
-        let i = a_ref.index_of(p);
-        let before = a_ref.nfree();
-        if before > 0 {
-            self.bucket_remove(a, before);
-        }
-        let k = a_ref.pools[i].slices.get() as usize;
-        for pool in &a_ref.pools[i..i + k] {
-            pool.state.store(state::FREE, Relaxed);
-            pool.owner.store(0, Relaxed);
-            pool.lead.store(0, Relaxed);
-            pool.slices.set(1);
-            pool.freed_at.set(now);
-        }
-        let run = run_mask(i, k);
-        a_ref.free_mask.set(a_ref.free_mask.get() | run);
-        a_ref.dirty_mask.set(a_ref.dirty_mask.get() | run);
-        self.dirty_pools.set(self.dirty_pools.get() + k);
-        self.in_use_slices.set(self.in_use_slices.get() - k);
-        let delay = options::purge_delay_ms();
-        if delay == 0 {
-            if a_ref.free_mask.get() == usable_mask() {
-                self.release_arena(a);
-            } else {
-                self.bucket_insert(a);
-                self.decommit_mask(a_ref, run);
+        // provenance, as `take_pool` made it); the lock is held, so the
+        // arena's masks, its records' arena fields and the counters are ours.
+        unsafe {
+            let a_ref = &*a;
+            let i = a_ref.index_of(p);
+            let before = a_ref.nfree();
+            if before > 0 {
+                self.bucket_remove(a, before);
             }
-            return;
-        }
-        // An arena that has become all free stays (in the last bucket, so
-        // it is used after every fuller arena) until the delay passes: a
-        // program that frees everything and allocates again at once reuses
-        // its pages instead of faulting fresh ones in.
-        self.bucket_insert(a);
-        if delay > 0 && self.purge_due.get() == 0 {
-            self.purge_due.set(now + delay as u64);
-        }
-        // Over the allowance, the resident free pages come down to half of
-        // it in one pass (neighbouring pools in one call each), so the next
-        // pass, and its system calls, come only after as many pages again
-        // are freed. The allowance shrinks as memory in use is freed, so
-        // pages freed under it may be over it later: they go too.
-        if may_shed && delay > 0 && self.dirty_pools.get() > self.dirty_allowance() {
-            self.shed_dirty(self.dirty_allowance() / 2);
+            let k = a_ref.pools[i].slices.get() as usize;
+            for pool in &a_ref.pools[i..i + k] {
+                pool.state.store(state::FREE, Relaxed);
+                pool.owner.store(0, Relaxed);
+                pool.lead.store(0, Relaxed);
+                pool.slices.set(1);
+                pool.freed_at.set(now);
+            }
+            let run = run_mask(i, k);
+            a_ref.free_mask.set(a_ref.free_mask.get() | run);
+            a_ref.dirty_mask.set(a_ref.dirty_mask.get() | run);
+            self.dirty_pools.set(self.dirty_pools.get() + k);
+            self.in_use_slices.set(self.in_use_slices.get() - k);
+            let delay = options::purge_delay_ms();
+            if delay == 0 {
+                if a_ref.free_mask.get() == usable_mask() {
+                    self.release_arena(a);
+                } else {
+                    self.bucket_insert(a);
+                    self.decommit_mask(a_ref, run);
+                }
+                return;
+            }
+            // An arena that has become all free stays (in the last bucket, so
+            // it is used after every fuller arena) until the delay passes: a
+            // program that frees everything and allocates again at once reuses
+            // its pages instead of faulting fresh ones in.
+            self.bucket_insert(a);
+            if delay > 0 && self.purge_due.get() == 0 {
+                self.purge_due.set(now + delay as u64);
+            }
+            // Over the allowance, the resident free pages come down to half of
+            // it in one pass (neighbouring pools in one call each), so the next
+            // pass, and its system calls, come only after as many pages again
+            // are freed. The allowance shrinks as memory in use is freed, so
+            // pages freed under it may be over it later: they go too.
+            if may_shed && delay > 0 && self.dirty_pools.get() > self.dirty_allowance() {
+                self.shed_dirty(self.dirty_allowance() / 2);
+            }
         }
     }
 
     /// Brings the free slices that may be resident down to `keep`: first by
     /// releasing arenas that are all free (one `munmap` for a whole arena),
     /// then by decommitting free pools, neighbours together. Lock held.
-    fn shed_dirty(&self, keep: usize) {
-        for whole_arenas_only in [true, false] {
-            let mut a = self.all.head();
-            while !a.is_null() && self.dirty_pools.get() > keep {
-                // SAFETY: all-list members are live arenas; lock held.
-                let a_ref = unsafe { &*a };
-                let next = a_ref.all_next.get();
-                let all_free = a_ref.free_mask.get() == usable_mask() && a != self.spare.get();
-                if a_ref.dirty_mask.get() != 0 {
-                    if all_free {
-                        // `next` was read first: releasing may unmap `a`.
-                        self.bucket_remove(a, a_ref.nfree());
-                        self.release_arena(a);
-                    } else if !whole_arenas_only {
-                        self.decommit_mask(a_ref, a_ref.dirty_mask.get());
+    ///
+    /// # Safety
+    /// The arena lock must be held.
+    unsafe fn shed_dirty(&self, keep: usize) {
+        // SAFETY: the arena lock is held (by the caller); all-list members
+        // are live arenas, and a bucketed one is on the bucket of its free
+        // count.
+        unsafe {
+            for whole_arenas_only in [true, false] {
+                let mut a = self.all.head();
+                while !a.is_null() && self.dirty_pools.get() > keep {
+                    let a_ref = &*a;
+                    let next = a_ref.all_next.get();
+                    let all_free = a_ref.free_mask.get() == usable_mask() && a != self.spare.get();
+                    if a_ref.dirty_mask.get() != 0 {
+                        if all_free {
+                            // `next` was read first: releasing may unmap `a`.
+                            self.bucket_remove(a, a_ref.nfree());
+                            self.release_arena(a);
+                        } else if !whole_arenas_only {
+                            self.decommit_mask(a_ref, a_ref.dirty_mask.get());
+                        }
                     }
+                    a = next;
                 }
-                a = next;
             }
         }
     }
@@ -728,77 +848,100 @@ impl Arenas {
     /// Free slices whose pages may stay resident while they wait out the
     /// purge delay: [`DIRTY_ALLOWANCE`] plus a sixteenth of the slices in
     /// use. Lock held.
-    fn dirty_allowance(&self) -> usize {
-        DIRTY_ALLOWANCE / POOL_SIZE + self.in_use_slices.get() / 16
+    ///
+    /// # Safety
+    /// The arena lock must be held.
+    unsafe fn dirty_allowance(&self) -> usize {
+        // SAFETY: the arena lock is held (by the caller).
+        DIRTY_ALLOWANCE / POOL_SIZE + unsafe { self.in_use_slices.get() } / 16
     }
 
     /// An arena whose pools are all free: keep as spare or unmap. Lock held.
-    fn release_arena(&self, a: *mut Arena) {
-        if self.spare.get().is_null() {
-            // SAFETY: `a` is live; lock held.
-            let a_ref = unsafe { &*a };
-            self.decommit_mask(a_ref, a_ref.dirty_mask.get());
-            self.spare.set(a);
-        } else {
-            self.unmap_arena(a);
+    ///
+    /// # Safety
+    /// The arena lock must be held; `a` must be a live arena, all free, on
+    /// no bucket and not the spare.
+    unsafe fn release_arena(&self, a: *mut Arena) {
+        // SAFETY: `a` is live (by the caller); the arena lock is held.
+        unsafe {
+            if self.spare.get().is_null() {
+                let a_ref = &*a;
+                self.decommit_mask(a_ref, a_ref.dirty_mask.get());
+                self.spare.set(a);
+            } else {
+                self.unmap_arena(a);
+            }
         }
     }
 
     /// Decommits free pools whose delay has passed (all of them if `force`).
     /// Lock held.
-    fn purge(&self, now: u64, force: bool) {
+    ///
+    /// # Safety
+    /// The arena lock must be held.
+    unsafe fn purge(&self, now: u64, force: bool) {
         let delay = options::purge_delay_ms();
-        if !force && (delay < 0 || self.purge_due.get() == 0 || now < self.purge_due.get()) {
-            return;
-        }
-        let delay = delay.max(0) as u64;
-        let mut next_due = 0u64;
-        let mut a = self.all.head();
-        while !a.is_null() {
-            // SAFETY: all-list members are live arenas; lock held.
-            let a_ref = unsafe { &*a };
-            let next = a_ref.all_next.get();
-            if a_ref.free_mask.get() == usable_mask() && a != self.spare.get() {
-                let last = (0..POOLS_PER_ARENA).map(|i| a_ref.pools[i].freed_at.get()).max().unwrap_or(0);
-                if force || last + delay <= now {
-                    // All free for the whole delay: release it (spare or
-                    // unmap); `next` was read first.
-                    self.bucket_remove(a, a_ref.nfree());
-                    self.release_arena(a);
-                } else if next_due == 0 || last + delay < next_due {
-                    next_due = last + delay;
+        // SAFETY: the arena lock is held (by the caller); all-list members
+        // are live arenas, and a bucketed one is on the bucket of its free
+        // count.
+        unsafe {
+            if !force && (delay < 0 || self.purge_due.get() == 0 || now < self.purge_due.get()) {
+                return;
+            }
+            let delay = delay.max(0) as u64;
+            let mut next_due = 0u64;
+            let mut a = self.all.head();
+            while !a.is_null() {
+                let a_ref = &*a;
+                let next = a_ref.all_next.get();
+                if a_ref.free_mask.get() == usable_mask() && a != self.spare.get() {
+                    let last = (0..POOLS_PER_ARENA).map(|i| a_ref.pools[i].freed_at.get()).max().unwrap_or(0);
+                    if force || last + delay <= now {
+                        // All free for the whole delay: release it (spare or
+                        // unmap); `next` was read first.
+                        self.bucket_remove(a, a_ref.nfree());
+                        self.release_arena(a);
+                    } else if next_due == 0 || last + delay < next_due {
+                        next_due = last + delay;
+                    }
+                    a = next;
+                    continue;
+                }
+                let mut dirty = a_ref.dirty_mask.get();
+                let mut expired = 0u64;
+                while dirty != 0 {
+                    let i = dirty.trailing_zeros() as usize;
+                    dirty &= dirty - 1;
+                    let at = a_ref.pools[i].freed_at.get();
+                    if force || at + delay <= now {
+                        expired |= 1 << i;
+                    } else if next_due == 0 || at + delay < next_due {
+                        next_due = at + delay;
+                    }
+                }
+                if expired != 0 {
+                    self.decommit_mask(a_ref, expired);
                 }
                 a = next;
-                continue;
             }
-            let mut dirty = a_ref.dirty_mask.get();
-            let mut expired = 0u64;
-            while dirty != 0 {
-                let i = dirty.trailing_zeros() as usize;
-                dirty &= dirty - 1;
-                let at = a_ref.pools[i].freed_at.get();
-                if force || at + delay <= now {
-                    expired |= 1 << i;
-                } else if next_due == 0 || at + delay < next_due {
-                    next_due = at + delay;
-                }
-            }
-            if expired != 0 {
-                self.decommit_mask(a_ref, expired);
-            }
-            a = next;
+            self.purge_due.set(next_due);
         }
-        self.purge_due.set(next_due);
     }
 
     /// Calls `f` on every arena. Lock held.
-    pub fn for_each(&self, mut f: impl FnMut(&Arena, u64, u64)) {
-        let mut a = self.all.head();
-        while !a.is_null() {
-            // SAFETY: all-list members are live arenas; lock held.
-            let a_ref = unsafe { &*a };
-            f(a_ref, a_ref.free_mask.get(), a_ref.dirty_mask.get());
-            a = a_ref.all_next.get();
+    ///
+    /// # Safety
+    /// The arena lock must be held, for the whole walk.
+    pub unsafe fn for_each(&self, mut f: impl FnMut(&Arena, u64, u64)) {
+        // SAFETY: the arena lock is held (by the caller); all-list members
+        // are live arenas.
+        unsafe {
+            let mut a = self.all.head();
+            while !a.is_null() {
+                let a_ref = &*a;
+                f(a_ref, a_ref.free_mask.get(), a_ref.dirty_mask.get());
+                a = a_ref.all_next.get();
+            }
         }
     }
 
@@ -810,100 +953,106 @@ impl Arenas {
     ///   arenas and the spare are in no bucket; the non-empty mask matches;
     /// * a pool is FREE iff its bit is in the free mask; dirty pools are free;
     /// * the spare has every pool free and none dirty.
-    pub fn check_invariants(&self) {
-        let mut in_buckets = 0usize;
-        let mut with_runs = 0usize;
-        for n in 0..=POOLS_PER_ARENA {
-            let mut a = self.buckets[n].head();
-            assert_eq!(a.is_null(), self.nonempty.get() & (1 << n) == 0, "bucket mask bit {n}");
-            let mut prev = ptr::null_mut();
+    ///
+    /// # Safety
+    /// The arena lock must be held.
+    pub unsafe fn check_invariants(&self) {
+        // SAFETY: the arena lock is held (by the caller): the lists, masks,
+        // counters and every record's `slices` are ours to read; bucket,
+        // run-list and all-list members are live arenas.
+        unsafe {
+            let mut in_buckets = 0usize;
+            let mut with_runs = 0usize;
+            for n in 0..=POOLS_PER_ARENA {
+                let mut a = self.buckets[n].head();
+                assert_eq!(a.is_null(), self.nonempty.get() & (1 << n) == 0, "bucket mask bit {n}");
+                let mut prev = ptr::null_mut();
+                while !a.is_null() {
+                    let a_ref = &*a;
+                    assert_eq!(a_ref.nfree(), n, "arena in the bucket of its free-pool count");
+                    assert!(n > 0, "no full arena in a bucket");
+                    assert_eq!(a_ref.prev.get(), prev, "bucket back links");
+                    let r = longest_run(a_ref.free_mask.get() & !1);
+                    assert_eq!(a_ref.run_len.get() as usize, r, "arena filed under its longest free run");
+                    if r > 0 {
+                        with_runs += 1;
+                    }
+                    in_buckets += 1;
+                    prev = a;
+                    a = a_ref.next.get();
+                }
+            }
+            let mut on_run_lists = 0usize;
+            for r in 0..POOLS_PER_ARENA {
+                let mut a = self.runs[r].head();
+                assert_eq!(a.is_null(), self.runs_nonempty.get() & (1 << r) == 0, "run mask bit {r}");
+                let mut prev = ptr::null_mut();
+                while !a.is_null() {
+                    let a_ref = &*a;
+                    assert_eq!(a_ref.run_len.get() as usize, r, "arena on the run list of its longest run");
+                    assert_eq!(a_ref.run_prev.get(), prev, "run list back links");
+                    on_run_lists += 1;
+                    prev = a;
+                    a = a_ref.run_next.get();
+                }
+            }
+            assert_eq!(on_run_lists, with_runs, "every bucketed arena with a free run is on a run list");
+            let mut count = 0usize;
+            let mut in_use = 0usize;
+            let mut partial = 0usize;
+            let mut dirty = 0usize;
+            let mut a = self.all.head();
             while !a.is_null() {
-                // SAFETY: bucket members are live arenas; lock held.
-                let a_ref = unsafe { &*a };
-                assert_eq!(a_ref.nfree(), n, "arena in the bucket of its free-pool count");
-                assert!(n > 0, "no full arena in a bucket");
-                assert_eq!(a_ref.prev.get(), prev, "bucket back links");
-                let r = longest_run(a_ref.free_mask.get() & !1);
-                assert_eq!(a_ref.run_len.get() as usize, r, "arena filed under its longest free run");
-                if r > 0 {
-                    with_runs += 1;
+                let a_ref = &*a;
+                assert_eq!(a as usize % ARENA_SIZE, 0, "arena alignment");
+                assert_eq!(ownership::tag_of(a as usize), TAG_ARENA, "arena tagged in the ownership map");
+                let free = a_ref.free_mask.get();
+                in_use += (usable_mask() & !free).count_ones() as usize;
+                assert_eq!(a_ref.dirty_mask.get() & !free, 0, "only free pools are dirty");
+                dirty += a_ref.dirty_mask.get().count_ones() as usize;
+                let mut i = 0;
+                while i < POOLS_PER_ARENA {
+                    if usable_mask() & (1 << i) == 0 {
+                        i += 1;
+                        continue;
+                    }
+                    let p = &a_ref.pools[i];
+                    let st = p.state.load(Relaxed);
+                    assert_eq!(st == state::FREE, free & (1 << i) != 0, "pool {i} state {st} vs free mask");
+                    assert_ne!(st, state::FOLLOWER, "slice {i}: a follower outside any run");
+                    let k = p.slices.get() as usize;
+                    assert!(k >= 1 && i + k <= POOLS_PER_ARENA, "slice {i}: run of {k}");
+                    assert!(k == 1 || i > 0, "no run includes slice 0");
+                    for j in 1..k {
+                        let f = &a_ref.pools[i + j];
+                        assert_eq!(f.state.load(Relaxed), state::FOLLOWER, "slice {}: follower of {i}", i + j);
+                        assert_eq!(f.lead.load(Relaxed) as usize, j, "slice {}: lead", i + j);
+                        assert_eq!(free & (1 << (i + j)), 0, "followers are not free");
+                    }
+                    i += k;
                 }
-                in_buckets += 1;
-                prev = a;
-                a = a_ref.next.get();
-            }
-        }
-        let mut on_run_lists = 0usize;
-        for r in 0..POOLS_PER_ARENA {
-            let mut a = self.runs[r].head();
-            assert_eq!(a.is_null(), self.runs_nonempty.get() & (1 << r) == 0, "run mask bit {r}");
-            let mut prev = ptr::null_mut();
-            while !a.is_null() {
-                // SAFETY: run-list members are live arenas; lock held.
-                let a_ref = unsafe { &*a };
-                assert_eq!(a_ref.run_len.get() as usize, r, "arena on the run list of its longest run");
-                assert_eq!(a_ref.run_prev.get(), prev, "run list back links");
-                on_run_lists += 1;
-                prev = a;
-                a = a_ref.run_next.get();
-            }
-        }
-        assert_eq!(on_run_lists, with_runs, "every bucketed arena with a free run is on a run list");
-        let mut count = 0usize;
-        let mut in_use = 0usize;
-        let mut partial = 0usize;
-        let mut dirty = 0usize;
-        let mut a = self.all.head();
-        while !a.is_null() {
-            // SAFETY: all-list members are live arenas; lock held.
-            let a_ref = unsafe { &*a };
-            assert_eq!(a as usize % ARENA_SIZE, 0, "arena alignment");
-            assert_eq!(ownership::tag_of(a as usize), TAG_ARENA, "arena tagged in the ownership map");
-            let free = a_ref.free_mask.get();
-            in_use += (usable_mask() & !free).count_ones() as usize;
-            assert_eq!(a_ref.dirty_mask.get() & !free, 0, "only free pools are dirty");
-            dirty += a_ref.dirty_mask.get().count_ones() as usize;
-            let mut i = 0;
-            while i < POOLS_PER_ARENA {
-                if usable_mask() & (1 << i) == 0 {
-                    i += 1;
-                    continue;
+                if a == self.spare.get() {
+                    assert_eq!(free, usable_mask(), "spare arena is all free");
+                    assert_eq!(a_ref.dirty_mask.get(), 0, "spare arena is decommitted");
+                } else if free != 0 {
+                    partial += 1;
                 }
-                let p = &a_ref.pools[i];
-                let st = p.state.load(Relaxed);
-                assert_eq!(st == state::FREE, free & (1 << i) != 0, "pool {i} state {st} vs free mask");
-                assert_ne!(st, state::FOLLOWER, "slice {i}: a follower outside any run");
-                let k = p.slices.get() as usize;
-                assert!(k >= 1 && i + k <= POOLS_PER_ARENA, "slice {i}: run of {k}");
-                assert!(k == 1 || i > 0, "no run includes slice 0");
-                for j in 1..k {
-                    let f = &a_ref.pools[i + j];
-                    assert_eq!(f.state.load(Relaxed), state::FOLLOWER, "slice {}: follower of {i}", i + j);
-                    assert_eq!(f.lead.load(Relaxed) as usize, j, "slice {}: lead", i + j);
-                    assert_eq!(free & (1 << (i + j)), 0, "followers are not free");
-                }
-                i += k;
+                count += 1;
+                a = a_ref.all_next.get();
             }
-            if a == self.spare.get() {
-                assert_eq!(free, usable_mask(), "spare arena is all free");
-                assert_eq!(a_ref.dirty_mask.get(), 0, "spare arena is decommitted");
-            } else if free != 0 {
-                partial += 1;
-            }
-            count += 1;
-            a = a_ref.all_next.get();
+            assert_eq!(count, self.count.get(), "arena count");
+            assert_eq!(in_use, self.in_use_slices.get(), "slices in use");
+            assert_eq!(dirty, self.dirty_pools.get(), "dirty pool count");
+            assert_eq!(partial, in_buckets, "every arena with free pools (but the spare) is in a bucket");
         }
-        assert_eq!(count, self.count.get(), "arena count");
-        assert_eq!(in_use, self.in_use_slices.get(), "slices in use");
-        assert_eq!(dirty, self.dirty_pools.get(), "dirty pool count");
-        assert_eq!(partial, in_buckets, "every arena with free pools (but the spare) is in a bucket");
     }
 }
 
 /// Checks the arena invariants (see [`Arenas::check_invariants`]).
 pub fn check_invariants() {
     let _g = ARENAS.lock.guard();
-    ARENAS.check_invariants();
+    // SAFETY: the arena lock is held (guard `_g`).
+    unsafe { ARENAS.check_invariants() };
 }
 
 /// Takes a pool for `class` from the arenas (mapping a new arena if
@@ -912,9 +1061,12 @@ pub fn check_invariants() {
 /// memory.
 pub fn acquire_pool(class: usize) -> *mut Pool {
     let _g = ARENAS.lock.guard();
-    let p = ARENAS.take_pool(class);
-    ARENAS.purge(os::now_ms(), false);
-    p
+    // SAFETY: the arena lock is held (guard `_g`).
+    unsafe {
+        let p = ARENAS.take_pool(class);
+        ARENAS.purge(os::now_ms(), false);
+        p
+    }
 }
 
 /// Gives pools back to their arenas.
@@ -924,34 +1076,53 @@ pub fn acquire_pool(class: usize) -> *mut Pool {
 pub unsafe fn release_pools(pools: &[*mut Pool]) {
     let now = os::now_ms();
     let _g = ARENAS.lock.guard();
-    for &p in pools {
-        ARENAS.give_pool(p, now, true);
+    // SAFETY: the arena lock is held (guard `_g`); each pool is a record
+    // `take_pool` handed out, given back by its holder (by the caller).
+    unsafe {
+        for &p in pools {
+            ARENAS.give_pool(p, now, true);
+        }
+        ARENAS.purge(now, false);
     }
-    ARENAS.purge(now, false);
 }
 
 /// Decommits every free pool and unmaps the spare arena.
 pub fn purge_all() {
     let _g = ARENAS.lock.guard();
-    ARENAS.purge(os::now_ms(), true);
-    let s = ARENAS.spare.get();
-    if !s.is_null() {
-        ARENAS.spare.set(ptr::null_mut());
-        ARENAS.unmap_arena(s);
+    // SAFETY: the arena lock is held (guard `_g`); the spare is a live arena,
+    // all free, on no bucket, and no longer the spare once unmapped here.
+    unsafe {
+        ARENAS.purge(os::now_ms(), true);
+        let s = ARENAS.spare.get();
+        if !s.is_null() {
+            ARENAS.spare.set(ptr::null_mut());
+            ARENAS.unmap_arena(s);
+        }
     }
 }
 
 /// Bytes of one pool's block area (pool 0 is smaller).
-pub fn pool_area(p: &Pool) -> usize {
-    pool_end(p) - p.start.get().addr()
+///
+/// # Safety
+/// As for [`pool_end`].
+pub unsafe fn pool_area(p: &Pool) -> usize {
+    // SAFETY: forwarded from the caller; `start` never changes once the
+    // arena is made.
+    unsafe { pool_end(p) - p.start.get().addr() }
 }
 
 /// The end address of `p`'s slices of its arena. Address arithmetic only:
 /// `p` may be a reference that reaches no further than its pool's metadata.
-pub fn pool_end(p: &Pool) -> usize {
+///
+/// # Safety
+/// The arena lock must be held, or the caller must hold the pool (its owner,
+/// see [`Pool`]): the arena sets `slices` under its lock before it hands the
+/// pool out, and changes it again only once the pool is given back.
+pub unsafe fn pool_end(p: &Pool) -> usize {
     let addr = (p as *const Pool).addr();
     let base = addr & !(ARENA_SIZE - 1);
-    base + (record_index(addr) + p.slices.get() as usize) * POOL_SIZE
+    // SAFETY: by the caller, no write to `slices` races with this read.
+    base + (record_index(addr) + unsafe { p.slices.get() } as usize) * POOL_SIZE
 }
 
 /// The slice index of the pool record at `addr` in its arena's header.
@@ -987,15 +1158,25 @@ pub fn leader_of(pool: *mut Pool) -> *mut Pool {
 /// Fork child only (single-threaded, locks reset): calls `release` on every
 /// pool that is not FREE and gives back to its arena each pool for which it
 /// returns true.
-pub fn reclaim_in_child(mut release: impl FnMut(&Pool) -> bool) {
+///
+/// # Safety
+/// Only in a fork child, from its `atfork` handler, when no lock was held
+/// by the forking thread: the calling thread is the process's only thread,
+/// so it is the user of every arena structure, as the arena lock's holder
+/// would be.
+pub unsafe fn reclaim_in_child(mut release: impl FnMut(&Pool) -> bool) {
     let now = os::now_ms();
-    let mut a = ARENAS.all.head();
+    // SAFETY: by the caller, the only thread: the arena lock's protocol
+    // holds as if we held it.
+    let mut a = unsafe { ARENAS.all.head() };
     while !a.is_null() {
         // SAFETY: all-list members are live; the child is single-threaded.
         let a_ref = unsafe { &*a };
-        let next = a_ref.all_next.get();
+        // SAFETY: as above.
+        let next = unsafe { a_ref.all_next.get() };
         let mut give = 0u64;
-        let in_use = usable_mask() & !a_ref.free_mask.get();
+        // SAFETY: as above.
+        let in_use = usable_mask() & !unsafe { a_ref.free_mask.get() };
         let mut m = in_use;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
@@ -1009,7 +1190,9 @@ pub fn reclaim_in_child(mut release: impl FnMut(&Pool) -> bool) {
             let i = give.trailing_zeros() as usize;
             give &= give - 1;
             // No shedding here: it could unmap `next`.
-            ARENAS.give_pool(&a_ref.pools[i] as *const Pool as *mut Pool, now, false);
+            // SAFETY: the only thread (see above); a pool that is not FREE was
+            // handed out by `take_pool`, and `release` gave it up.
+            unsafe { ARENAS.give_pool(&a_ref.pools[i] as *const Pool as *mut Pool, now, false) };
         }
         a = next;
     }

@@ -112,18 +112,34 @@ fn raw_alloc(size: usize, align: usize) -> *mut u8 {
 }
 
 /// The raw block containing `p` and its usable size, or `None`.
+///
+/// For a `p` in an arena this reads the geometry of `p`'s pool, which is
+/// sound when `p` lies in a raw block that is handed out (the pool's `init`
+/// happened before the block reached us). The checks also call it for
+/// pointers that are not: see the note inside.
 fn raw_block(p: usize) -> Option<(usize, usize)> {
     match ownership::tag_of(p) {
         ownership::TAG_ARENA => {
             // SAFETY: `p` is in an arena, whose header is mapped.
             let pool = unsafe { &*arena::owning_pool(ptr::with_exposed_provenance_mut(p)) };
             let st = pool.state.load(Relaxed);
-            let start = pool.start.get() as usize;
-            let end = pool.end.get() as usize;
+            // SAFETY: `start` never changes once the arena is made. `end` and
+            // `block_size` are geometry (see `Pool`): written by the locked
+            // heap's `init`, under its lock, before any raw block of the pool
+            // was handed out, so for a `p` in a handed-out raw block (a live
+            // debug block, a quarantined one, a fresh one) the write happened
+            // before this read.
+            // FIXME(race): `validate` (and `dump`) also call this for the
+            // pointers they diagnose: a debug block freed twice, or a stale
+            // pointer, whose pool may have been emptied, given back and
+            // re-initialised since. This read then takes no lock and can
+            // race with an `init` of that pool under `LOCKED_LOCK`.
+            let (start, end) = unsafe { (pool.start.get() as usize, pool.end.get() as usize) };
             if (st != state::USED && st != state::ABANDONED) || p < start || p >= end {
                 return None;
             }
-            let bs = pool.block_size.get() as usize;
+            // SAFETY: as above.
+            let bs = unsafe { pool.block_size.get() } as usize;
             Some((start + (p - start) / bs * bs, bs))
         }
         ownership::TAG_LARGE_HEAD | ownership::TAG_LARGE_TAIL => {
@@ -139,7 +155,11 @@ fn raw_block(p: usize) -> Option<(usize, usize)> {
 /// the same pool lasts.
 fn returned_stamp(raw: usize) -> u64 {
     let pool = arena::owning_pool(ptr::with_exposed_provenance_mut(raw));
-    // SAFETY: `raw` is in an arena, whose header is mapped.
+    // SAFETY: `raw` is in an arena, whose header is mapped. Its callers pass
+    // a raw block that is handed out (one being given back, or one just
+    // allocated), so the pool's last `init`, the only writer of
+    // `generation` (under the locked heap's lock), happened before this
+    // read, and no other init can run while the block is out.
     let generation = unsafe { (*pool).generation.get() };
     RETURNED ^ raw as u64 ^ (pool as u64).rotate_left(32) ^ (u64::from(generation) << 40)
 }
@@ -323,18 +343,22 @@ pub unsafe fn free(p: *mut u8, expected: Option<usize>, api: &str) {
     }
     let evicted = {
         let _g = QUARANTINE.lock.guard();
-        let len = QUARANTINE.len.get();
-        let q = q.min(QUARANTINE_MAX);
-        let head = QUARANTINE.head.get();
-        if len < q {
-            QUARANTINE.ring[(head + len) % QUARANTINE_MAX].set(p);
-            QUARANTINE.len.set(len + 1);
-            0
-        } else {
-            let old = QUARANTINE.ring[head].get();
-            QUARANTINE.ring[(head + len) % QUARANTINE_MAX].set(p);
-            QUARANTINE.head.set((head + 1) % QUARANTINE_MAX);
-            old
+        // SAFETY: the quarantine's lock is held (guard `_g`), which guards
+        // its ring, head and length.
+        unsafe {
+            let len = QUARANTINE.len.get();
+            let q = q.min(QUARANTINE_MAX);
+            let head = QUARANTINE.head.get();
+            if len < q {
+                QUARANTINE.ring[(head + len) % QUARANTINE_MAX].set(p);
+                QUARANTINE.len.set(len + 1);
+                0
+            } else {
+                let old = QUARANTINE.ring[head].get();
+                QUARANTINE.ring[(head + len) % QUARANTINE_MAX].set(p);
+                QUARANTINE.head.set((head + 1) % QUARANTINE_MAX);
+                old
+            }
         }
     };
     if evicted != 0 {

@@ -231,7 +231,14 @@ pub enum Owned {
 }
 
 /// Classifies `p` without dereferencing anything that is not ours.
-pub fn classify(p: *mut u8) -> Owned {
+///
+/// # Safety
+/// A `p` in an arena must be a live block of poolmalloc's: `p`'s pool's
+/// geometry is read, which is ordered after the pool's `init` only for a
+/// thread that got one of its blocks (see [`crate::pool::Pool`]). A stale
+/// pointer is classified only as far as such a read, which may race with the
+/// pool's re-initialisation, allows.
+pub unsafe fn classify(p: *mut u8) -> Owned {
     match ownership::tag_of(p as usize) {
         TAG_ARENA => {
             // SAFETY: `p` is in an arena, whose header is mapped.
@@ -240,12 +247,16 @@ pub fn classify(p: *mut u8) -> Owned {
             let pool = unsafe { &*pool_ptr };
             let st = pool.state.load(Relaxed);
             let aligned = p as usize & (ALIGNMENT - 1) == 0;
-            let block = (st == state::USED || st == state::ABANDONED) && aligned && pool.is_block_start(p);
-            // A medium block is also checked for having been freed.
-            if block && (!pool.is_medium() || thread::medium_block_live(pool_ptr, p)) {
-                Owned::Pool(pool.block_size.get() as usize)
-            } else {
-                Owned::No
+            // SAFETY: by the caller, `p` is a live block of this pool, so we
+            // may read its geometry (`end`, `class`, `block_size`).
+            unsafe {
+                let block = (st == state::USED || st == state::ABANDONED) && aligned && pool.is_block_start(p);
+                // A medium block is also checked for having been freed.
+                if block && (!pool.is_medium() || thread::medium_block_live(pool_ptr, p)) {
+                    Owned::Pool(pool.block_size.get() as usize)
+                } else {
+                    Owned::No
+                }
             }
         }
         TAG_LARGE_HEAD | TAG_LARGE_TAIL => match large::usable_size(p) {
@@ -282,7 +293,9 @@ pub unsafe fn usable_size(p: *mut u8, what: &str) -> usize {
     if p.is_null() {
         return 0;
     }
-    match classify(p) {
+    // SAFETY: by the caller, `p` is a live block (or a foreign pointer,
+    // outside every arena).
+    match unsafe { classify(p) } {
         Owned::Pool(n) | Owned::Large(n) => n,
         Owned::Zero => 0,
         Owned::No => {
@@ -302,7 +315,8 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     if new_size > MAX_ALLOC {
         return enomem(ptr::null_mut());
     }
-    match classify(p) {
+    // SAFETY: by the caller, `p` is a live block.
+    match unsafe { classify(p) } {
         Owned::Pool(bs) => {
             // Stay in place while the class does not change.
             if new_size <= bs
@@ -386,7 +400,9 @@ pub unsafe fn realloc_layout(
                 // A medium block is checked in full (as its free would be);
                 // a small one for alignment only.
                 let why = if class >= size_class::NUM_SINGLE {
-                    let live = matches!(classify(p), Owned::Pool(_));
+                    // SAFETY: by the caller (`GlobalAlloc::realloc`), `p` is a
+                    // live block.
+                    let live = matches!(unsafe { classify(p) }, Owned::Pool(_));
                     (!live).then_some("not the start of a live block")
                 } else {
                     (p as usize & (ALIGNMENT - 1) != 0).then_some("not the start of a block")
@@ -409,7 +425,8 @@ pub unsafe fn realloc_layout(
     // The block moves. Check the pointer before reading from it: a pointer
     // into the middle of a block at the end of its arena or mapping would
     // otherwise make the copy read past the end of the mapping.
-    if classify(p) == Owned::No {
+    // SAFETY: by the caller (`GlobalAlloc::realloc`), `p` is a live block.
+    if unsafe { classify(p) } == Owned::No {
         invalid_pointer("realloc", p, "not the start of a live block");
         return ptr::null_mut();
     }

@@ -147,6 +147,15 @@ pub struct Heap {
     rng: Rng,
 }
 
+/// Every method below but `new` reads or writes the heap's state, which
+/// belongs to the heap's user (see the module docs): they are `unsafe`, and
+/// their contract is that **the caller is the heap's user**: the thread that
+/// owns the heap, or the holder of the locked-mode lock for the locked heap.
+/// The user owns every pool the heap holds (current, on its lists, in its
+/// stash), so inside these methods the pools' owner-only fields are ours too.
+/// Sentinel heaps (kinds other than [`Kind::Real`]) have no user: nothing
+/// writes their fields, so [`alloc_fast`](Self::alloc_fast) may read them
+/// from any thread.
 impl Heap {
     /// A heap with no pools, of the given kind, owned by `owner`.
     pub const fn new(kind: Kind, owner: usize) -> Heap {
@@ -171,109 +180,143 @@ impl Heap {
     }
 
     /// Fast path: pops a block of `class` from the current pool, or null.
+    ///
+    /// # Safety
+    /// The caller must be the heap's user, or the heap must be a sentinel (a
+    /// kind other than [`Kind::Real`]): nothing ever writes a sentinel's
+    /// fields, and all its classes have [`EMPTY_POOL`].
     #[inline(always)]
-    pub fn alloc_fast(&self, class: usize) -> *mut Block {
+    pub unsafe fn alloc_fast(&self, class: usize) -> *mut Block {
         debug_assert!(class < NUM_CLASSES);
         // SAFETY: class indices come from the size-class tables, which only
-        // hold valid classes. `current` always points at a live pool owned by
-        // this heap, or at EMPTY_POOL, whose list is empty so `pop` does not
-        // write.
+        // hold valid classes. By the caller we are the heap's user, or
+        // nobody writes `current`. `current` always points at a live pool
+        // owned by this heap (so we are its owner), or at EMPTY_POOL, whose
+        // list is empty and never written, so `pop` only reads it.
         unsafe { (*self.current.get_unchecked(class).get()).pop() }
     }
 
     /// Allocates a block of `class`: the fast path, then the slow path.
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
     #[inline(always)]
-    pub fn alloc(&self, class: usize) -> *mut u8 {
-        let b = self.alloc_fast(class);
+    pub unsafe fn alloc(&self, class: usize) -> *mut u8 {
+        // SAFETY: by the caller, we are the heap's user.
+        let b = unsafe { self.alloc_fast(class) };
         if !b.is_null() {
             return b.cast();
         }
-        self.alloc_slow(class)
+        // SAFETY: as above.
+        unsafe { self.alloc_slow(class) }
     }
 
     /// Slow path: refill the current pool, or switch to another pool.
     /// Null when memory is exhausted (state stays consistent).
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
     #[cold]
-    pub fn alloc_slow(&self, class: usize) -> *mut u8 {
+    pub unsafe fn alloc_slow(&self, class: usize) -> *mut u8 {
         debug_assert!(self.kind == Kind::Real);
-        self.trim_if_asked();
-        self.flush_remote();
-        let owner = self.owner.get();
-        loop {
-            let p = self.current[class].get();
-            if p != empty_pool() {
-                // SAFETY: the current pool is live and owned by this heap.
-                let pr = unsafe { &*p };
-                // A pool taken from `avail` may be fully carved with blocks
-                // on its local list: use them before calling it exhausted.
-                if pr.refill(&self.rng) {
-                    let b = pr.pop();
-                    debug_assert!(!b.is_null());
-                    self.check();
-                    return b.cast();
+        // SAFETY: by the caller we are the heap's user: its fields and lists
+        // are ours, and so is every pool it holds, the current pool among
+        // them (live while current). A pool leaves `current` before it is
+        // filed as full, and `next` comes off `avail` or fresh from
+        // `new_pool`, on no list.
+        unsafe {
+            self.trim_if_asked();
+            self.flush_remote();
+            let owner = self.owner.get();
+            loop {
+                let p = self.current[class].get();
+                if p != empty_pool() {
+                    let pr = &*p;
+                    // A pool taken from `avail` may be fully carved with blocks
+                    // on its local list: use them before calling it exhausted.
+                    if pr.refill(&self.rng) {
+                        let b = pr.pop();
+                        debug_assert!(!b.is_null());
+                        self.check();
+                        return b.cast();
+                    }
+                    if !pr.try_set_remote_full() {
+                        continue; // remote frees arrived meanwhile; collect them
+                    }
+                    pr.set_owner_word(owner | OWNER_FULL);
+                    // `p` is on no list while current.
+                    self.full[class].push(p);
+                    self.current[class].set(empty_pool());
                 }
-                if !pr.try_set_remote_full() {
-                    continue; // remote frees arrived meanwhile; collect them
+                let mut next = self.avail[class].pop();
+                if next.is_null() && self.hints.take(class) {
+                    self.rescan_full(class);
+                    next = self.avail[class].pop();
                 }
-                pr.set_owner_word(owner | OWNER_FULL);
-                // SAFETY: `p` is on no list while current.
-                unsafe { self.full[class].push(p) };
-                self.current[class].set(empty_pool());
-            }
-            let mut next = self.avail[class].pop();
-            if next.is_null() && self.hints.take(class) {
-                self.rescan_full(class);
-                next = self.avail[class].pop();
-            }
-            if next.is_null() {
-                next = self.new_pool(class);
                 if next.is_null() {
-                    return ptr::null_mut();
+                    next = self.new_pool(class);
+                    if next.is_null() {
+                        return ptr::null_mut();
+                    }
                 }
+                self.current[class].set(next);
             }
-            self.current[class].set(next);
         }
     }
 
     /// Moves full pools of `class` that received remote frees back to
     /// `avail` (or releases them if now empty).
-    fn rescan_full(&self, class: usize) {
-        let owner = self.owner.get();
-        let mut p = self.full[class].head();
-        while !p.is_null() {
-            // SAFETY: pools on our lists are live and ours.
-            let pr = unsafe { &*p };
-            let next = pr.next.get();
-            if pr.has_remote() {
-                // SAFETY: `p` is on this list.
-                unsafe { self.full[class].remove(p) };
-                pr.set_owner_word(owner);
-                pr.collect_remote();
-                if pr.is_empty() {
-                    self.release_empty(p, false);
-                } else {
-                    // SAFETY: `p` is now on no list.
-                    unsafe { self.avail[class].push(p) };
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
+    unsafe fn rescan_full(&self, class: usize) {
+        // SAFETY: by the caller we are the heap's user: the lists and the
+        // pools on them are live and ours. `next` is read before `p` leaves
+        // the list; once off it, `p` is on no list.
+        unsafe {
+            let owner = self.owner.get();
+            let mut p = self.full[class].head();
+            while !p.is_null() {
+                let pr = &*p;
+                let next = pr.next.get();
+                if pr.has_remote() {
+                    self.full[class].remove(p);
+                    pr.set_owner_word(owner);
+                    pr.collect_remote();
+                    if pr.is_empty() {
+                        self.release_empty(p, false);
+                    } else {
+                        self.avail[class].push(p);
+                    }
                 }
+                p = next;
             }
-            p = next;
         }
     }
 
     /// A pool for `class`: from the stash, from the abandoned lists, or from
     /// the arenas. Initialised, USED, on no list. Null if out of memory.
-    fn new_pool(&self, class: usize) -> *mut Pool {
-        let owner = self.owner.get();
-        let p = self.stash_take(class);
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
+    unsafe fn new_pool(&self, class: usize) -> *mut Pool {
+        // SAFETY: by the caller we are the heap's user: its fields and stash
+        // are ours.
+        let (owner, p) = unsafe { (self.owner.get(), self.stash_take(class)) };
         if !p.is_null() {
-            // SAFETY: stashed pools are live, empty and ours.
-            let pr = unsafe { &*p };
-            pr.init(class, owner, &self.hints, arena::pool_end(pr));
-            pr.state.store(state::USED, Relaxed);
+            // SAFETY: stashed pools are live, empty and ours, and `p` is now
+            // off the stash: we hold it with no block out, as `init` needs.
+            unsafe {
+                let pr = &*p;
+                pr.init(class, owner, &self.hints, arena::pool_end(pr));
+                pr.state.store(state::USED, Relaxed);
+            }
             return p;
         }
-        if self.adopts.get() {
-            let p = self.adopt(class);
+        // SAFETY: we are the heap's user (by the caller).
+        if unsafe { self.adopts.get() } {
+            // SAFETY: as above.
+            let p = unsafe { self.adopt(class) };
             if !p.is_null() {
                 return p;
             }
@@ -282,55 +325,70 @@ impl Heap {
         if p.is_null() {
             return p;
         }
-        // SAFETY: a pool just taken from an arena is ours alone.
-        let pr = unsafe { &*p };
-        pr.init(class, owner, &self.hints, arena::pool_end(pr));
-        pr.state.store(state::USED, Relaxed);
+        // SAFETY: a pool just taken from an arena is ours alone, with no
+        // block out, as `init` needs; the arena set its `slices` before.
+        unsafe {
+            let pr = &*p;
+            pr.init(class, owner, &self.hints, arena::pool_end(pr));
+            pr.state.store(state::USED, Relaxed);
+        }
         p
     }
 
     /// Adopts abandoned pools of `class`; returns one with a free block (or
     /// null). Other adopted pools join `avail` or `full`.
-    fn adopt(&self, class: usize) -> *mut Pool {
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
+    unsafe fn adopt(&self, class: usize) -> *mut Pool {
         let mut batch = [ptr::null_mut::<Pool>(); ADOPT_BATCH];
         let n = ABANDONED.take(class, &mut batch);
         if n == 0 {
             return ptr::null_mut();
         }
         bump(&self.counters.adopted, n as u64);
-        let owner = self.owner.get();
+        // SAFETY: by the caller we are the heap's user.
+        let owner = unsafe { self.owner.get() };
         let mut result: *mut Pool = ptr::null_mut();
         for &p in &batch[..n] {
-            // SAFETY: taken off the abandoned list, the pool is ours now.
-            let pr = unsafe { &*p };
-            pr.set_owner(owner, &self.hints);
-            pr.state.store(state::USED, Relaxed);
-            pr.collect_remote();
-            let has_free = pr.has_free();
-            if has_free && result.is_null() {
-                result = p;
-            } else if has_free {
-                // SAFETY: `p` is on no list.
-                unsafe { self.avail[class].push(p) };
-            } else {
-                self.file_full(p, class);
+            // SAFETY: taken off the abandoned list, the pool is ours now (we
+            // are its owner), on no list; we are the heap's user, so its
+            // lists are ours.
+            unsafe {
+                let pr = &*p;
+                pr.set_owner(owner, &self.hints);
+                pr.state.store(state::USED, Relaxed);
+                pr.collect_remote();
+                let has_free = pr.has_free();
+                if has_free && result.is_null() {
+                    result = p;
+                } else if has_free {
+                    self.avail[class].push(p);
+                } else {
+                    self.file_full(p, class);
+                }
             }
         }
         result
     }
 
     /// Files a pool with no free block as full.
-    fn file_full(&self, p: *mut Pool, class: usize) {
-        // SAFETY: `p` is ours and on no list.
-        let pr = unsafe { &*p };
-        if pr.try_set_remote_full() {
-            pr.set_owner_word(self.owner.get() | OWNER_FULL);
-            // SAFETY: `p` is on no list.
-            unsafe { self.full[class].push(p) };
-        } else {
-            pr.collect_remote();
-            // SAFETY: `p` is on no list.
-            unsafe { self.avail[class].push(p) };
+    ///
+    /// # Safety
+    /// The caller must be the heap's user; `p` must be a pool of this heap
+    /// (of `class`) on no list.
+    unsafe fn file_full(&self, p: *mut Pool, class: usize) {
+        // SAFETY: by the caller, `p` is ours and on no list, and we are the
+        // heap's user.
+        unsafe {
+            let pr = &*p;
+            if pr.try_set_remote_full() {
+                pr.set_owner_word(self.owner.get() | OWNER_FULL);
+                self.full[class].push(p);
+            } else {
+                pr.collect_remote();
+                self.avail[class].push(p);
+            }
         }
     }
 
@@ -338,30 +396,33 @@ impl Heap {
     /// `OWNER_FULL`): the pool goes back to `avail`.
     ///
     /// # Safety
-    /// `p` must be a full pool of this heap and `b` a handed-out block of it.
+    /// The caller must be the heap's user; `p` must be a full pool of this
+    /// heap and `b` a handed-out block of it.
     pub unsafe fn free_to_full(&self, p: *mut Pool, b: *mut Block) {
-        // SAFETY: by the caller, `p` is ours and on our full list.
-        let pr = unsafe { &*p };
-        let class = pr.class.get() as usize;
-        // SAFETY: as above.
-        unsafe { self.full[class].remove(p) };
-        pr.clear_remote_full();
-        pr.set_owner_word(self.owner.get());
-        // SAFETY: `b` is a handed-out block of `p`.
-        let used = unsafe { pr.push(b) };
-        if used == 0 {
-            self.release_empty(p, false);
-        } else {
-            // SAFETY: `p` is on no list.
-            unsafe { self.avail[class].push(p) };
+        // SAFETY: by the caller, `p` is ours and on our full list, `b` a
+        // handed-out block of it, and we are the heap's user. Once off the
+        // full list, `p` is on no list.
+        unsafe {
+            let pr = &*p;
+            let class = pr.class.get() as usize;
+            self.full[class].remove(p);
+            pr.clear_remote_full();
+            pr.set_owner_word(self.owner.get());
+            let used = pr.push(b);
+            if used == 0 {
+                self.release_empty(p, false);
+            } else {
+                self.avail[class].push(p);
+            }
+            self.check();
         }
-        self.check();
     }
 
     /// Frees a block of one of this heap's pools (full or not).
     ///
     /// # Safety
-    /// `pool` must be a pool of this heap and `b` a handed-out block of it.
+    /// The caller must be the heap's user; `pool` must be a pool of this heap
+    /// and `b` a handed-out block of it.
     pub unsafe fn free_owned(&self, pool: *mut Pool, b: *mut Block) {
         if crate::options::secure() {
             // SAFETY: forwarded from the caller.
@@ -369,16 +430,17 @@ impl Heap {
         }
         // SAFETY: by the caller.
         let pr = unsafe { &*pool };
-        // SAFETY: `b` is in the pool's block area.
+        // SAFETY: `b` is in the pool's block area, and we own the pool (the
+        // heap's user owns its pools).
         if !unsafe { pr.may_free(b) } {
             return;
         }
         if pr.owner.load(Relaxed) & OWNER_FULL != 0 {
-            // SAFETY: a full pool of this heap.
+            // SAFETY: a full pool of this heap; we are its user.
             unsafe { self.free_to_full(pool, b) };
-        // SAFETY: a handed-out block of a pool of this heap.
+        // SAFETY: a handed-out block of a pool of this heap, which we own.
         } else if unsafe { pr.push(b) } == 0 {
-            // SAFETY: a USED pool of this heap, not full.
+            // SAFETY: a USED pool of this heap, not full; we are its user.
             unsafe { self.pool_emptied(pool) };
         }
     }
@@ -388,8 +450,8 @@ impl Heap {
     /// for the general path to route or report).
     ///
     /// # Safety
-    /// `p` must be in an arena; if it is in one of this heap's pools, a
-    /// block handed out and not freed since.
+    /// The caller must be the heap's user. `p` must be a handed-out block of
+    /// a pool (of this heap or not), not freed since.
     pub unsafe fn free_if_owned(&self, p: *mut u8) -> bool {
         let mut pool = arena::pool_of(p);
         // SAFETY: `p` is in a live arena, whose header is mapped.
@@ -400,43 +462,57 @@ impl Heap {
             pool = arena::leader_of(pool);
             // SAFETY: a record of a live arena.
             let pr = unsafe { &*pool };
-            word = if pr.is_block_start(p) { pr.owner.load(Relaxed) } else { 0 };
+            // SAFETY: by the caller `p` is a handed-out block of this pool,
+            // so the geometry was written before we got it.
+            word = if unsafe { pr.is_block_start(p) } { pr.owner.load(Relaxed) } else { 0 };
         }
         // A stashed (empty) pool's word keeps OWNER_STASHED and does not
         // match: a free into it is reported by the general path.
-        if word & !(OWNER_FULL | OWNER_CHECKED) != self.owner.get() {
+        // SAFETY: by the caller, we are the heap's user.
+        if word & !(OWNER_FULL | OWNER_CHECKED) != unsafe { self.owner.get() } {
             return false;
         }
-        // SAFETY: one of our pools, and by the caller `p` is a handed-out
-        // block.
+        // SAFETY: one of our pools, we are the heap's user, and by the caller
+        // `p` is a handed-out block.
         unsafe { self.free_owned(pool, p.cast()) };
         true
     }
 
     /// Blocks in use in this heap's pools (walks the arenas; for tests and
     /// reports).
-    pub fn blocks_in_use(&self) -> usize {
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
+    pub unsafe fn blocks_in_use(&self) -> usize {
         let mut n = 0;
-        let owner = self.owner.get();
+        // SAFETY: by the caller, we are the heap's user.
+        let owner = unsafe { self.owner.get() };
         let _g = arena::ARENAS.lock.guard();
-        arena::ARENAS.for_each(|a, free, _| {
-            for (i, p) in a.pools.iter().enumerate() {
-                if free & (1 << i) == 0 && owner_id(p.owner.load(Relaxed)) == owner {
-                    n += p.used() as usize;
+        // SAFETY: the arena lock is held (guard `_g`).
+        unsafe {
+            arena::ARENAS.for_each(|a, free, _| {
+                for (i, p) in a.pools.iter().enumerate() {
+                    if free & (1 << i) == 0 && owner_id(p.owner.load(Relaxed)) == owner {
+                        n += p.used() as usize;
+                    }
                 }
-            }
-        });
+            })
+        };
         n
     }
 
     /// Gives every pool back to the arenas at once, whatever blocks are
     /// still in them (a first-class heap being dropped). Afterwards the heap
     /// holds nothing.
-    pub fn release_everything(&self) {
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
+    pub unsafe fn release_everything(&self) {
         // Held-back blocks are this heap's own (a first-class heap frees
         // only into its own pools), dead with it.
         for slot in &self.ring {
-            slot.set(ptr::null_mut());
+            // SAFETY: by the caller, we are the heap's user.
+            unsafe { slot.set(ptr::null_mut()) };
         }
         let mut batch = [ptr::null_mut::<Pool>(); 64];
         let mut n = 0;
@@ -451,23 +527,28 @@ impl Heap {
             }
         };
         for class in 0..NUM_CLASSES {
-            let cur = self.current[class].get();
-            self.current[class].set(empty_pool());
-            if cur != empty_pool() {
-                put(cur, &mut batch, &mut n);
-            }
-            for list in [&self.avail[class], &self.full[class]] {
-                loop {
-                    let p = list.pop();
-                    if p.is_null() {
-                        break;
+            // SAFETY: we are the heap's user (by the caller): `current` and
+            // the lists are ours.
+            unsafe {
+                let cur = self.current[class].get();
+                self.current[class].set(empty_pool());
+                if cur != empty_pool() {
+                    put(cur, &mut batch, &mut n);
+                }
+                for list in [&self.avail[class], &self.full[class]] {
+                    loop {
+                        let p = list.pop();
+                        if p.is_null() {
+                            break;
+                        }
+                        put(p, &mut batch, &mut n);
                     }
-                    put(p, &mut batch, &mut n);
                 }
             }
         }
         loop {
-            let p = self.stash.pop();
+            // SAFETY: we are the heap's user: the stash is ours.
+            let p = unsafe { self.stash.pop() };
             if p.is_null() {
                 break;
             }
@@ -481,123 +562,158 @@ impl Heap {
     /// A local free left `p` with no block in use.
     ///
     /// # Safety
-    /// `p` must be a USED pool of this heap, not filed as full.
+    /// The caller must be the heap's user; `p` must be a USED pool of this
+    /// heap, not filed as full.
     #[cold]
     pub unsafe fn pool_emptied(&self, p: *mut Pool) {
-        // SAFETY: by the caller.
-        let pr = unsafe { &*p };
-        let class = pr.class.get() as usize;
-        if self.current[class].get() == p {
-            return; // keep the pool we allocate from
+        // SAFETY: by the caller, `p` is a live pool of ours and we are the
+        // heap's user. A USED, non-current, non-full pool of ours is on
+        // `avail`; once off it, on no list.
+        unsafe {
+            let pr = &*p;
+            let class = pr.class.get() as usize;
+            if self.current[class].get() == p {
+                return; // keep the pool we allocate from
+            }
+            self.avail[class].remove(p);
+            self.release_empty(p, false);
+            self.check();
         }
-        // SAFETY: a USED, non-current, non-full pool of ours is on `avail`.
-        unsafe { self.avail[class].remove(p) };
-        self.release_empty(p, false);
-        self.check();
     }
 
     /// A stashed pool that can serve `class` (as many slices, as long, since
     /// slice 0 is shorter, and starting on the alignment the class needs),
     /// taken off the stash; null if none.
-    fn stash_take(&self, class: usize) -> *mut Pool {
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
+    unsafe fn stash_take(&self, class: usize) -> *mut Pool {
         let k = size_class::slices(class);
-        let mut p = self.stash.head();
-        while !p.is_null() {
-            // SAFETY: stashed pools are live, empty and ours.
-            let pr = unsafe { &*p };
-            let fits = pr.slices.get() as usize == k
-                && (class < NUM_SINGLE
-                    || (arena::pool_area(pr) == k * POOL_SIZE
-                        && pr.start.get().addr() % (size_class::run_align(class) * POOL_SIZE) == 0));
-            if fits {
-                // SAFETY: `p` is on the stash.
-                unsafe { self.stash.remove(p) };
-                return p;
+        // SAFETY: by the caller we are the heap's user: the stash is ours,
+        // and stashed pools are live, empty and ours (we own them, and the
+        // arena set their `slices` before handing them out).
+        unsafe {
+            let mut p = self.stash.head();
+            while !p.is_null() {
+                let pr = &*p;
+                let fits = pr.slices.get() as usize == k
+                    && (class < NUM_SINGLE
+                        || (arena::pool_area(pr) == k * POOL_SIZE
+                            && pr.start.get().addr() % (size_class::run_align(class) * POOL_SIZE) == 0));
+                if fits {
+                    self.stash.remove(p);
+                    return p;
+                }
+                p = pr.next.get();
             }
-            p = pr.next.get();
         }
         ptr::null_mut()
     }
 
     /// Slices spanned by the stashed pools.
-    fn stash_slices(&self) -> usize {
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
+    unsafe fn stash_slices(&self) -> usize {
         let mut n = 0;
-        let mut p = self.stash.head();
-        while !p.is_null() {
-            // SAFETY: stashed pools are live and ours.
-            let pr = unsafe { &*p };
-            n += pr.slices.get() as usize;
-            p = pr.next.get();
+        // SAFETY: by the caller we are the heap's user: the stash and the
+        // pools on it are live and ours.
+        unsafe {
+            let mut p = self.stash.head();
+            while !p.is_null() {
+                let pr = &*p;
+                n += pr.slices.get() as usize;
+                p = pr.next.get();
+            }
         }
         n
     }
 
     /// An empty pool on no list: into the stash, or back to its arena.
-    fn release_empty(&self, p: *mut Pool, to_arena: bool) {
-        // SAFETY: `p` is ours, empty and on no list.
-        let pr = unsafe { &*p };
-        let room = self.stash.len() < STASH_MAX
-            && self.stash_slices() + pr.slices.get() as usize <= STASH_MAX_SLICES;
-        if !to_arena && room {
-            pr.set_owner_word(self.owner.get() | OWNER_STASHED);
-            pr.state.store(state::EMPTY, Relaxed);
-            // SAFETY: `p` is on no list.
-            unsafe { self.stash.push(p) };
-        } else {
-            // SAFETY: `p` is ours and empty.
-            unsafe { arena::release_pools(&[p]) };
+    ///
+    /// # Safety
+    /// The caller must be the heap's user; `p` must be an empty pool of this
+    /// heap on no list.
+    unsafe fn release_empty(&self, p: *mut Pool, to_arena: bool) {
+        // SAFETY: by the caller, `p` is ours, empty and on no list, and we
+        // are the heap's user (the stash is ours).
+        unsafe {
+            let pr = &*p;
+            let room = self.stash.len() < STASH_MAX
+                && self.stash_slices() + pr.slices.get() as usize <= STASH_MAX_SLICES;
+            if !to_arena && room {
+                pr.set_owner_word(self.owner.get() | OWNER_STASHED);
+                pr.state.store(state::EMPTY, Relaxed);
+                self.stash.push(p);
+            } else {
+                arena::release_pools(&[p]);
+            }
         }
     }
 
     /// Trims this heap if a trim was requested since it last looked (see
     /// [`TRIM_REQUESTS`]). Heap user, on a slow path.
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
     #[inline]
-    pub fn trim_if_asked(&self) {
+    pub unsafe fn trim_if_asked(&self) {
         let asked = TRIM_REQUESTS.load(Relaxed);
-        if asked != self.trims_seen.get() {
-            self.trims_seen.set(asked);
-            self.trim();
+        // SAFETY: by the caller, we are the heap's user.
+        unsafe {
+            if asked != self.trims_seen.get() {
+                self.trims_seen.set(asked);
+                self.trim();
+            }
         }
     }
 
     /// Collects remote frees everywhere and gives every empty pool (and the
     /// stash) back to the arenas.
-    pub fn trim(&self) {
-        self.flush_ring();
-        self.flush_remote();
-        for class in 0..NUM_CLASSES {
-            let cur = self.current[class].get();
-            if cur != empty_pool() {
-                // SAFETY: the current pool is ours.
-                let pr = unsafe { &*cur };
-                pr.collect_remote();
-                if pr.is_empty() {
-                    self.current[class].set(empty_pool());
-                    self.release_empty(cur, true);
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
+    pub unsafe fn trim(&self) {
+        // SAFETY: by the caller we are the heap's user: `current`, the lists
+        // and the pools they hold are live and ours. `next` is read before
+        // `p` leaves `avail`; once off it, `p` is on no list.
+        unsafe {
+            self.flush_ring();
+            self.flush_remote();
+            for class in 0..NUM_CLASSES {
+                let cur = self.current[class].get();
+                if cur != empty_pool() {
+                    let pr = &*cur;
+                    pr.collect_remote();
+                    if pr.is_empty() {
+                        self.current[class].set(empty_pool());
+                        self.release_empty(cur, true);
+                    }
                 }
-            }
-            let mut p = self.avail[class].head();
-            while !p.is_null() {
-                // SAFETY: pools on our lists are ours.
-                let pr = unsafe { &*p };
-                let next = pr.next.get();
-                pr.collect_remote();
-                if pr.is_empty() {
-                    // SAFETY: `p` is on this list.
-                    unsafe { self.avail[class].remove(p) };
-                    self.release_empty(p, true);
+                let mut p = self.avail[class].head();
+                while !p.is_null() {
+                    let pr = &*p;
+                    let next = pr.next.get();
+                    pr.collect_remote();
+                    if pr.is_empty() {
+                        self.avail[class].remove(p);
+                        self.release_empty(p, true);
+                    }
+                    p = next;
                 }
-                p = next;
+                self.rescan_full(class);
             }
-            self.rescan_full(class);
+            self.flush_stash();
+            self.check();
         }
-        self.flush_stash();
-        self.check();
     }
 
-    fn flush_stash(&self) {
+    /// # Safety
+    /// The caller must be the heap's user.
+    unsafe fn flush_stash(&self) {
         loop {
-            let p = self.stash.pop();
+            // SAFETY: by the caller, we are the heap's user: the stash is ours.
+            let p = unsafe { self.stash.pop() };
             if p.is_null() {
                 break;
             }
@@ -609,99 +725,131 @@ impl Heap {
     /// Hands every pool over: empty ones to the arenas, the rest to the
     /// abandoned lists for other heaps to adopt. Afterwards the heap holds
     /// nothing and can be reused.
-    pub fn abandon(&self) {
-        self.flush_ring();
-        self.flush_remote();
-        for class in 0..NUM_CLASSES {
-            let cur = self.current[class].get();
-            self.current[class].set(empty_pool());
-            if cur != empty_pool() {
-                self.abandon_pool(cur);
-            }
-            loop {
-                let p = self.avail[class].pop();
-                if p.is_null() {
-                    break;
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
+    pub unsafe fn abandon(&self) {
+        // SAFETY: by the caller we are the heap's user: `current` and the
+        // lists are ours, and each pool taken from them is ours and on no
+        // list.
+        unsafe {
+            self.flush_ring();
+            self.flush_remote();
+            for class in 0..NUM_CLASSES {
+                let cur = self.current[class].get();
+                self.current[class].set(empty_pool());
+                if cur != empty_pool() {
+                    self.abandon_pool(cur);
                 }
-                self.abandon_pool(p);
-            }
-            loop {
-                let p = self.full[class].pop();
-                if p.is_null() {
-                    break;
+                loop {
+                    let p = self.avail[class].pop();
+                    if p.is_null() {
+                        break;
+                    }
+                    self.abandon_pool(p);
                 }
-                self.abandon_pool(p);
+                loop {
+                    let p = self.full[class].pop();
+                    if p.is_null() {
+                        break;
+                    }
+                    self.abandon_pool(p);
+                }
             }
+            self.flush_stash();
         }
-        self.flush_stash();
         self.hints.clear();
     }
 
-    fn abandon_pool(&self, p: *mut Pool) {
-        // SAFETY: `p` is ours and on no list.
-        let pr = unsafe { &*p };
-        pr.collect_remote();
-        if pr.is_empty() {
-            self.release_empty(p, true);
-            return;
+    /// # Safety
+    /// The caller must be the heap's user; `p` must be a pool of this heap
+    /// on no list.
+    unsafe fn abandon_pool(&self, p: *mut Pool) {
+        // SAFETY: by the caller, `p` is ours (we own it) and on no list, and
+        // we are the heap's user.
+        unsafe {
+            let pr = &*p;
+            pr.collect_remote();
+            if pr.is_empty() {
+                self.release_empty(p, true);
+                return;
+            }
+            pr.clear_remote_full();
+            pr.set_owner(0, ptr::null());
+            pr.state.store(state::ABANDONED, Relaxed);
+            // `p` is a live pool with blocks in use, on no list.
+            ABANDONED.put(p);
         }
-        pr.clear_remote_full();
-        pr.set_owner(0, ptr::null());
-        pr.state.store(state::ABANDONED, Relaxed);
-        // SAFETY: `p` is a live pool with blocks in use, on no list.
-        unsafe { ABANDONED.put(p) };
     }
 
     /// Forgets every pool without touching them (fork child: the pools are
     /// reclaimed by walking the arenas instead).
-    pub fn forget_all(&self) {
-        for slot in &self.ring {
-            slot.set(ptr::null_mut());
+    ///
+    /// # Safety
+    /// The caller must be the heap's user: in a fork child, its one thread.
+    pub unsafe fn forget_all(&self) {
+        // SAFETY: by the caller we are the heap's user: every field here is
+        // ours.
+        unsafe {
+            for slot in &self.ring {
+                slot.set(ptr::null_mut());
+            }
+            self.batch.pool.set(ptr::null_mut());
+            self.batch.len.set(0);
+            for class in 0..NUM_CLASSES {
+                self.current[class].set(empty_pool());
+                self.avail[class].clear();
+                self.full[class].clear();
+            }
+            self.stash.clear();
         }
-        self.batch.pool.set(ptr::null_mut());
-        self.batch.len.set(0);
-        for class in 0..NUM_CLASSES {
-            self.current[class].set(empty_pool());
-            self.avail[class].clear();
-            self.full[class].clear();
-        }
-        self.stash.clear();
         self.hints.clear();
     }
 
     /// Checks the heap's structural invariants (with the `debug-invariants`
     /// feature; otherwise does nothing).
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
     #[inline]
-    pub fn check(&self) {
+    pub unsafe fn check(&self) {
         #[cfg(feature = "debug-invariants")]
-        self.check_invariants();
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            self.check_invariants()
+        };
     }
 
     /// Full scan of the heap's structural invariants. Panics on violation.
-    pub fn check_invariants(&self) {
-        let owner = self.owner.get();
-        for class in 0..NUM_CLASSES {
-            let cur = self.current[class].get();
-            if cur != empty_pool() {
-                // SAFETY: the current pool is ours.
-                let pr = unsafe { &*cur };
-                assert_eq!(pr.owner.load(Relaxed), owner | pr.owner_flags(), "current pool owned by its heap");
-                check_pool(pr, class);
-            }
-            for (list, full) in [(&self.avail[class], false), (&self.full[class], true)] {
-                let mut p = list.head();
-                let mut n = 0;
-                while !p.is_null() {
-                    // SAFETY: pools on our lists are ours.
-                    let pr = unsafe { &*p };
-                    let want = if full { owner | OWNER_FULL } else { owner };
-                    assert_eq!(pr.owner.load(Relaxed), want | pr.owner_flags(), "list pool owner word");
-                    assert!(p != cur, "current pool is on no list");
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
+    pub unsafe fn check_invariants(&self) {
+        // SAFETY: by the caller we are the heap's user: `current`, the lists
+        // and the pools they hold are live and ours.
+        unsafe {
+            let owner = self.owner.get();
+            for class in 0..NUM_CLASSES {
+                let cur = self.current[class].get();
+                if cur != empty_pool() {
+                    let pr = &*cur;
+                    assert_eq!(pr.owner.load(Relaxed), owner | pr.owner_flags(), "current pool owned by its heap");
                     check_pool(pr, class);
-                    n += 1;
-                    p = pr.next.get();
                 }
-                assert_eq!(n, list.len());
+                for (list, full) in [(&self.avail[class], false), (&self.full[class], true)] {
+                    let mut p = list.head();
+                    let mut n = 0;
+                    while !p.is_null() {
+                        let pr = &*p;
+                        let want = if full { owner | OWNER_FULL } else { owner };
+                        assert_eq!(pr.owner.load(Relaxed), want | pr.owner_flags(), "list pool owner word");
+                        assert!(p != cur, "current pool is on no list");
+                        check_pool(pr, class);
+                        n += 1;
+                        p = pr.next.get();
+                    }
+                    assert_eq!(n, list.len());
+                }
             }
         }
     }
@@ -716,8 +864,8 @@ impl Heap {
     /// once.
     ///
     /// # Safety
-    /// `b` must be a block of `pool` that the caller gives up, and `pool` a
-    /// live pool record; if `pool` is this heap's, the caller is its user.
+    /// The caller must be this heap's user. `b` must be a block of `pool`
+    /// that the caller gives up, and `pool` a live pool record.
     pub unsafe fn secure_free(&self, pool: *mut Pool, b: *mut Block) {
         // SAFETY: by the caller.
         let pr = unsafe { &*pool };
@@ -733,39 +881,50 @@ impl Heap {
         #[cfg(miri)]
         let m: Option<usize> = None;
         let may_be = |mark: usize| m.is_none_or(|m| m == mark);
-        if may_be(held_mark(b)) && self.ring.iter().any(|s| s.get() == b) {
+        // SAFETY: by the caller, we are the heap's user: the ring is ours.
+        if may_be(held_mark(b)) && self.ring.iter().any(|s| unsafe { s.get() } == b) {
             crate::fault::invalid_free(b.cast(), "double free");
             return;
         }
         // Only the owner may walk the pool's lists.
-        if owner_id(pr.owner.load(Relaxed)) == self.owner.get()
-            && ((may_be(pr.store_mark(b)) && pr.in_store(b.cast()))
-                || (may_be(pr as *const Pool as usize) && pr.on_local_list(b)))
-        {
+        // SAFETY: we are the heap's user (by the caller), so `owner` is ours
+        // to read; the store and the local list are read only when the
+        // pool's owner word names this heap, that is when we own the pool.
+        if unsafe {
+            owner_id(pr.owner.load(Relaxed)) == self.owner.get()
+                && ((may_be(pr.store_mark(b)) && pr.in_store(b.cast()))
+                    || (may_be(pr as *const Pool as usize) && pr.on_local_list(b)))
+        } {
             crate::fault::invalid_free(b.cast(), "double free");
             return;
         }
         let word = pr.owner.load(Relaxed);
-        if pr.is_medium() || (word & USER_OWNER_BIT != 0 && owner_id(word) != self.owner.get()) {
+        // SAFETY: we hold `b`, a handed-out block of the pool (by the
+        // caller), so its class was written before we got it; `owner` is
+        // ours as the heap's user.
+        if unsafe { pr.is_medium() || (word & USER_OWNER_BIT != 0 && owner_id(word) != self.owner.get()) } {
             // Not held back: a medium block may be a megabyte, and a thread
             // that goes idle would keep it from its pool; a block of a
             // first-class heap must not outlive that heap in this ring.
             // SAFETY: a block of `pool`, given up by the caller, freed once
             // as far as the checks above can tell; it carries the held mark
-            // that `secure_release` expects.
+            // that `secure_release` expects. We are the heap's user.
             unsafe {
                 (*b).mark = held_mark(b);
                 return self.secure_release(b);
             }
         }
-        let slot = &self.ring[self.rng.below(SECURE_RING)];
-        let old = slot.get();
-        // SAFETY: the caller gives `b` up: its second word is ours.
-        unsafe { (*b).mark = held_mark(b) };
-        slot.set(b);
-        if !old.is_null() {
-            // SAFETY: a block freed through this heap earlier, held back.
-            unsafe { self.secure_release(old) };
+        // SAFETY: we are the heap's user (by the caller): the generator and
+        // the ring are ours. The caller gives `b` up: its second word is
+        // ours. `old` is a block freed through this heap earlier, held back.
+        unsafe {
+            let slot = &self.ring[self.rng.below(SECURE_RING)];
+            let old = slot.get();
+            (*b).mark = held_mark(b);
+            slot.set(b);
+            if !old.is_null() {
+                self.secure_release(old);
+            }
         }
     }
 
@@ -773,7 +932,8 @@ impl Heap {
     /// is this heap's, else as a remote free.
     ///
     /// # Safety
-    /// `b` must be a block freed through this heap and held back since.
+    /// The caller must be the heap's user; `b` must be a block freed through
+    /// this heap and held back since.
     unsafe fn secure_release(&self, b: *mut Block) {
         // A block goes back once: released, it loses the held mark. A block
         // freed twice, by two threads (each holding it back), or after the
@@ -787,8 +947,11 @@ impl Heap {
         // SAFETY: the pool holds `b`, which counts as in use, so it is live.
         let pr = unsafe { &*pool };
         let word = pr.owner.load(Relaxed);
-        if owner_id(word) != self.owner.get() {
-            // SAFETY: a handed-out block of another heap's pool, given up.
+        // SAFETY: by the caller, we are the heap's user.
+        if owner_id(word) != unsafe { self.owner.get() } {
+            // SAFETY: a handed-out block of another heap's pool, given up;
+            // holding it, we may read the pool's class. We are the heap's
+            // user.
             unsafe {
                 if pr.is_medium() {
                     self.free_remote_now(pool, b);
@@ -798,37 +961,45 @@ impl Heap {
             }
             return;
         }
-        // SAFETY: a handed-out block of our pool.
-        unsafe { pr.secure_push(b) };
-        let used = pr.used() - 1;
-        pr.used.store(used, Relaxed);
-        let class = pr.class.get() as usize;
-        if word & OWNER_FULL != 0 {
-            // SAFETY: a full pool of this heap is on its full list.
-            unsafe { self.full[class].remove(pool) };
-            pr.clear_remote_full();
-            pr.set_owner_word(self.owner.get());
-            if used == 0 {
-                self.release_empty(pool, false);
-            } else {
-                // SAFETY: `pool` is on no list.
-                unsafe { self.avail[class].push(pool) };
+        // SAFETY: a handed-out block of our pool: we are the heap's user, so
+        // we own the pool; a full pool of this heap is on its full list, and
+        // a USED one that is not full is current or on `avail`.
+        unsafe {
+            pr.secure_push(b);
+            let used = pr.used() - 1;
+            pr.used.store(used, Relaxed);
+            let class = pr.class.get() as usize;
+            if word & OWNER_FULL != 0 {
+                self.full[class].remove(pool);
+                pr.clear_remote_full();
+                pr.set_owner_word(self.owner.get());
+                if used == 0 {
+                    self.release_empty(pool, false);
+                } else {
+                    // `pool` is on no list.
+                    self.avail[class].push(pool);
+                }
+            } else if used == 0 {
+                self.pool_emptied(pool);
             }
-        } else if used == 0 {
-            // SAFETY: a USED pool of this heap, not full.
-            unsafe { self.pool_emptied(pool) };
+            self.check();
         }
-        self.check();
     }
 
     /// Sends every held-back block back to its pool.
-    pub fn flush_ring(&self) {
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
+    pub unsafe fn flush_ring(&self) {
         for slot in &self.ring {
-            let b = slot.get();
-            if !b.is_null() {
-                slot.set(ptr::null_mut());
-                // SAFETY: a held-back block.
-                unsafe { self.secure_release(b) };
+            // SAFETY: by the caller we are the heap's user: the ring is ours,
+            // and a non-null slot holds a held-back block.
+            unsafe {
+                let b = slot.get();
+                if !b.is_null() {
+                    slot.set(ptr::null_mut());
+                    self.secure_release(b);
+                }
             }
         }
     }
@@ -836,7 +1007,7 @@ impl Heap {
 
 /// Remote frees held back to be pushed as one chain (see `Heap::batch`).
 /// At most [`REMOTE_BATCH`] blocks, all of one pool; they count as in use
-/// until pushed.
+/// until pushed. Heap user.
 struct RemoteBatch {
     pool: Local<*mut Pool>,
     head: Local<*mut Block>,
@@ -863,24 +1034,27 @@ impl Heap {
     /// Consecutive frees into one pool are chained and pushed together.
     ///
     /// # Safety
-    /// `b` must be a handed-out block of `pool`, given up by the caller;
-    /// `pool` is not this heap's.
+    /// The caller must be the heap's user. `b` must be a handed-out block of
+    /// `pool`, given up by the caller; `pool` is not this heap's.
     pub unsafe fn free_remote(&self, pool: *mut Pool, b: *mut Block) {
         let bt = &self.batch;
-        if bt.pool.get() != pool {
-            self.trim_if_asked();
-            self.flush_remote();
-            bt.pool.set(pool);
-            bt.tail.set(b);
-            bt.head.set(ptr::null_mut());
-        }
-        // SAFETY: the caller gives `b` up; its first two words are ours, and
-        // `pool` is a live pool record.
-        unsafe { *b = Block { next: bt.head.get(), mark: (*pool).remote_mark() } };
-        bt.head.set(b);
-        bt.len.set(bt.len.get() + 1);
-        if bt.len.get() >= REMOTE_BATCH {
-            self.flush_remote();
+        // SAFETY: by the caller we are the heap's user: the batch is ours.
+        // The caller gives `b` up; its first two words are ours, and `pool`
+        // is a live pool record.
+        unsafe {
+            if bt.pool.get() != pool {
+                self.trim_if_asked();
+                self.flush_remote();
+                bt.pool.set(pool);
+                bt.tail.set(b);
+                bt.head.set(ptr::null_mut());
+            }
+            *b = Block { next: bt.head.get(), mark: (*pool).remote_mark() };
+            bt.head.set(b);
+            bt.len.set(bt.len.get() + 1);
+            if bt.len.get() >= REMOTE_BATCH {
+                self.flush_remote();
+            }
         }
     }
 
@@ -899,45 +1073,61 @@ impl Heap {
     }
 
     /// The pool whose remote frees this heap holds back, or null.
-    pub fn batch_pool(&self) -> *mut Pool {
-        self.batch.pool.get()
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
+    pub unsafe fn batch_pool(&self) -> *mut Pool {
+        // SAFETY: by the caller, we are the heap's user.
+        unsafe { self.batch.pool.get() }
     }
 
     /// Pushes the held-back remote frees, if any.
-    pub fn flush_remote(&self) {
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
+    pub unsafe fn flush_remote(&self) {
         let bt = &self.batch;
-        let pool = bt.pool.get();
-        if pool.is_null() {
-            return;
+        // SAFETY: by the caller we are the heap's user: the batch is ours.
+        // The chain holds blocks of `pool`, which stays live while they
+        // count as in use, and we give them up.
+        unsafe {
+            let pool = bt.pool.get();
+            if pool.is_null() {
+                return;
+            }
+            let n = bt.len.get();
+            (*pool).push_remote_chain(bt.head.get(), bt.tail.get(), n);
+            bump(&self.counters.remote_frees, n as u64);
+            bt.pool.set(ptr::null_mut());
+            bt.len.set(0);
         }
-        let n = bt.len.get();
-        // SAFETY: the chain holds blocks of `pool`, which stays live while
-        // they count as in use.
-        unsafe { (*pool).push_remote_chain(bt.head.get(), bt.tail.get(), n) };
-        bump(&self.counters.remote_frees, n as u64);
-        bt.pool.set(ptr::null_mut());
-        bt.len.set(0);
     }
 }
 
 /// Invariants of one USED pool of `class`.
-fn check_pool(p: &Pool, class: usize) {
+///
+/// # Safety
+/// The caller must be the pool's owner (see [`Pool`]).
+unsafe fn check_pool(p: &Pool, class: usize) {
     assert_eq!(p.state.load(Relaxed), state::USED);
-    assert_eq!(p.class.get() as usize, class);
-    let bs = p.block_size.get() as usize;
-    let mut free = 0usize;
-    let mut b = p.free.get();
-    while !b.is_null() {
-        let a = b as usize;
-        assert!(a >= p.start.get() as usize && a < p.bump.get() as usize, "free block inside carved area");
-        assert_eq!((a - p.start.get() as usize) % bs, 0, "free block on a block boundary");
-        free += 1;
-        // SAFETY: free-list blocks are ours.
-        b = unsafe { (*b).next };
+    // SAFETY: by the caller, we own the pool: its owner-only fields and
+    // geometry are ours, and so are the blocks on its local list.
+    unsafe {
+        assert_eq!(p.class.get() as usize, class);
+        let bs = p.block_size.get() as usize;
+        let mut free = 0usize;
+        let mut b = p.free.get();
+        while !b.is_null() {
+            let a = b as usize;
+            assert!(a >= p.start.get() as usize && a < p.bump.get() as usize, "free block inside carved area");
+            assert_eq!((a - p.start.get() as usize) % bs, 0, "free block on a block boundary");
+            free += 1;
+            b = (*b).next;
+        }
+        free += p.store_len();
+        let uncarved = (p.end.get() as usize - p.bump.get() as usize) / bs;
+        assert_eq!(free + p.used() as usize + uncarved, p.capacity.get() as usize, "blocks add up to capacity");
     }
-    free += p.store_len();
-    let uncarved = (p.end.get() as usize - p.bump.get() as usize) / bs;
-    assert_eq!(free + p.used() as usize + uncarved, p.capacity.get() as usize, "blocks add up to capacity");
 }
 
 #[cfg(test)]
@@ -950,6 +1140,10 @@ mod tests {
     use std::boxed::Box;
     use std::vec::Vec;
 
+    // Every heap in these tests comes from `test_heap` and is used by the
+    // test's own thread alone, which is therefore its user (and the owner of
+    // its pools); the helpers below ask their callers for just that.
+
     /// A heap of the test's own, with an owner id that no thread and no
     /// other heap has (bit 1 set, as first-class heaps' ids), that does not
     /// adopt other threads' abandoned pools.
@@ -957,23 +1151,31 @@ mod tests {
         static IDS: AtomicUsize = AtomicUsize::new(1);
         let id = ((usize::MAX >> 12) - IDS.fetch_add(1, Relaxed)) << 6 | 2;
         let h = Box::new(Heap::new(Kind::Real, id));
-        h.adopts.set(false);
+        // SAFETY: a fresh heap, seen by this thread only.
+        unsafe { h.adopts.set(false) };
         h
     }
 
     /// Allocates `n` blocks of `class`, fills each whole block with a byte
     /// of its own, and checks where it landed.
-    fn fill(h: &Heap, class: usize, n: usize, out: &mut Vec<(*mut u8, usize, u8)>) {
+    ///
+    /// # Safety
+    /// The caller must be `h`'s user.
+    unsafe fn fill(h: &Heap, class: usize, n: usize, out: &mut Vec<(*mut u8, usize, u8)>) {
         let bs = class_size(class);
         for i in 0..n {
-            let p = h.alloc(class);
+            // SAFETY: by the caller, we are the heap's user.
+            let p = unsafe { h.alloc(class) };
             assert!(!p.is_null());
             assert_eq!(p.addr() % crate::size_class::ALIGNMENT, 0);
             assert_eq!(ownership::tag_of(p.addr()), TAG_ARENA);
-            // SAFETY: `p` is in an arena; its pool's header is mapped.
-            let pool = unsafe { &*arena::pool_of(p) };
-            assert_eq!(pool.class.get() as usize, class);
-            assert_eq!(owner_id(pool.owner.load(Relaxed)), h.owner.get());
+            // SAFETY: `p` is in an arena; its pool's header is mapped. We are
+            // the heap's user, so we own the pool.
+            unsafe {
+                let pool = &*arena::pool_of(p);
+                assert_eq!(pool.class.get() as usize, class);
+                assert_eq!(owner_id(pool.owner.load(Relaxed)), h.owner.get());
+            }
             let byte = (class * 31 + i) as u8;
             // SAFETY: a fresh block of `bs` bytes.
             unsafe { p.write_bytes(byte, bs) };
@@ -982,9 +1184,13 @@ mod tests {
     }
 
     /// Checks a block's first and last bytes and gives it back.
-    fn check_and_free(h: &Heap, (p, bs, byte): (*mut u8, usize, u8)) {
+    ///
+    /// # Safety
+    /// The caller must be `h`'s user, and the block a live one of `h` that
+    /// `fill` made.
+    unsafe fn check_and_free(h: &Heap, (p, bs, byte): (*mut u8, usize, u8)) {
         // SAFETY: a live block of `bs` bytes that this test filled and now
-        // gives back to its heap.
+        // gives back to its heap, whose user we are (by the caller).
         unsafe {
             assert_eq!((p.read(), p.add(bs - 1).read()), (byte, byte), "block contents survive");
             h.free_owned(arena::pool_of(p), p.cast());
@@ -996,35 +1202,39 @@ mod tests {
         let n = if cfg!(miri) { 40 } else { 400 };
         let classes = [0, 1, 6, 31, 32, 45, crate::size_class::NUM_CLASSES - 1];
         let h = test_heap();
-        let mut live = Vec::new();
-        for &c in &classes {
-            fill(&h, c, n, &mut live);
-        }
-        let mut addrs: Vec<usize> = live.iter().map(|b| b.0.addr()).collect();
-        addrs.sort_unstable();
-        for w in addrs.windows(2) {
-            assert!(w[1] - w[0] >= 16, "blocks do not overlap");
-        }
-        h.check_invariants();
-        // Free every other block, allocate as many again, then free all.
-        let (keep, gone): (Vec<_>, Vec<_>) = live.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
-        for (_, b) in gone {
-            check_and_free(&h, b);
-        }
-        h.check_invariants();
-        let mut live: Vec<_> = keep.into_iter().map(|(_, b)| b).collect();
-        for &c in &classes {
-            fill(&h, c, n / 2, &mut live);
-        }
-        h.check_invariants();
-        for b in live {
-            check_and_free(&h, b);
-        }
-        h.check_invariants();
-        h.trim();
-        h.check_invariants();
-        for c in 0..crate::size_class::NUM_CLASSES {
-            assert!(h.current[c].get() == empty_pool(), "trim gives every empty pool back");
+        // SAFETY: the test's own heap (see above); every block freed is a
+        // live one that `fill` made.
+        unsafe {
+            let mut live = Vec::new();
+            for &c in &classes {
+                fill(&h, c, n, &mut live);
+            }
+            let mut addrs: Vec<usize> = live.iter().map(|b| b.0.addr()).collect();
+            addrs.sort_unstable();
+            for w in addrs.windows(2) {
+                assert!(w[1] - w[0] >= 16, "blocks do not overlap");
+            }
+            h.check_invariants();
+            // Free every other block, allocate as many again, then free all.
+            let (keep, gone): (Vec<_>, Vec<_>) = live.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+            for (_, b) in gone {
+                check_and_free(&h, b);
+            }
+            h.check_invariants();
+            let mut live: Vec<_> = keep.into_iter().map(|(_, b)| b).collect();
+            for &c in &classes {
+                fill(&h, c, n / 2, &mut live);
+            }
+            h.check_invariants();
+            for b in live {
+                check_and_free(&h, b);
+            }
+            h.check_invariants();
+            h.trim();
+            h.check_invariants();
+            for c in 0..crate::size_class::NUM_CLASSES {
+                assert!(h.current[c].get() == empty_pool(), "trim gives every empty pool back");
+            }
         }
         arena::check_invariants();
     }
@@ -1035,45 +1245,53 @@ mod tests {
         let other = test_heap();
         let n = if cfg!(miri) { 50 } else { 500 };
         let mut live = Vec::new();
-        fill(&owner, 2, n, &mut live);
-        // `other` frees the blocks: they are held back in its batch, then
-        // pushed onto the pools' remote lists as chains.
-        for &(p, _, _) in &live {
-            // SAFETY: a handed-out block of a pool `other` does not own.
-            unsafe { other.free_remote(arena::pool_of(p), p.cast()) };
-        }
-        other.flush_remote();
-        assert_eq!(other.counters.remote_frees.load(Relaxed), n as u64);
-        // They count as in use until the owner collects them, which trim
-        // does: the pool is then empty and goes back to its arena.
-        let pool = arena::pool_of(live[0].0);
-        // SAFETY: the pool is the owner's current pool, live.
+        // SAFETY: both heaps are the test's own (see above). The blocks
+        // `other` frees are handed-out blocks of pools it does not own, each
+        // given up once; the pool read below is the owner's current pool,
+        // live; the blocks freed at the end are live ones `fill` made.
         unsafe {
+            fill(&owner, 2, n, &mut live);
+            // `other` frees the blocks: they are held back in its batch, then
+            // pushed onto the pools' remote lists as chains.
+            for &(p, _, _) in &live {
+                other.free_remote(arena::pool_of(p), p.cast());
+            }
+            other.flush_remote();
+            assert_eq!(other.counters.remote_frees.load(Relaxed), n as u64);
+            // They count as in use until the owner collects them, which trim
+            // does: the pool is then empty and goes back to its arena.
+            let pool = arena::pool_of(live[0].0);
             assert!((*pool).has_remote());
             assert_eq!((*pool).used() as usize, n);
+            assert!(owner.current[2].get() == pool);
+            owner.trim();
+            assert!(owner.current[2].get() == empty_pool(), "every remote free was collected");
+            owner.check_invariants();
+            // Blocks freed remotely and collected are handed out again.
+            let mut again = Vec::new();
+            fill(&owner, 2, n, &mut again);
+            for (&(p, _, _), &(q, _, _)) in again.iter().zip(&again[1..]) {
+                assert_ne!(p, q);
+            }
+            for blk in again {
+                check_and_free(&owner, blk);
+            }
+            owner.check_invariants();
+            owner.release_everything();
+            other.release_everything();
         }
-        assert!(owner.current[2].get() == pool);
-        owner.trim();
-        assert!(owner.current[2].get() == empty_pool(), "every remote free was collected");
-        owner.check_invariants();
-        // Blocks freed remotely and collected are handed out again.
-        let mut again = Vec::new();
-        fill(&owner, 2, n, &mut again);
-        for (&(p, _, _), &(q, _, _)) in again.iter().zip(&again[1..]) {
-            assert_ne!(p, q);
-        }
-        for blk in again {
-            check_and_free(&owner, blk);
-        }
-        owner.check_invariants();
-        owner.release_everything();
-        other.release_everything();
     }
 
     /// Pools a heap holds for `class`: current, available and full.
-    fn pools_of(h: &Heap, class: usize) -> usize {
-        let cur = usize::from(h.current[class].get() != empty_pool());
-        cur + h.avail[class].len() + h.full[class].len()
+    ///
+    /// # Safety
+    /// The caller must be `h`'s user.
+    unsafe fn pools_of(h: &Heap, class: usize) -> usize {
+        // SAFETY: by the caller, we are the heap's user.
+        unsafe {
+            let cur = usize::from(h.current[class].get() != empty_pool());
+            cur + h.avail[class].len() + h.full[class].len()
+        }
     }
 
     /// Regression: the slow path used to file a fully carved pool with
@@ -1088,48 +1306,58 @@ mod tests {
         let n = per_pool * pools;
         let h = test_heap();
         let mut live = Vec::new();
-        fill(&h, class, n, &mut live);
-        // An arena's pool 0 is shorter (the header takes its first pages), so
-        // a fill that gets one takes a pool more; which pools it gets depends
-        // on what other tests left in the arenas.
-        let taken = pools_of(&h, class);
-        assert!((pools..=pools + 1).contains(&taken), "{taken} pools for {pools} pools' worth of blocks");
-        // Free a random half (xorshift, fixed seed).
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for i in (1..live.len()).rev() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            live.swap(i, (x % (i as u64 + 1)) as usize);
+        // SAFETY: the test's own heap (see above); every block freed is a
+        // live one that `fill` made, freed once.
+        unsafe {
+            fill(&h, class, n, &mut live);
+            // An arena's pool 0 is shorter (the header takes its first pages), so
+            // a fill that gets one takes a pool more; which pools it gets depends
+            // on what other tests left in the arenas.
+            let taken = pools_of(&h, class);
+            assert!((pools..=pools + 1).contains(&taken), "{taken} pools for {pools} pools' worth of blocks");
+            // Free a random half (xorshift, fixed seed).
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+            for i in (1..live.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                live.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let gone = live.split_off(n / 2);
+            for b in gone {
+                check_and_free(&h, b);
+            }
+            h.check_invariants();
+            fill(&h, class, n - n / 2, &mut live);
+            h.check_invariants();
+            assert_eq!(pools_of(&h, class), taken, "the freed blocks are reused before any new pool");
+            for b in live {
+                check_and_free(&h, b);
+            }
+            h.release_everything();
         }
-        let gone = live.split_off(n / 2);
-        for b in gone {
-            check_and_free(&h, b);
-        }
-        h.check_invariants();
-        fill(&h, class, n - n / 2, &mut live);
-        h.check_invariants();
-        assert_eq!(pools_of(&h, class), taken, "the freed blocks are reused before any new pool");
-        for b in live {
-            check_and_free(&h, b);
-        }
-        h.release_everything();
     }
 
     #[test]
     fn a_dropped_heap_gives_its_pools_back_with_blocks_in_them() {
         let h = test_heap();
         let mut live = Vec::new();
-        fill(&h, 10, if cfg!(miri) { 30 } else { 300 }, &mut live);
-        fill(&h, 50, 5, &mut live);
-        h.release_everything();
-        for c in 0..crate::size_class::NUM_CLASSES {
-            assert!(h.current[c].get() == empty_pool());
+        // SAFETY: the test's own heap (see above).
+        unsafe {
+            fill(&h, 10, if cfg!(miri) { 30 } else { 300 }, &mut live);
+            fill(&h, 50, 5, &mut live);
+            h.release_everything();
+            for c in 0..crate::size_class::NUM_CLASSES {
+                assert!(h.current[c].get() == empty_pool());
+            }
+            h.check_invariants();
         }
-        h.check_invariants();
         arena::check_invariants();
-        // The heap is empty and usable again.
-        fill(&h, 10, 3, &mut Vec::new());
-        h.release_everything();
+        // SAFETY: as above.
+        unsafe {
+            // The heap is empty and usable again.
+            fill(&h, 10, 3, &mut Vec::new());
+            h.release_everything();
+        }
     }
 }

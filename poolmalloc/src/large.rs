@@ -116,7 +116,8 @@ pub static COUNTERS: LargeCounters = LargeCounters {
 /// Bytes of cached spans now.
 pub fn cached_bytes() -> usize {
     let _g = LOCK.guard();
-    CACHE.bytes.get()
+    // SAFETY: the cache lock is held (guard `_g`).
+    unsafe { CACHE.bytes.get() }
 }
 
 /// The large layer's part of the statistics snapshot.
@@ -279,23 +280,27 @@ fn take_cached(map_len: usize, align: usize) -> Option<(*mut u8, usize)> {
     let _g = LOCK.guard();
     let mut best: Option<usize> = None;
     let mut shorter: Option<usize> = None;
-    for i in 0..CACHE_SLOTS {
-        let (b, l) = (CACHE.base[i].get(), CACHE.len[i].get());
-        if b.is_null() || b.addr() % align.max(GRANULE) != 0 {
-            continue;
-        }
-        if l >= map_len {
-            if best.is_none_or(|j| CACHE.len[j].get() > l) {
-                best = Some(i);
+    // SAFETY: the cache lock is held (guard `_g`) until the `drop` below.
+    let (base, l) = unsafe {
+        for i in 0..CACHE_SLOTS {
+            let (b, l) = (CACHE.base[i].get(), CACHE.len[i].get());
+            if b.is_null() || b.addr() % align.max(GRANULE) != 0 {
+                continue;
             }
-        } else if shorter.is_none_or(|j| CACHE.len[j].get() < l) {
-            shorter = Some(i);
+            if l >= map_len {
+                if best.is_none_or(|j| CACHE.len[j].get() > l) {
+                    best = Some(i);
+                }
+            } else if shorter.is_none_or(|j| CACHE.len[j].get() < l) {
+                shorter = Some(i);
+            }
         }
-    }
-    let i = best.or(shorter)?;
-    let (base, l) = (CACHE.base[i].get(), CACHE.len[i].get());
-    CACHE.base[i].set(ptr::null_mut());
-    CACHE.bytes.set(CACHE.bytes.get() - l);
+        let i = best.or(shorter)?;
+        let (base, l) = (CACHE.base[i].get(), CACHE.len[i].get());
+        CACHE.base[i].set(ptr::null_mut());
+        CACHE.bytes.set(CACHE.bytes.get() - l);
+        (base, l)
+    };
     drop(_g);
     if l >= map_len && l - map_len <= map_len / 4 {
         COUNTERS.cache_hits.fetch_add(1, Relaxed);
@@ -327,15 +332,18 @@ fn take_cached(map_len: usize, align: usize) -> Option<(*mut u8, usize)> {
 /// Puts a span into the cache if there is room; otherwise unmaps it.
 fn cache_put(base: *mut u8, map_len: usize, now: u64) {
     let _g = LOCK.guard();
-    expire(now);
-    if CACHE.bytes.get() + map_len <= CACHE_MAX_BYTES {
-        for i in 0..CACHE_SLOTS {
-            if CACHE.base[i].get().is_null() {
-                CACHE.base[i].set(base);
-                CACHE.len[i].set(map_len);
-                CACHE.at[i].set(now);
-                CACHE.bytes.set(CACHE.bytes.get() + map_len);
-                return;
+    // SAFETY: the cache lock is held (guard `_g`) until the `drop` below.
+    unsafe {
+        expire(now);
+        if CACHE.bytes.get() + map_len <= CACHE_MAX_BYTES {
+            for i in 0..CACHE_SLOTS {
+                if CACHE.base[i].get().is_null() {
+                    CACHE.base[i].set(base);
+                    CACHE.len[i].set(map_len);
+                    CACHE.at[i].set(now);
+                    CACHE.bytes.set(CACHE.bytes.get() + map_len);
+                    return;
+                }
             }
         }
     }
@@ -386,17 +394,23 @@ pub fn free(p: *mut u8) -> bool {
 }
 
 /// Unmaps cached spans older than the purge delay. Lock held.
-fn expire(now: u64) {
+///
+/// # Safety
+/// The cache lock ([`LOCK`]) must be held.
+unsafe fn expire(now: u64) {
     let delay = options::purge_delay_ms();
     if delay < 0 {
         return;
     }
     for i in 0..CACHE_SLOTS {
-        let b = CACHE.base[i].get();
-        if !b.is_null() && CACHE.at[i].get() + delay as u64 <= now {
-            CACHE.base[i].set(ptr::null_mut());
-            CACHE.bytes.set(CACHE.bytes.get() - CACHE.len[i].get());
-            unmap_span(b, CACHE.len[i].get());
+        // SAFETY: the cache lock is held (by the caller).
+        unsafe {
+            let b = CACHE.base[i].get();
+            if !b.is_null() && CACHE.at[i].get() + delay as u64 <= now {
+                CACHE.base[i].set(ptr::null_mut());
+                CACHE.bytes.set(CACHE.bytes.get() - CACHE.len[i].get());
+                unmap_span(b, CACHE.len[i].get());
+            }
         }
     }
 }
@@ -405,11 +419,14 @@ fn expire(now: u64) {
 pub fn purge_cache() {
     let _g = LOCK.guard();
     for i in 0..CACHE_SLOTS {
-        let b = CACHE.base[i].get();
-        if !b.is_null() {
-            CACHE.base[i].set(ptr::null_mut());
-            CACHE.bytes.set(CACHE.bytes.get() - CACHE.len[i].get());
-            unmap_span(b, CACHE.len[i].get());
+        // SAFETY: the cache lock is held (guard `_g`).
+        unsafe {
+            let b = CACHE.base[i].get();
+            if !b.is_null() {
+                CACHE.base[i].set(ptr::null_mut());
+                CACHE.bytes.set(CACHE.bytes.get() - CACHE.len[i].get());
+                unmap_span(b, CACHE.len[i].get());
+            }
         }
     }
 }
@@ -516,7 +533,8 @@ pub fn containing(p: *mut u8) -> Option<(*mut u8, usize)> {
 
 /// The huge blocks of a first-class heap, linked through their span
 /// headers so that dropping the heap frees them all. Single-threaded: used
-/// only by the heap's user.
+/// only by the heap's user, which is the list's user (see [`List`]); the
+/// methods that touch the list are `unsafe` with that contract.
 pub struct SpanList {
     list: List<Span, SpanLinks>,
 }
@@ -528,10 +546,14 @@ impl SpanList {
     }
 
     /// Allocates a huge block and links it in. Null on failure.
-    pub fn alloc(&self, size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    ///
+    /// # Safety
+    /// The caller must be the list's user (its heap's user).
+    pub unsafe fn alloc(&self, size: usize, align: usize, zeroed: bool) -> *mut u8 {
         let p = if zeroed { alloc_zeroed(size, align) } else { alloc(size, align) };
         if let Some(span) = span_of(p) {
-            // SAFETY: a fresh span's header is ours and on no list.
+            // SAFETY: a fresh span's header is ours and on no list; by the
+            // caller, we are the list's user.
             unsafe { self.list.push(span) };
         }
         p
@@ -541,21 +563,28 @@ impl SpanList {
     /// not a live huge block.
     ///
     /// # Safety
-    /// A live `p` must be on this list.
+    /// The caller must be the list's user, and a live `p` must be on this
+    /// list.
     pub unsafe fn free(&self, p: *mut u8) -> bool {
         let Some(span) = span_of(p) else { return false };
-        // SAFETY: by the caller `span` is on this list.
+        // SAFETY: by the caller `span` is on this list, whose user we are.
         unsafe { self.list.remove(span) };
         free(p)
     }
 
     /// Frees every block on the list.
-    pub fn free_all(&self) {
-        let mut span = self.list.head();
-        self.list.clear();
+    ///
+    /// # Safety
+    /// The caller must be the list's user.
+    pub unsafe fn free_all(&self) {
+        // SAFETY: by the caller, we are the list's user.
+        let mut span = unsafe { self.list.head() };
+        // SAFETY: as above.
+        unsafe { self.list.clear() };
         while !span.is_null() {
-            // SAFETY: spans on the list are live and ours; the next link is
-            // read before the span is freed.
+            // SAFETY: spans on the list are live and ours, and we are the
+            // list's user (their links are left as they were by `clear`);
+            // the next link is read before the span is freed.
             let (next, p) = unsafe { (List::<Span, SpanLinks>::next(span), span.cast::<u8>().wrapping_add((*span).offset)) };
             free(p);
             span = next;
@@ -601,8 +630,12 @@ static ZERO: ZeroRegion = ZeroRegion {
 };
 
 /// Reserves the region. Lock held.
-fn zero_reserve() {
-    ZERO.tried.set(true);
+///
+/// # Safety
+/// The cache lock ([`LOCK`]) must be held.
+unsafe fn zero_reserve() {
+    // SAFETY: the lock is held (by the caller).
+    unsafe { ZERO.tried.set(true) };
     let base = os::map_aligned(GRANULE, GRANULE);
     if base.is_null() {
         return;
@@ -610,7 +643,8 @@ fn zero_reserve() {
     // SAFETY: our fresh mapping, seen by nobody.
     let ok = unsafe { os::protect_none(base, GRANULE) } && ownership::mark(base, GRANULE, ownership::TAG_ZERO, ownership::TAG_ZERO);
     if ok {
-        ZERO.base.set(base);
+        // SAFETY: the lock is held (by the caller).
+        unsafe { ZERO.base.set(base) };
     } else {
         // SAFETY: as above; not marked, or the mark failed.
         unsafe { os::release_or_keep(base, GRANULE) };
@@ -622,51 +656,63 @@ fn zero_reserve() {
 /// serves the request as a 1-byte one).
 pub fn zero_alloc() -> *mut u8 {
     let _g = LOCK.guard();
-    if !ZERO.tried.get() {
-        zero_reserve();
-    }
-    let base = ZERO.base.get();
-    if base.is_null() {
-        return base;
-    }
-    let words = ZERO.live.len();
-    let start = ZERO.cursor.get() / 64;
-    for k in 0..=words {
-        let w = (start + k) % words;
-        let bits = ZERO.live[w].get();
-        if bits != u64::MAX {
-            let bit = (!bits).trailing_zeros() as usize;
-            ZERO.live[w].set(bits | 1 << bit);
-            let slot = w * 64 + bit;
-            ZERO.cursor.set(slot + 1);
-            return base.wrapping_add(slot * 16);
+    // SAFETY: the lock is held (guard `_g`), which guards the region.
+    unsafe {
+        if !ZERO.tried.get() {
+            zero_reserve();
+        }
+        let base = ZERO.base.get();
+        if base.is_null() {
+            return base;
+        }
+        let words = ZERO.live.len();
+        let start = ZERO.cursor.get() / 64;
+        for k in 0..=words {
+            let w = (start + k) % words;
+            let bits = ZERO.live[w].get();
+            if bits != u64::MAX {
+                let bit = (!bits).trailing_zeros() as usize;
+                ZERO.live[w].set(bits | 1 << bit);
+                let slot = w * 64 + bit;
+                ZERO.cursor.set(slot + 1);
+                return base.wrapping_add(slot * 16);
+            }
         }
     }
     ptr::null_mut()
 }
 
 /// The slot of `p` if it is a live zero-size block. Lock held.
-fn zero_slot(p: *mut u8) -> Option<usize> {
-    let base = ZERO.base.get();
+///
+/// # Safety
+/// The cache lock ([`LOCK`]) must be held.
+unsafe fn zero_slot(p: *mut u8) -> Option<usize> {
+    // SAFETY: the lock is held (by the caller).
+    let base = unsafe { ZERO.base.get() };
     let off = (p as usize).wrapping_sub(base as usize);
     if base.is_null() || off >= GRANULE || off % 16 != 0 {
         return None;
     }
     let slot = off / 16;
-    (ZERO.live[slot / 64].get() & 1 << (slot % 64) != 0).then_some(slot)
+    // SAFETY: as above.
+    (unsafe { ZERO.live[slot / 64].get() } & 1 << (slot % 64) != 0).then_some(slot)
 }
 
 /// Frees a zero-size block. False if `p` is not a live one.
 pub fn zero_free(p: *mut u8) -> bool {
     let _g = LOCK.guard();
-    let Some(slot) = zero_slot(p) else { return false };
-    let w = &ZERO.live[slot / 64];
-    w.set(w.get() & !(1 << (slot % 64)));
+    // SAFETY: the lock is held (guard `_g`).
+    unsafe {
+        let Some(slot) = zero_slot(p) else { return false };
+        let w = &ZERO.live[slot / 64];
+        w.set(w.get() & !(1 << (slot % 64)));
+    }
     true
 }
 
 /// Whether `p` is a live zero-size block.
 pub fn zero_live(p: *mut u8) -> bool {
     let _g = LOCK.guard();
-    zero_slot(p).is_some()
+    // SAFETY: the lock is held (guard `_g`).
+    unsafe { zero_slot(p).is_some() }
 }

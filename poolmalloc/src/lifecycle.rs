@@ -235,10 +235,12 @@ pub(crate) fn new_user_heap() -> *mut Heap {
     let id = (USER_HEAP_IDS.fetch_add(1, Relaxed) << 6) | USER_OWNER_BIT;
     let h = REGISTRY.new_heap(id);
     if !h.is_null() {
-        // SAFETY: a fresh heap from the registry, ours alone.
+        // SAFETY: a fresh heap from the registry, ours alone: we are its
+        // user until we hand it to the first-class heap.
         unsafe { (*h).adopts.set(false) };
         let _g = REGISTRY.lock.guard();
-        REGISTRY.user_heaps.set(REGISTRY.user_heaps.get() + 1);
+        // SAFETY: the registry lock is held (guard `_g`).
+        unsafe { REGISTRY.user_heaps.set(REGISTRY.user_heaps.get() + 1) };
     }
     h
 }
@@ -247,13 +249,15 @@ pub(crate) fn new_user_heap() -> *mut Heap {
 /// were released.
 ///
 /// # Safety
-/// `h` must come from [`new_user_heap`] and hold no pools.
+/// `h` must come from [`new_user_heap`] and hold no pools, and the caller
+/// must be its user, giving it up.
 pub(crate) unsafe fn free_user_heap(h: *mut Heap) {
-    // SAFETY: by the caller.
+    // SAFETY: by the caller, we are the heap's user until `free_heap`.
     unsafe { (*h).adopts.set(true) };
     REGISTRY.free_heap(h);
     let _g = REGISTRY.lock.guard();
-    REGISTRY.user_heaps.set(REGISTRY.user_heaps.get() - 1);
+    // SAFETY: the registry lock is held (guard `_g`).
+    unsafe { REGISTRY.user_heaps.set(REGISTRY.user_heaps.get() - 1) };
 }
 
 /// Runs the full invariant check of the calling thread's heap (if it has
@@ -298,7 +302,9 @@ pub(crate) fn trim() {
     }
     {
         let _g = LOCKED_LOCK.guard();
-        LOCKED_HEAP.trim();
+        // SAFETY: the locked heap's lock is held (guard `_g`): we are its
+        // user.
+        unsafe { LOCKED_HEAP.trim() };
     }
     ABANDONED.sweep();
     arena::purge_all();
@@ -374,7 +380,9 @@ extern "C" fn fork_child() {
         }
     }
     if mine == 0 {
-        reclaim_after_fork();
+        // SAFETY: the child's only thread, in its `atfork` handler, and the
+        // forking thread held no lock.
+        unsafe { reclaim_after_fork() };
     }
 }
 
@@ -382,56 +390,75 @@ extern "C" fn fork_child() {
 /// that does not exist here. Their pools are found by walking the arenas.
 /// The calling thread's own heap and pools are not touched: the fork may
 /// have interrupted its fast path.
-fn reclaim_after_fork() {
+///
+/// # Safety
+/// Only from [`fork_child`], when the forking thread held none of the
+/// allocator's locks: the calling thread is then the process's only thread,
+/// and every structure is in a consistent state.
+unsafe fn reclaim_after_fork() {
     let me = thread_id();
     let mine = tls::get();
     // Owner ids of heaps that do not survive: threads other than this one.
     let dead = |owner: usize| owner != me && owner != LOCKED_OWNER && owner & USER_OWNER_BIT == 0;
-    // SAFETY: the slot points at a live heap. A pool this thread still owes
-    // held-back remote frees must not go back to its arena: it is abandoned
-    // instead, and the frees reach it when the batch is pushed.
+    // SAFETY: the slot points at a live heap, and we are the only thread of
+    // the child, so we are its user. A pool this thread still owes held-back
+    // remote frees must not go back to its arena: it is abandoned instead,
+    // and the frees reach it when the batch is pushed.
     let owed = unsafe { (*mine).batch_pool() } as *const Pool;
     {
         let _g = REGISTRY.lock.guard();
-        let mut free_list = REGISTRY.free.get();
-        let mut live = 0;
-        REGISTRY.for_each(|h| {
-            let hp = h as *const Heap as *mut Heap;
-            if hp == mine {
-                live += 1;
-                return;
-            }
-            // First-class heaps (owner bit 1) belong to objects, not threads;
-            // one owned by the surviving thread is still in use.
-            if h.owner.get() != 0 && h.owner.get() & USER_OWNER_BIT == 0 {
-                h.forget_all();
-                h.owner.set(0);
-                h.free_next.set(free_list);
-                free_list = hp;
-            }
-        });
-        REGISTRY.free.set(free_list);
-        REGISTRY.live.set(live);
+        // SAFETY: the registry lock is held (guard `_g`). The heaps the walk
+        // empties belonged to threads that do not exist in the child, whose
+        // only thread is ours: we are their user now.
+        unsafe {
+            let mut free_list = REGISTRY.free.get();
+            let mut live = 0;
+            REGISTRY.for_each(|h| {
+                let hp = h as *const Heap as *mut Heap;
+                if hp == mine {
+                    live += 1;
+                    return;
+                }
+                // First-class heaps (owner bit 1) belong to objects, not threads;
+                // one owned by the surviving thread is still in use.
+                if h.owner.get() != 0 && h.owner.get() & USER_OWNER_BIT == 0 {
+                    h.forget_all();
+                    h.owner.set(0);
+                    h.free_next.set(free_list);
+                    free_list = hp;
+                }
+            });
+            REGISTRY.free.set(free_list);
+            REGISTRY.live.set(live);
+        }
     }
-    arena::reclaim_in_child(|p: &Pool| {
+    let release = |p: &Pool| {
         let owner = owner_id(p.owner.load(Relaxed));
         match p.state.load(Relaxed) {
             state::EMPTY => dead(owner),
             state::USED if dead(owner) => {
-                p.recount();
-                p.collect_remote();
-                if p.is_empty() && !ptr::eq(p, owed) {
-                    return true;
+                // SAFETY: the pool's owner was a thread that does not exist in
+                // the child, whose only thread is ours: we own the pool now.
+                // It has live blocks and is on no list we trust, as `put`
+                // needs.
+                unsafe {
+                    p.recount();
+                    p.collect_remote();
+                    if p.is_empty() && !ptr::eq(p, owed) {
+                        return true;
+                    }
+                    p.clear_remote_full();
+                    p.set_owner(0, ptr::null());
+                    p.state.store(state::ABANDONED, Relaxed);
+                    ABANDONED.put(p as *const Pool as *mut Pool);
                 }
-                p.clear_remote_full();
-                p.set_owner(0, ptr::null());
-                p.state.store(state::ABANDONED, Relaxed);
-                // SAFETY: a pool with live blocks on no trusted list.
-                unsafe { ABANDONED.put(p as *const Pool as *mut Pool) };
                 false
             }
             _ => false,
         }
-    });
+    };
+    // SAFETY: we are in the fork child's handler, no lock having been held
+    // by the forking thread (`fork_child` checks): ours is the only thread.
+    unsafe { arena::reclaim_in_child(release) };
 }
 

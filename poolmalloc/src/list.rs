@@ -3,8 +3,10 @@
 //!
 //! The links live in the nodes; a node type names, for each list it can be
 //! on, where that list's pair of links is, through a [`Links`]
-//! implementation. A list is not synchronised: its user holds the lock that
-//! guards it, or is its only user.
+//! implementation. A list is not synchronised: its *user* holds the lock
+//! that guards it, or is its only user, and the links of the nodes on it are
+//! guarded the same way. Only the user may read or change the list, so every
+//! method that does is `unsafe`: its caller vouches that it is the user.
 
 use crate::sync::Local;
 use core::marker::PhantomData;
@@ -34,56 +36,75 @@ impl<T, L: Links<T>> List<T, L> {
     }
 
     /// The first node, or null.
+    ///
+    /// # Safety
+    /// The caller must be the list's user (see the module docs).
     #[inline]
-    pub fn head(&self) -> *mut T {
-        self.head.get()
+    pub unsafe fn head(&self) -> *mut T {
+        // SAFETY: by the caller, the list's user.
+        unsafe { self.head.get() }
     }
 
     /// Nodes on the list.
-    pub fn len(&self) -> usize {
-        self.len.get()
+    ///
+    /// # Safety
+    /// The caller must be the list's user.
+    pub unsafe fn len(&self) -> usize {
+        // SAFETY: by the caller, the list's user.
+        unsafe { self.len.get() }
     }
 
     /// Whether the list is empty.
+    ///
+    /// # Safety
+    /// The caller must be the list's user.
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.head.get().is_null()
+    pub unsafe fn is_empty(&self) -> bool {
+        // SAFETY: by the caller, the list's user.
+        unsafe { self.head.get().is_null() }
     }
 
     /// The node after `node` on this list, or null.
     ///
     /// # Safety
-    /// `node` must be on this list.
+    /// `node` must be on a list that uses these links, and the caller must
+    /// be that list's user.
     pub unsafe fn next(node: *mut T) -> *mut T {
-        // SAFETY: by the caller, `node` is a live node.
+        // SAFETY: by the caller, `node` is a live node whose links the
+        // caller, the list's user, may read.
         unsafe { L::links(node).0.get() }
     }
 
     /// Pushes `node` at the front.
     ///
     /// # Safety
-    /// `node` must be a live node on no list that uses these links.
+    /// `node` must be a live node on no list that uses these links, and the
+    /// caller must be this list's user.
     pub unsafe fn push(&self, node: *mut T) {
-        let h = self.head.get();
-        // SAFETY: `node` is live by the caller; `h` is on this list.
+        // SAFETY: by the caller we are the list's user, so the head, the
+        // length and the links of `h` (on this list) are ours; `node` is
+        // live and on no list, so its links are ours too.
         unsafe {
+            let h = self.head.get();
             let (next, prev) = L::links(node);
             prev.set(ptr::null_mut());
             next.set(h);
             if !h.is_null() {
                 L::links(h).1.set(node);
             }
+            self.head.set(node);
+            self.len.set(self.len.get() + 1);
         }
-        self.head.set(node);
-        self.len.set(self.len.get() + 1);
     }
 
     /// Unlinks `node`.
     ///
     /// # Safety
-    /// `node` must be on this list.
+    /// `node` must be on this list, and the caller must be its user.
     pub unsafe fn remove(&self, node: *mut T) {
-        // SAFETY: `node` and its neighbours are on this list.
+        // SAFETY: `node` and its neighbours are live nodes of this list, and
+        // by the caller we are its user: the head, the length and their
+        // links are ours.
         unsafe {
             let (next_link, prev_link) = L::links(node);
             let (next, prev) = (next_link.get(), prev_link.get());
@@ -97,26 +118,37 @@ impl<T, L: Links<T>> List<T, L> {
             }
             next_link.set(ptr::null_mut());
             prev_link.set(ptr::null_mut());
+            self.len.set(self.len.get() - 1);
         }
-        self.len.set(self.len.get() - 1);
     }
 
     /// Pops the first node, or null.
-    pub fn pop(&self) -> *mut T {
-        let h = self.head.get();
-        if !h.is_null() {
-            // SAFETY: `h` is on this list.
-            unsafe { self.remove(h) };
+    ///
+    /// # Safety
+    /// The caller must be the list's user.
+    pub unsafe fn pop(&self) -> *mut T {
+        // SAFETY: by the caller, the list's user; `h` is on this list.
+        unsafe {
+            let h = self.head.get();
+            if !h.is_null() {
+                self.remove(h);
+            }
+            h
         }
-        h
     }
 
     /// Forgets every node (their links are left as they are): for a fork
     /// child, where the nodes are reclaimed by other means, and for a list
     /// whose nodes are all being released.
-    pub fn clear(&self) {
-        self.head.set(ptr::null_mut());
-        self.len.set(0);
+    ///
+    /// # Safety
+    /// The caller must be the list's user.
+    pub unsafe fn clear(&self) {
+        // SAFETY: by the caller, the list's user.
+        unsafe {
+            self.head.set(ptr::null_mut());
+            self.len.set(0);
+        }
     }
 }
 
@@ -151,10 +183,11 @@ mod tests {
         let base = nodes.as_mut_ptr();
         let at = |i: usize| base.wrapping_add(i);
         let list: List<Node, NodeLinks> = List::new();
-        assert!(list.is_empty());
         // SAFETY: the nodes live in `nodes` for the whole test, each on the
-        // list at most once.
+        // list at most once; the list and the nodes are this test's alone,
+        // so this thread is the list's only user.
         unsafe {
+            assert!(list.is_empty());
             for i in 0..3 {
                 list.push(at(i));
             }
@@ -162,10 +195,10 @@ mod tests {
             list.remove(at(1));
             assert_eq!(List::<Node, NodeLinks>::next(at(2)), at(0));
             assert_eq!((*at(0)).prev.get(), at(2));
+            assert_eq!(list.pop(), at(2));
+            assert_eq!(list.pop(), at(0));
+            assert!(list.pop().is_null());
+            assert_eq!(list.len(), 0);
         }
-        assert_eq!(list.pop(), at(2));
-        assert_eq!(list.pop(), at(0));
-        assert!(list.pop().is_null());
-        assert_eq!(list.len(), 0);
     }
 }

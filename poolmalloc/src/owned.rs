@@ -73,6 +73,10 @@ impl Heap {
         Some(Heap { raw, spans: SpanList::new(), _single: PhantomData })
     }
 
+    /// The raw heap, whose user the caller is: a `Heap` is not `Sync`, so
+    /// whoever holds `&self` is the one thread using it now (and a `Heap`
+    /// sent to another thread moves with its whole state). The raw heap's
+    /// `unsafe` methods (and the span list's) are called on that ground.
     fn raw(&self) -> &RawHeap {
         // SAFETY: the raw heap lives until `drop` returns it.
         unsafe { self.raw.as_ref() }
@@ -82,15 +86,18 @@ impl Heap {
     /// layouts get a unique one-byte block.
     pub fn alloc(&self, layout: Layout) -> *mut u8 {
         if in_pools(layout.size(), layout.align()) {
-            return self.raw().alloc(pool_class(layout.size(), layout.align()));
+            // SAFETY: we are the raw heap's user (see `raw`).
+            return unsafe { self.raw().alloc(pool_class(layout.size(), layout.align())) };
         }
-        self.spans.alloc(layout.size(), layout.align(), false)
+        // SAFETY: we are the span list's user, as the raw heap's (see `raw`).
+        unsafe { self.spans.alloc(layout.size(), layout.align(), false) }
     }
 
     /// Allocates a zeroed block for `layout` (null when out of memory).
     pub fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if !in_pools(layout.size(), layout.align()) {
-            return self.spans.alloc(layout.size(), layout.align(), true);
+            // SAFETY: we are the span list's user (see `raw`).
+            return unsafe { self.spans.alloc(layout.size(), layout.align(), true) };
         }
         let p = self.alloc(layout);
         if !p.is_null() {
@@ -108,14 +115,16 @@ impl Heap {
     pub unsafe fn free(&self, p: *mut u8, layout: Layout) {
         if in_pools(layout.size(), layout.align()) {
             let b = crate::ownership::freed_block(p, layout.size());
-            // SAFETY: by the caller, a block of an arena.
+            // SAFETY: by the caller, a handed-out block of this heap's pools;
+            // we are the raw heap's user (see `raw`).
             if unsafe { !self.raw().free_if_owned(b) } {
                 // Not ours after all (a caller bug): let the general path
                 // route or report it.
                 // SAFETY: forwarded from the caller.
                 unsafe { front::free(b) };
             }
-        // SAFETY: by the caller, a large block of this heap is on our list.
+        // SAFETY: by the caller, a large block of this heap is on our list,
+        // whose user we are (see `raw`).
         } else if !unsafe { self.spans.free(p) } {
             crate::fault::invalid_pointer("Heap::free", p, "not a live block of this heap");
         }
@@ -124,9 +133,12 @@ impl Heap {
     /// Blocks in use in this heap's pools (walks the arenas; for tests and
     /// reports).
     pub fn blocks_in_use(&self) -> usize {
-        // Secure mode: blocks freed and held back count as freed here.
-        self.raw().flush_ring();
-        self.raw().blocks_in_use()
+        // SAFETY: we are the raw heap's user (see `raw`).
+        unsafe {
+            // Secure mode: blocks freed and held back count as freed here.
+            self.raw().flush_ring();
+            self.raw().blocks_in_use()
+        }
     }
 }
 
@@ -138,16 +150,22 @@ impl Default for Heap {
 
 impl core::fmt::Debug for Heap {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Heap").field("id", &self.raw().owner.get()).finish_non_exhaustive()
+        // SAFETY: we are the raw heap's user (see `raw`).
+        let id = unsafe { self.raw().owner.get() };
+        f.debug_struct("Heap").field("id", &id).finish_non_exhaustive()
     }
 }
 
 impl Drop for Heap {
     fn drop(&mut self) {
-        self.raw().release_everything();
-        self.spans.free_all();
+        // SAFETY: we are the raw heap's user, and the span list's (see
+        // `raw`).
+        unsafe {
+            self.raw().release_everything();
+            self.spans.free_all();
+        }
         // SAFETY: the raw heap came from `new_user_heap` and now holds no
-        // pools.
+        // pools; we are its user, giving it up.
         unsafe { lifecycle::free_user_heap(self.raw.as_ptr()) };
     }
 }

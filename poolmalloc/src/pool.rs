@@ -162,6 +162,30 @@ impl Default for RemoteHints {
 /// The first cache line holds what the owner touches on every allocation and
 /// free; the second holds what other threads read and write (the owner word
 /// and the remote list).
+///
+/// # Who may touch what
+///
+/// The plain (`Local`) fields follow the protocols named on them:
+///
+/// * **Owner only.** The pool's *owner* is the user of the heap that holds
+///   it (the thread that owns that heap, or the holder of the locked heap's
+///   lock; the owner word names the heap), or, while the pool is on no heap,
+///   whoever took it: from its arena, from a heap's stash or from the
+///   abandoned lists (whose lock makes the sweeper their holder), or the one
+///   thread of a fork child.
+/// * **Geometry** (`class`, `block_size`, `capacity`, `end`, and
+///   `generation` for reading): written only by [`init`](Self::init), by the
+///   owner, before any block of the pool is handed out. Besides the owner,
+///   a thread that holds a handed-out block of the pool may read them: the
+///   block reached it after the init.
+/// * `start` is written once, when the arena is made, before anyone can see
+///   the record: any thread may read it.
+/// * The list links belong to the user of the list the pool is on; the
+///   arena fields (`freed_at`, `slices`) to the arena lock (`slices` also to
+///   the owner, for reading: the arena sets it before it hands the pool out).
+///
+/// The methods that touch these fields are `unsafe` and say which of the
+/// protocols their caller must follow.
 #[repr(C, align(128))]
 pub struct Pool {
     // ---- owner's cache line ----
@@ -175,7 +199,7 @@ pub struct Pool {
     pub class: Local<u32>,
     /// Next never-used byte. Owner only.
     pub bump: Local<*mut u8>,
-    /// End of the last whole block. Owner only.
+    /// End of the last whole block. As `class`.
     pub end: Local<*mut u8>,
     /// Block size in bytes. As `class`.
     pub block_size: Local<u32>,
@@ -222,7 +246,8 @@ pub struct Pool {
     pub lead: AtomicU8,
     /// How many times the pool was initialised, so that what a block left
     /// in its memory can be told from what an earlier use of the same
-    /// memory left (debug mode's reuse check). Owner only.
+    /// memory left (debug mode's reuse check). Written by the owner only,
+    /// in `init`; read as `class`.
     pub generation: Local<u32>,
 }
 
@@ -259,9 +284,13 @@ impl Pool {
     /// Flags every owner word of this pool carries: [`OWNER_CHECKED`] for a
     /// class above 32 KiB, and for every class in secure mode (whose frees
     /// all take the checked path).
+    ///
+    /// # Safety
+    /// As for [`is_medium`](Self::is_medium).
     #[inline]
-    pub fn owner_flags(&self) -> usize {
-        if self.is_medium() || crate::options::secure() {
+    pub unsafe fn owner_flags(&self) -> usize {
+        // SAFETY: forwarded from the caller.
+        if unsafe { self.is_medium() } || crate::options::secure() {
             OWNER_CHECKED
         } else {
             0
@@ -269,68 +298,108 @@ impl Pool {
     }
 
     /// Whether the pool serves a class above 32 KiB (a run of slices).
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner, or hold a handed-out block of it
+    /// (the geometry protocol, see [`Pool`]).
     #[inline]
-    pub fn is_medium(&self) -> bool {
-        self.class.get() as usize >= size_class::NUM_SINGLE
+    pub unsafe fn is_medium(&self) -> bool {
+        // SAFETY: by the caller, the init that wrote `class` happened before
+        // this read, and no init can run while the caller owns the pool or
+        // holds one of its blocks.
+        unsafe { self.class.get() as usize >= size_class::NUM_SINGLE }
     }
 
     /// Stores an owner word (an owner id with `OWNER_FULL` or
     /// `OWNER_STASHED`), adding this pool's [`owner_flags`](Self::owner_flags);
     /// 0 (no owner) is stored as is.
+    ///
+    /// # Safety
+    /// As for [`is_medium`](Self::is_medium).
     #[inline]
-    pub fn set_owner_word(&self, word: usize) {
-        self.owner.store(self.with_flags(word), Relaxed);
+    pub unsafe fn set_owner_word(&self, word: usize) {
+        // SAFETY: forwarded from the caller.
+        self.owner.store(unsafe { self.with_flags(word) }, Relaxed);
     }
 
     /// `word` with this pool's [`owner_flags`](Self::owner_flags), or 0 for
     /// no owner.
+    ///
+    /// # Safety
+    /// As for [`is_medium`](Self::is_medium).
     #[inline]
-    fn with_flags(&self, word: usize) -> usize {
+    unsafe fn with_flags(&self, word: usize) -> usize {
         if word == 0 {
             0
         } else {
-            word | self.owner_flags()
+            // SAFETY: forwarded from the caller.
+            word | unsafe { self.owner_flags() }
         }
     }
 
     /// Whether `p` is the start of one of this pool's blocks (carved or not;
     /// whether it is handed out is another question). Address arithmetic
     /// only.
+    ///
+    /// # Safety
+    /// As for [`is_medium`](Self::is_medium): the caller owns the pool or
+    /// holds a handed-out block of it.
     #[inline]
-    pub fn is_block_start(&self, p: *const u8) -> bool {
-        let (start, end) = (self.start.get() as usize, self.end.get() as usize);
-        let a = p as usize;
-        a >= start && a < end && size_class::is_multiple(a - start, self.class.get() as usize)
+    pub unsafe fn is_block_start(&self, p: *const u8) -> bool {
+        // SAFETY: `start` never changes once the arena is made; `end` and
+        // `class` are geometry, which by the caller was written before these
+        // reads and is not being rewritten.
+        unsafe {
+            let (start, end) = (self.start.get() as usize, self.end.get() as usize);
+            let a = p as usize;
+            a >= start && a < end && size_class::is_multiple(a - start, self.class.get() as usize)
+        }
     }
 
     /// Prepares the pool to serve `class` for `owner`, whose remote hints are
     /// at `hints`. `area_end` is the end of the pool's slice of the arena.
-    pub fn init(&self, class: usize, owner: usize, hints: *const RemoteHints, area_end: usize) {
+    ///
+    /// # Safety
+    /// The caller must hold the pool off every heap and list with no block of
+    /// it handed out (just taken from its arena or from its heap's stash), so
+    /// that it is the pool's owner and no other thread reads its geometry.
+    pub unsafe fn init(&self, class: usize, owner: usize, hints: *const RemoteHints, area_end: usize) {
         let bs = size_class::class_size(class);
-        let start = self.start.get();
-        let cap = (area_end - start as usize) / bs;
-        self.generation.set(self.generation.get().wrapping_add(1));
-        self.class.set(class as u32);
-        self.block_size.set(bs as u32);
-        self.capacity.set(cap as u32);
-        self.free.set(ptr::null_mut());
-        self.store.set(ptr::null_mut());
-        if crate::options::secure() {
-            self.skey.set(new_key(self as *const Pool as usize));
+        // SAFETY: by the caller we own the pool and nobody holds a block of
+        // it, so no other thread reads or writes these fields; `start` never
+        // changes.
+        unsafe {
+            let start = self.start.get();
+            let cap = (area_end - start as usize) / bs;
+            self.generation.set(self.generation.get().wrapping_add(1));
+            self.class.set(class as u32);
+            self.block_size.set(bs as u32);
+            self.capacity.set(cap as u32);
+            self.free.set(ptr::null_mut());
+            self.store.set(ptr::null_mut());
+            if crate::options::secure() {
+                self.skey.set(new_key(self as *const Pool as usize));
+            }
+            self.bump.set(start);
+            // SAFETY (arithmetic): cap * bs <= the pool area, so this stays in the pool.
+            self.end.set(start.wrapping_add(cap * bs));
         }
-        self.bump.set(start);
-        // SAFETY (arithmetic): cap * bs <= the pool area, so this stays in the pool.
-        self.end.set(start.wrapping_add(cap * bs));
         self.used.store(0, Relaxed);
         self.remote.reset();
         self.hints.store(hints.cast_mut(), Relaxed);
-        self.owner.store(self.with_flags(owner), Release);
+        // SAFETY: we own the pool (see above); `class` was just written by us.
+        self.owner.store(unsafe { self.with_flags(owner) }, Release);
     }
 
     /// Changes owner (adoption); keeps the blocks.
-    pub fn set_owner(&self, owner: usize, hints: *const RemoteHints) {
+    ///
+    /// # Safety
+    /// The caller must hold the pool (its owner, or whoever took it off the
+    /// abandoned lists, or a fork child), which lets it read the geometry.
+    pub unsafe fn set_owner(&self, owner: usize, hints: *const RemoteHints) {
         self.hints.store(hints.cast_mut(), Relaxed);
-        self.owner.store(self.with_flags(owner), Release);
+        // SAFETY: by the caller, we hold the pool.
+        self.owner.store(unsafe { self.with_flags(owner) }, Release);
     }
 
     /// Blocks in use as seen by the owner.
@@ -370,7 +439,8 @@ impl Pool {
     /// bad pointer (which then must not be pushed). Owner only.
     ///
     /// # Safety
-    /// `b` must point into this pool's block area.
+    /// `b` must point into this pool's block area, and the caller must be
+    /// the pool's owner (see [`Pool`]).
     #[inline(always)]
     pub unsafe fn may_free(&self, b: *mut Block) -> bool {
         // SAFETY: forwarded from the caller.
@@ -448,7 +518,8 @@ impl Pool {
     /// The cold half of [`may_free`](Self::may_free), for a suspect `b`.
     ///
     /// # Safety
-    /// `b` must point into this pool's block area.
+    /// `b` must point into this pool's block area, and the caller must be
+    /// the pool's owner (see [`Pool`]).
     #[cold]
     #[inline(never)]
     pub unsafe fn check_suspect(&self, b: *mut Block) -> bool {
@@ -456,7 +527,8 @@ impl Pool {
             crate::fault::invalid_free(b.cast(), "not the start of a block");
             return false;
         }
-        let mut f = self.free.get();
+        // SAFETY: by the caller, we own the pool and its local list.
+        let mut f = unsafe { self.free.get() };
         while !f.is_null() {
             if f == b {
                 crate::fault::invalid_free(b.cast(), "double free");
@@ -472,8 +544,13 @@ impl Pool {
     /// the local free list: carved, and not found on the list (a walk, so
     /// for medium pools, which hold few blocks). Blocks on the remote list
     /// still count as handed out. Owner only.
-    pub fn handed_out(&self, p: *const u8) -> bool {
-        (p as usize) < self.bump.get() as usize && !self.on_local_list(p.cast()) && !self.in_store(p)
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn handed_out(&self, p: *const u8) -> bool {
+        // SAFETY: by the caller, we own the pool: its bump pointer, local
+        // list and store are ours.
+        unsafe { (p as usize) < self.bump.get() as usize && !self.on_local_list(p.cast()) && !self.in_store(p) }
     }
 
     /// Recomputes `used` from the local list and the bump pointer. For a
@@ -483,9 +560,14 @@ impl Pool {
     /// published). Its head may have lost its mark, if the thread was inside
     /// [`pop`](Self::pop) between clearing the mark and unlinking the block:
     /// every block on the list is marked again, and counts as free.
-    pub fn recount(&self) {
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]): in a fork child,
+    /// its one thread.
+    pub unsafe fn recount(&self) {
         let mut free = 0u32;
-        let mut f = self.free.get();
+        // SAFETY: by the caller, we own the pool and its local list.
+        let mut f = unsafe { self.free.get() };
         while !f.is_null() {
             free += 1;
             // SAFETY: blocks on the local list are free blocks of this pool,
@@ -495,9 +577,13 @@ impl Pool {
                 f = (*f).next;
             }
         }
-        free += self.store_len() as u32;
-        let carved = (self.bump.get() as usize - self.start.get() as usize) / self.block_size.get() as usize;
-        self.used.store(carved as u32 - free, Relaxed);
+        // SAFETY: we own the pool (by the caller): the store, the bump
+        // pointer and the geometry are ours; `start` never changes.
+        unsafe {
+            free += self.store_len() as u32;
+            let carved = (self.bump.get() as usize - self.start.get() as usize) / self.block_size.get() as usize;
+            self.used.store(carved as u32 - free, Relaxed);
+        }
     }
 
     /// Pops a block from the local list. Owner only.
@@ -507,16 +593,24 @@ impl Pool {
     /// list by the pool: a write to a freed block changed a link to point
     /// at a live block, at one handed out twice, or outside the pool. That
     /// ends in a report and an abort, never in handing the block out.
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]), or the pool's
+    /// local list must be empty and never written (the heap layer's empty
+    /// pool, which any thread may pop from: `pop` then only reads).
     #[inline(always)]
-    pub fn pop(&self) -> *mut Block {
-        let b = self.free.get();
+    pub unsafe fn pop(&self) -> *mut Block {
+        // SAFETY: by the caller, we own the pool, or nobody ever writes its
+        // list head.
+        let b = unsafe { self.free.get() };
         if !b.is_null() {
             // SAFETY: the head of the local list is a free block of this
             // pool, unless a link was forged; then it is still a pointer that
             // a block of this pool held, and only its second word is touched
             // before it is refused. Free blocks are the pool's; their first
             // word is the link and their second the mark, which a handed-out
-            // block must not carry.
+            // block must not carry. The list is not empty, so by the caller
+            // we own the pool and may write its head.
             unsafe {
                 self.take_mark(b);
                 self.free.set((*b).next);
@@ -551,16 +645,17 @@ impl Pool {
     /// Owner only.
     ///
     /// # Safety
-    /// `b` must be a block of this pool that is handed out.
+    /// `b` must be a block of this pool that is handed out, and the caller
+    /// must be the pool's owner (see [`Pool`]).
     #[inline(always)]
     pub unsafe fn push(&self, b: *mut Block) -> u32 {
         // SAFETY: the caller hands the block back; its first two words are
-        // ours.
+        // ours. By the caller we own the pool, so its list head is ours.
         unsafe {
             (*b).next = self.free.get();
             (*b).mark = self.mark();
+            self.free.set(b);
         }
-        self.free.set(b);
         let u = self.used() - 1;
         self.used.store(u, Relaxed);
         u
@@ -570,16 +665,17 @@ impl Pool {
     /// then has no block in use. Owner only.
     ///
     /// # Safety
-    /// `b` must be a block of this pool that is handed out.
+    /// `b` must be a block of this pool that is handed out, and the caller
+    /// must be the pool's owner (see [`Pool`]).
     #[inline(always)]
     pub unsafe fn push_then(&self, b: *mut Block, emptied: impl FnOnce()) {
         // SAFETY: the caller hands the block back; its first two words are
-        // ours.
+        // ours. By the caller we own the pool, so its list head is ours.
         unsafe {
             (*b).next = self.free.get();
             (*b).mark = self.mark();
+            self.free.set(b);
         }
-        self.free.set(b);
         #[cfg(all(target_arch = "x86_64", not(miri)))]
         {
             // SAFETY: one `sub` on the owner's own counter: only the owner
@@ -610,9 +706,14 @@ impl Pool {
 
     /// Carves up to a page of never-used blocks into the local list. Returns
     /// false if the bump pointer is exhausted. Owner only.
-    pub fn carve(&self) -> bool {
-        let Some((bump, bs, n)) = self.to_carve() else { return false };
-        let mut next = self.free.get();
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn carve(&self) -> bool {
+        // SAFETY: by the caller, we own the pool.
+        let Some((bump, bs, n)) = (unsafe { self.to_carve() }) else { return false };
+        // SAFETY: by the caller, we own the pool and its local list.
+        let mut next = unsafe { self.free.get() };
         // Link back to front so the list runs in address order.
         let mut i = n;
         while i > 0 {
@@ -626,24 +727,36 @@ impl Pool {
         // The blocks count as carved before the list holds them, so that a
         // fork child that recounts the pool never finds a listed block
         // beyond the bump pointer.
-        self.bump.set(bump.wrapping_add(n * bs));
-        core::sync::atomic::compiler_fence(Release);
-        self.free.set(next);
+        // SAFETY: by the caller, we own the pool: its bump pointer and local
+        // list are ours.
+        unsafe {
+            self.bump.set(bump.wrapping_add(n * bs));
+            core::sync::atomic::compiler_fence(Release);
+            self.free.set(next);
+        }
         true
     }
 
     /// What the next carve takes: the bump pointer, the block size and how
     /// many blocks (up to a page of them); `None` when none are left.
-    fn to_carve(&self) -> Option<(*mut u8, usize, usize)> {
-        let bs = self.block_size.get() as usize;
-        let bump = self.bump.get();
-        let left = self.end.get() as usize - bump as usize;
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    unsafe fn to_carve(&self) -> Option<(*mut u8, usize, usize)> {
+        // SAFETY: by the caller, we own the pool: the bump pointer and the
+        // geometry are ours.
+        let (bs, bump, end) = unsafe { (self.block_size.get() as usize, self.bump.get(), self.end.get()) };
+        let left = end as usize - bump as usize;
         (left != 0).then(|| (bump, bs, (left / bs).min((CARVE_BYTES / bs).max(1))))
     }
 
     /// Whether there are never-used blocks left.
-    pub fn can_carve(&self) -> bool {
-        self.bump.get() < self.end.get()
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn can_carve(&self) -> bool {
+        // SAFETY: by the caller, we own the pool.
+        unsafe { self.bump.get() < self.end.get() }
     }
 
     /// Whether the remote list holds blocks. Any thread.
@@ -663,12 +776,18 @@ impl Pool {
     /// block that fails ends in the corrupted-free-list report. The walk
     /// also gives each block the local mark that [`pop`](Self::pop) checks
     /// (in secure mode, it puts each block in the store instead).
-    pub fn collect_remote(&self) -> u32 {
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]; whoever took an
+    /// abandoned pool, or holds the abandoned lists' lock, is its owner).
+    pub unsafe fn collect_remote(&self) -> u32 {
         let (head, n) = self.remote.take();
         if head.is_null() {
             return 0;
         }
-        let (lo, hi) = (self.start.get() as usize, self.bump.get() as usize);
+        // SAFETY: by the caller, we own the pool, so its bump pointer is
+        // ours; `start` never changes.
+        let (lo, hi) = unsafe { (self.start.get() as usize, self.bump.get() as usize) };
         let remote_mark = self.remote_mark();
         // In secure mode the blocks go to the store, not the local list.
         let secure = crate::options::secure();
@@ -680,7 +799,8 @@ impl Pool {
             // pool's carved area before it is read or written: a block of
             // this pool, handed out or free, whose first two words are ours
             // while it is on the remote list. Pushers published their links
-            // and marks before the Release CAS we synchronised with.
+            // and marks before the Release CAS we synchronised with. We own
+            // the pool (by the caller), as `secure_push` requires.
             unsafe {
                 if a < lo || a >= hi || a & (size_class::ALIGNMENT - 1) != 0 || (*tail).mark != remote_mark {
                     crate::fault::corrupted_free_list(self.mark(), a);
@@ -707,9 +827,12 @@ impl Pool {
             crate::fault::corrupted_free_list(self.mark(), 0);
         }
         if !secure {
-            // SAFETY: `tail` is the chain's last block, checked above.
-            unsafe { (*tail).next = self.free.get() };
-            self.free.set(head);
+            // SAFETY: `tail` is the chain's last block, checked above; by the
+            // caller we own the pool and its local list.
+            unsafe {
+                (*tail).next = self.free.get();
+                self.free.set(head);
+            }
         }
         self.used.store(self.used() - n, Relaxed);
         n
@@ -742,7 +865,14 @@ impl Pool {
             // never unmapped, so a stale target is harmless.
             let h = self.hints.load(Acquire);
             if !h.is_null() {
-                // SAFETY: hints live in heaps, which are never unmapped.
+                // SAFETY: hints live in heaps, which are never unmapped. The
+                // caller held handed-out blocks of this pool, so the init
+                // that wrote `class` happened before this read.
+                // FIXME(race): the blocks were given away by the push above.
+                // The owner may collect them, empty the pool and give it
+                // back, and a new owner may run `init` on it (writing
+                // `class`) while this read runs: reading `class` before the
+                // push would close that window.
                 unsafe { (*h).set(self.class.get() as usize) };
             }
         }
@@ -813,23 +943,33 @@ impl Rng {
     }
 
     /// The next 64 random bits.
+    ///
+    /// # Safety
+    /// The caller must be the generator's one user at a time: for a heap's
+    /// generator, the heap's user.
     #[inline]
-    pub fn next(&self) -> u64 {
-        let mut x = self.state.get();
+    pub unsafe fn next(&self) -> u64 {
+        // SAFETY: by the caller, nobody else uses the state meanwhile.
+        let mut x = unsafe { self.state.get() };
         if x == 0 {
             x = crate::os::random_u64() | 1;
         }
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        self.state.set(x);
+        // SAFETY: as above.
+        unsafe { self.state.set(x) };
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
     /// A number below `n` (not zero).
+    ///
+    /// # Safety
+    /// As for [`next`](Self::next).
     #[inline]
-    pub fn below(&self, n: usize) -> usize {
-        (((self.next() >> 32) * n as u64) >> 32) as usize
+    pub unsafe fn below(&self, n: usize) -> usize {
+        // SAFETY: forwarded from the caller.
+        (((unsafe { self.next() } >> 32) * n as u64) >> 32) as usize
     }
 }
 
@@ -847,32 +987,47 @@ impl Default for Rng {
 /// random key.
 impl Pool {
     /// The store mark of block `b`.
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
     #[inline]
-    pub fn store_mark(&self, b: *const Block) -> usize {
-        (b as usize ^ self.skey.get()).rotate_left(29) ^ 0x5ec0_5ec0
+    pub unsafe fn store_mark(&self, b: *const Block) -> usize {
+        // SAFETY: by the caller, we own the pool and its key.
+        (b as usize ^ unsafe { self.skey.get() }).rotate_left(29) ^ 0x5ec0_5ec0
     }
 
     /// Puts a free block of this pool in the store. Owner only; does not
     /// change `used`.
     ///
     /// # Safety
-    /// `b` must be a block of this pool that nothing else holds.
+    /// `b` must be a block of this pool that nothing else holds, and the
+    /// caller must be the pool's owner (see [`Pool`]).
     pub unsafe fn secure_push(&self, b: *mut Block) {
-        let key = self.skey.get();
-        let next = self.store.get().map_addr(|a| a ^ key);
-        // SAFETY: by the caller, the block's first two words are ours.
-        unsafe { *b = Block { next, mark: self.store_mark(b) } };
-        self.store.set(b);
+        // SAFETY: by the caller, we own the pool: its key and store are
+        // ours, and the block's first two words are ours.
+        unsafe {
+            let key = self.skey.get();
+            let next = self.store.get().map_addr(|a| a ^ key);
+            *b = Block { next, mark: self.store_mark(b) };
+            self.store.set(b);
+        }
     }
 
     /// Checks that `b`, taken from the store, is a carved block of this pool
     /// carrying its store mark; reports a corrupted free list otherwise.
     /// Reads nothing outside the pool.
-    fn check_stored(&self, b: *mut Block) {
-        let ok = (b as usize) < self.bump.get() as usize
-            && self.is_block_start(b.cast())
-            // SAFETY: `b` starts a carved block of this pool.
-            && unsafe { (*b).mark } == self.store_mark(b);
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    unsafe fn check_stored(&self, b: *mut Block) {
+        // SAFETY: by the caller, we own the pool: its bump pointer, geometry
+        // and key are ours. The mark is read only once `b` proved to start
+        // a carved block of this pool.
+        let ok = unsafe {
+            (b as usize) < self.bump.get() as usize
+                && self.is_block_start(b.cast())
+                && (*b).mark == self.store_mark(b)
+        };
         if !ok {
             crate::fault::corrupted_free_list(self.mark(), b as usize);
         }
@@ -880,19 +1035,26 @@ impl Pool {
 
     /// Moves up to [`SECURE_BATCH`] blocks from the store to the local list,
     /// checking each. Returns false if the store was empty. Owner only.
-    pub fn secure_refill(&self) -> bool {
-        let mut b = self.store.get();
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn secure_refill(&self) -> bool {
+        // SAFETY: by the caller, we own the pool and its store.
+        let mut b = unsafe { self.store.get() };
         if b.is_null() {
             return false;
         }
-        let key = self.skey.get();
+        // SAFETY: as above; the key is the owner's.
+        let key = unsafe { self.skey.get() };
         let mut n = 0;
         // Each block leaves the store before it joins the list, so that a
         // fork child never finds a block on both (at worst on neither).
         while !b.is_null() && n < SECURE_BATCH {
-            self.check_stored(b);
-            // SAFETY: checked: a free block of this pool in the store.
+            // SAFETY: we own the pool (by the caller): the store and local
+            // list are ours. Once checked, `b` is a free block of this pool
+            // in the store.
             unsafe {
+                self.check_stored(b);
                 let next = (*b).next.map_addr(|a| a ^ key);
                 self.store.set(next);
                 core::sync::atomic::compiler_fence(Release);
@@ -907,20 +1069,28 @@ impl Pool {
 
     /// Carves up to a page of never-used blocks into the store in random
     /// order. Returns false if the bump pointer is exhausted. Owner only.
-    pub fn secure_carve(&self, rng: &Rng) -> bool {
-        let Some((bump, bs, n)) = self.to_carve() else { return false };
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]) and `rng`'s one
+    /// user.
+    pub unsafe fn secure_carve(&self, rng: &Rng) -> bool {
+        // SAFETY: by the caller, we own the pool.
+        let Some((bump, bs, n)) = (unsafe { self.to_carve() }) else { return false };
         let mut order = [0u16; CARVE_MAX];
         for (i, o) in order[..n].iter_mut().enumerate() {
             *o = i as u16;
         }
         for i in (1..n).rev() {
-            order.swap(i, rng.below(i + 1));
+            // SAFETY: by the caller, we are `rng`'s one user.
+            order.swap(i, unsafe { rng.below(i + 1) });
         }
         // The blocks count as carved before they enter the store, which
         // accepts only carved blocks.
-        self.bump.set(bump.wrapping_add(n * bs));
+        // SAFETY: by the caller, we own the pool and its bump pointer.
+        unsafe { self.bump.set(bump.wrapping_add(n * bs)) };
         for &i in &order[..n] {
-            // SAFETY: a never-used block inside this pool's area.
+            // SAFETY: a never-used block inside this pool's area; we own the
+            // pool (by the caller).
             unsafe { self.secure_push(bump.wrapping_add(i as usize * bs).cast()) };
         }
         true
@@ -930,36 +1100,52 @@ impl Pool {
     /// are: the local list itself, the remote list, never-used blocks, and
     /// in secure mode the store (with `rng` for the carve order). Returns
     /// false if the pool has none. Owner only.
-    pub fn refill(&self, rng: &Rng) -> bool {
-        if !self.free.get().is_null() {
-            return true;
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]) and `rng`'s one
+    /// user.
+    pub unsafe fn refill(&self, rng: &Rng) -> bool {
+        // SAFETY: by the caller, we own the pool and are `rng`'s one user,
+        // which is all that each of these asks.
+        unsafe {
+            if !self.free.get().is_null() {
+                return true;
+            }
+            if !crate::options::secure() {
+                return self.collect_remote() > 0 || self.carve();
+            }
+            self.secure_refill()
+                || (self.collect_remote() > 0 && self.secure_refill())
+                || (self.secure_carve(rng) && self.secure_refill())
         }
-        if !crate::options::secure() {
-            return self.collect_remote() > 0 || self.carve();
-        }
-        self.secure_refill()
-            || (self.collect_remote() > 0 && self.secure_refill())
-            || (self.secure_carve(rng) && self.secure_refill())
     }
 
     /// Whether the pool has a free block that the owner can reach without
     /// the remote list.
-    pub fn has_free(&self) -> bool {
-        !self.free.get().is_null() || !self.store.get().is_null() || self.can_carve()
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn has_free(&self) -> bool {
+        // SAFETY: by the caller, we own the pool.
+        unsafe { !self.free.get().is_null() || !self.store.get().is_null() || self.can_carve() }
     }
 
     /// Calls `f` on every block in the store, in order, checking each.
-    fn for_each_stored(&self, mut f: impl FnMut(*mut Block) -> bool) {
-        let key = self.skey.get();
-        let mut b = self.store.get();
-        let mut left = self.capacity.get();
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    unsafe fn for_each_stored(&self, mut f: impl FnMut(*mut Block) -> bool) {
+        // SAFETY: by the caller, we own the pool: its key, store and
+        // geometry are ours.
+        let (key, mut b, mut left) = unsafe { (self.skey.get(), self.store.get(), self.capacity.get()) };
         while !b.is_null() {
             if left == 0 {
                 // More blocks than the pool holds: a cycle.
                 crate::fault::corrupted_free_list(self.mark(), b as usize);
             }
             left -= 1;
-            self.check_stored(b);
+            // SAFETY: we own the pool (by the caller).
+            unsafe { self.check_stored(b) };
             if !f(b) {
                 return;
             }
@@ -969,28 +1155,44 @@ impl Pool {
     }
 
     /// Whether `p` is in the store. Owner only.
-    pub fn in_store(&self, p: *const u8) -> bool {
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn in_store(&self, p: *const u8) -> bool {
         let mut found = false;
-        self.for_each_stored(|b| {
-            found = core::ptr::eq(b.cast::<u8>(), p);
-            !found
-        });
+        // SAFETY: by the caller, we own the pool.
+        unsafe {
+            self.for_each_stored(|b| {
+                found = core::ptr::eq(b.cast::<u8>(), p);
+                !found
+            })
+        };
         found
     }
 
     /// Blocks in the store. Owner only.
-    pub fn store_len(&self) -> usize {
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn store_len(&self) -> usize {
         let mut n = 0;
-        self.for_each_stored(|_| {
-            n += 1;
-            true
-        });
+        // SAFETY: by the caller, we own the pool.
+        unsafe {
+            self.for_each_stored(|_| {
+                n += 1;
+                true
+            })
+        };
         n
     }
 
     /// Whether `b` is on the local list. Owner only.
-    pub fn on_local_list(&self, b: *const Block) -> bool {
-        let mut f = self.free.get();
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn on_local_list(&self, b: *const Block) -> bool {
+        // SAFETY: by the caller, we own the pool and its local list.
+        let mut f = unsafe { self.free.get() };
         while !f.is_null() {
             if core::ptr::eq(f, b) {
                 return true;
@@ -1060,7 +1262,11 @@ impl PoolStats {
     /// `dirty` if its pages may be resident); says what it holds if it is in
     /// a heap (used, abandoned or stashed). The later slices of a medium
     /// pool are counted with its first.
-    pub(crate) fn add(&mut self, p: &Pool, area: usize, free: bool, dirty: bool) -> Option<Holding> {
+    ///
+    /// # Safety
+    /// The arena lock must be held (`p` being a record of one of the arenas
+    /// it guards), so that no pool is handed out or given back meanwhile.
+    pub(crate) unsafe fn add(&mut self, p: &Pool, area: usize, free: bool, dirty: bool) -> Option<Holding> {
         if free {
             self.free += 1;
             self.decommitted += usize::from(!dirty);
@@ -1073,7 +1279,16 @@ impl PoolStats {
             state::USED | state::ABANDONED => {
                 self.used += 1;
                 self.abandoned += usize::from(st == state::ABANDONED);
-                let class = (p.class.get() as usize).min(size_class::NUM_CLASSES - 1);
+                // SAFETY: the arena lock (held, by the caller) keeps the pool
+                // from being given back and taken again, but it does not
+                // order this read after the owner's `init`, and a pool
+                // re-initialised from its heap's stash takes no lock at all.
+                // FIXME(race): a statistics snapshot that sees USED (a relaxed
+                // load) just after an init, with no lock handed over between
+                // them, reads `class` with no happens-before edge to the
+                // owner's write. The `min` below only keeps a stale value in
+                // range.
+                let class = unsafe { (p.class.get() as usize).min(size_class::NUM_CLASSES - 1) };
                 let bs = size_class::class_size(class);
                 let capacity = area / bs;
                 let in_use = (p.used() as usize).min(capacity);
@@ -1108,23 +1323,29 @@ mod tests {
         assert!(unsafe { crate::os::unmap(mem, size) });
     }
 
+    // In these tests the pool is the test's own mapping, used by the test's
+    // thread alone: that thread is its owner, for every protocol.
+
     #[test]
     fn carve_pop_push_counts_blocks() {
         with_pool(|p, end| {
             let hints = RemoteHints::new();
-            p.init(3, 0x1000, &hints, end);
-            assert_eq!(p.block_size.get(), 64);
-            assert_eq!(p.capacity.get() as usize, POOL_SIZE / 64);
             let mut got = Vec::new();
-            loop {
-                let b = p.pop();
-                if b.is_null() {
-                    if !p.carve() {
-                        break;
+            // SAFETY: the test's own pool (see above), with no block out.
+            unsafe {
+                p.init(3, 0x1000, &hints, end);
+                assert_eq!(p.block_size.get(), 64);
+                assert_eq!(p.capacity.get() as usize, POOL_SIZE / 64);
+                loop {
+                    let b = p.pop();
+                    if b.is_null() {
+                        if !p.carve() {
+                            break;
+                        }
+                        continue;
                     }
-                    continue;
+                    got.push(b);
                 }
-                got.push(b);
             }
             assert_eq!(got.len(), POOL_SIZE / 64);
             assert_eq!(p.used(), got.len() as u32);
@@ -1138,16 +1359,19 @@ mod tests {
                 unsafe { b.cast::<u8>().write_bytes(i as u8, 64) };
             }
             for &b in &got {
-                // SAFETY: `b` is a handed-out block of `p`.
+                // SAFETY: `b` is a handed-out block of `p`, the test's own.
                 unsafe { p.push(b) };
             }
             assert!(p.is_empty());
-            // The list now runs from the last block pushed back to the first.
-            for &b in got.iter().rev() {
-                assert_eq!(p.pop(), b);
+            // SAFETY: the test's own pool.
+            unsafe {
+                // The list now runs from the last block pushed back to the first.
+                for &b in got.iter().rev() {
+                    assert_eq!(p.pop(), b);
+                }
+                assert!(p.pop().is_null());
+                assert!(!p.carve(), "every block was carved");
             }
-            assert!(p.pop().is_null());
-            assert!(!p.carve(), "every block was carved");
         });
     }
 
@@ -1156,13 +1380,15 @@ mod tests {
         use crate::options::{set_invalid_free, InvalidFree};
         with_pool(|p, end| {
             let hints = RemoteHints::new();
-            p.init(1, 0x1000, &hints, end);
-            assert!(p.carve());
-            let a = p.pop();
-            let b = p.pop();
-            // SAFETY: `a` and `b` are handed-out blocks of `p`; the checks
-            // that fail read nothing and report without aborting (the mode
-            // is set to ignore for them).
+            // SAFETY: the test's own pool, with no block out.
+            let (a, b) = unsafe {
+                p.init(1, 0x1000, &hints, end);
+                assert!(p.carve());
+                (p.pop(), p.pop())
+            };
+            // SAFETY: `a` and `b` are handed-out blocks of `p`, the test's
+            // own; the checks that fail read nothing and report without
+            // aborting (the mode is set to ignore for them).
             unsafe {
                 assert!(p.may_free(a));
                 p.push(a);
@@ -1177,10 +1403,13 @@ mod tests {
                 p.push(b);
             }
             assert!(p.is_empty());
-            assert_eq!(p.pop(), b);
-            // SAFETY: a block just handed out again: its mark is cleared.
-            assert_eq!(unsafe { (*b).mark }, 0);
-            assert_eq!(p.pop(), a);
+            // SAFETY: the test's own pool; `b` is a block just handed out
+            // again: its mark is cleared.
+            unsafe {
+                assert_eq!(p.pop(), b);
+                assert_eq!((*b).mark, 0);
+                assert_eq!(p.pop(), a);
+            }
         });
     }
 
@@ -1188,10 +1417,12 @@ mod tests {
     fn remote_frees_are_collected_and_notify_when_full() {
         with_pool(|p, end| {
             let hints = RemoteHints::new();
-            p.init(0, 0x1000, &hints, end);
-            assert!(p.carve());
-            let a = p.pop();
-            let b = p.pop();
+            // SAFETY: the test's own pool, with no block out.
+            let (a, b) = unsafe {
+                p.init(0, 0x1000, &hints, end);
+                assert!(p.carve());
+                (p.pop(), p.pop())
+            };
             assert!(p.try_set_remote_full());
             // SAFETY: `a` and `b` are handed-out blocks of `p`.
             unsafe {
@@ -1201,9 +1432,12 @@ mod tests {
             assert!(hints.take(0), "first remote free to a full pool posts a hint");
             assert!(!hints.take(0));
             assert!(!p.try_set_remote_full(), "cannot file as full with frees waiting");
-            assert_eq!(p.collect_remote(), 2);
-            assert_eq!(p.used(), 0);
-            assert_eq!(p.collect_remote(), 0);
+            // SAFETY: the test's own pool.
+            unsafe {
+                assert_eq!(p.collect_remote(), 2);
+                assert_eq!(p.used(), 0);
+                assert_eq!(p.collect_remote(), 0);
+            }
         });
     }
 
@@ -1211,23 +1445,27 @@ mod tests {
     fn the_secure_store_hands_out_every_block_once_in_shuffled_order() {
         with_pool(|p, end| {
             let hints = RemoteHints::new();
-            p.init(2, 0x1000, &hints, end);
-            p.skey.set(new_key(p as *const Pool as usize));
             let rng = Rng::new();
             let mut got = Vec::new();
-            while p.secure_carve(&rng) {
-                assert!(p.store_len() > 0);
-                while p.secure_refill() {
-                    loop {
-                        let b = p.pop();
-                        if b.is_null() {
-                            break;
+            // SAFETY: the test's own pool, with no block out, and its own
+            // generator.
+            let cap = unsafe {
+                p.init(2, 0x1000, &hints, end);
+                p.skey.set(new_key(p as *const Pool as usize));
+                while p.secure_carve(&rng) {
+                    assert!(p.store_len() > 0);
+                    while p.secure_refill() {
+                        loop {
+                            let b = p.pop();
+                            if b.is_null() {
+                                break;
+                            }
+                            got.push(b);
                         }
-                        got.push(b);
                     }
                 }
-            }
-            let cap = p.capacity.get() as usize;
+                p.capacity.get() as usize
+            };
             assert_eq!(got.len(), cap);
             let addrs: Vec<usize> = got.iter().map(|b| b.addr()).collect();
             let mut sorted = addrs.clone();
@@ -1237,19 +1475,23 @@ mod tests {
             assert_ne!(addrs, sorted, "the carve order is shuffled");
             // Freed blocks go to the store and come back through a refill.
             for &b in &got[..10] {
-                // SAFETY: handed-out blocks of `p`, given back once.
+                // SAFETY: handed-out blocks of `p`, the test's own, given
+                // back once.
                 unsafe { p.secure_push(b) };
                 p.used.store(p.used() - 1, Relaxed);
             }
-            assert_eq!(p.store_len(), 10);
-            assert!(p.in_store(got[3].cast()));
-            assert!(!p.handed_out(got[3].cast()));
-            assert!(p.handed_out(got[20].cast()));
-            p.recount();
-            assert_eq!(p.used() as usize, cap - 10);
-            assert!(p.secure_refill());
-            assert_eq!(p.store_len(), 0);
-            assert!(p.on_local_list(got[0]));
+            // SAFETY: the test's own pool.
+            unsafe {
+                assert_eq!(p.store_len(), 10);
+                assert!(p.in_store(got[3].cast()));
+                assert!(!p.handed_out(got[3].cast()));
+                assert!(p.handed_out(got[20].cast()));
+                p.recount();
+                assert_eq!(p.used() as usize, cap - 10);
+                assert!(p.secure_refill());
+                assert_eq!(p.store_len(), 0);
+                assert!(p.on_local_list(got[0]));
+            }
         });
     }
 
@@ -1257,16 +1499,19 @@ mod tests {
     fn list_push_remove_pop() {
         let pools: Vec<Pool> = (0..3).map(|_| Pool::new(ptr::null_mut())).collect();
         let l = PoolList::new();
-        for p in &pools {
-            // SAFETY: each pool is valid and on no list.
-            unsafe { l.push(p as *const Pool as *mut Pool) };
+        // SAFETY: the list and the pools are the test's own, so this thread
+        // is the list's only user; each pool is valid, pushed once, and
+        // pools[1] is on the list when it is removed.
+        unsafe {
+            for p in &pools {
+                l.push(p as *const Pool as *mut Pool);
+            }
+            assert_eq!(l.len(), 3);
+            l.remove(&pools[1] as *const Pool as *mut Pool);
+            assert_eq!(l.pop(), &pools[2] as *const Pool as *mut Pool);
+            assert_eq!(l.pop(), &pools[0] as *const Pool as *mut Pool);
+            assert!(l.pop().is_null());
+            assert!(l.is_empty());
         }
-        assert_eq!(l.len(), 3);
-        // SAFETY: pools[1] is on the list.
-        unsafe { l.remove(&pools[1] as *const Pool as *mut Pool) };
-        assert_eq!(l.pop(), &pools[2] as *const Pool as *mut Pool);
-        assert_eq!(l.pop(), &pools[0] as *const Pool as *mut Pool);
-        assert!(l.pop().is_null());
-        assert!(l.is_empty());
     }
 }

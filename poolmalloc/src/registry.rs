@@ -104,13 +104,16 @@ pub(crate) fn snapshot() -> HeapStats {
     let mut s = HeapStats::default();
     {
         let _r = REGISTRY.lock.guard();
-        s.metadata_bytes = REGISTRY.meta_bytes.get();
-        s.live = REGISTRY.live.get();
-        s.first_class = REGISTRY.user_heaps.get();
-        REGISTRY.for_each(|h| {
-            s.remote_frees += h.counters.remote_frees.load(Relaxed);
-            s.pools_adopted_total += h.counters.adopted.load(Relaxed);
-        });
+        // SAFETY: the registry lock is held (guard `_r`).
+        unsafe {
+            s.metadata_bytes = REGISTRY.meta_bytes.get();
+            s.live = REGISTRY.live.get();
+            s.first_class = REGISTRY.user_heaps.get();
+            REGISTRY.for_each(|h| {
+                s.remote_frees += h.counters.remote_frees.load(Relaxed);
+                s.pools_adopted_total += h.counters.adopted.load(Relaxed);
+            });
+        }
         s.remote_frees += ORPHAN_REMOTE_FREES.load(Relaxed) as u64;
     }
     s.remote_frees += LOCKED_HEAP.counters.remote_frees.load(Relaxed);
@@ -118,57 +121,78 @@ pub(crate) fn snapshot() -> HeapStats {
 }
 
 impl Registry {
+    /// A heap for a new user (a thread, or a first-class heap) with the
+    /// owner id `owner`: a free heap, or a new one. The caller becomes its
+    /// user. Null if out of memory.
     pub(crate) fn new_heap(&self, owner: usize) -> *mut Heap {
         let _g = self.lock.guard();
-        let h = self.free.get();
+        // SAFETY: the registry lock is held (guard `_g`).
+        let h = unsafe { self.free.get() };
         if !h.is_null() {
-            // SAFETY: free heaps are live and unused.
-            let hr = unsafe { &*h };
-            self.free.set(hr.free_next.get());
-            hr.owner.set(owner);
-            hr.hints.clear();
-            self.live.set(self.live.get() + 1);
+            // SAFETY: free heaps are live and have no user: their `owner`,
+            // like the registry's lists, is guarded by the lock we hold.
+            unsafe {
+                let hr = &*h;
+                self.free.set(hr.free_next.get());
+                hr.owner.set(owner);
+                hr.hints.clear();
+                self.live.set(self.live.get() + 1);
+            }
             return h;
         }
         let size = core::mem::size_of::<Heap>().next_multiple_of(64);
-        if self.slab.get().addr() + size > self.slab_end.get() {
-            let m = os::map(SLAB_BYTES);
-            if m.is_null() {
-                return ptr::null_mut();
+        // SAFETY: the registry lock is held (guard `_g`): the slab, the list
+        // of all heaps and the counters are ours. `h` is fresh slab memory,
+        // suitably aligned, seen by no one else until it is on the list.
+        unsafe {
+            if self.slab.get().addr() + size > self.slab_end.get() {
+                let m = os::map(SLAB_BYTES);
+                if m.is_null() {
+                    return ptr::null_mut();
+                }
+                self.meta_bytes.set(self.meta_bytes.get() + SLAB_BYTES);
+                self.slab.set(m);
+                self.slab_end.set(m.addr() + SLAB_BYTES);
             }
-            self.meta_bytes.set(self.meta_bytes.get() + SLAB_BYTES);
-            self.slab.set(m);
-            self.slab_end.set(m.addr() + SLAB_BYTES);
+            let h = self.slab.get().cast::<Heap>();
+            self.slab.set(self.slab.get().wrapping_add(size));
+            h.write(Heap::new(Kind::Real, owner));
+            (*h).reg_next.set(self.all.get());
+            self.all.set(h);
+            self.live.set(self.live.get() + 1);
+            h
         }
-        let h = self.slab.get().cast::<Heap>();
-        self.slab.set(self.slab.get().wrapping_add(size));
-        // SAFETY: fresh slab memory, suitably aligned, seen by no one else.
-        unsafe { h.write(Heap::new(Kind::Real, owner)) };
-        // SAFETY: just initialised.
-        unsafe { (*h).reg_next.set(self.all.get()) };
-        self.all.set(h);
-        self.live.set(self.live.get() + 1);
-        h
     }
 
+    /// Takes back a heap whose user gave it up (it holds no pools).
     pub(crate) fn free_heap(&self, h: *mut Heap) {
         let _g = self.lock.guard();
-        // SAFETY: `h` is a registered heap that its thread gave up.
-        let hr = unsafe { &*h };
-        hr.owner.set(0);
-        hr.free_next.set(self.free.get());
-        self.free.set(h);
-        self.live.set(self.live.get() - 1);
+        // SAFETY: `h` is a registered heap that its user gave up, so its
+        // `owner` and links are the registry's now; the registry lock is
+        // held (guard `_g`).
+        unsafe {
+            let hr = &*h;
+            hr.owner.set(0);
+            hr.free_next.set(self.free.get());
+            self.free.set(h);
+            self.live.set(self.live.get() - 1);
+        }
     }
 
     /// Calls `f` on every heap (registry lock held by the caller).
-    pub fn for_each(&self, mut f: impl FnMut(&Heap)) {
-        let mut h = self.all.get();
+    ///
+    /// # Safety
+    /// The registry lock must be held, for the whole walk.
+    pub unsafe fn for_each(&self, mut f: impl FnMut(&Heap)) {
+        // SAFETY: the registry lock is held (by the caller), which guards
+        // the list of all heaps and its links.
+        let mut h = unsafe { self.all.get() };
         while !h.is_null() {
             // SAFETY: registered heaps are never unmapped.
             let hr = unsafe { &*h };
             f(hr);
-            h = hr.reg_next.get();
+            // SAFETY: as above: the links are the registry's.
+            h = unsafe { hr.reg_next.get() };
         }
     }
 }

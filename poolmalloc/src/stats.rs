@@ -210,7 +210,9 @@ pub fn stats() -> Stats {
     let mut pools = PoolStats::default();
     let mut tally = Occupancy { ids: [0; MAX_HEAPS_SHOWN + 1], heaps: &mut occupancy, shown: 0 };
     let arenas = arena::snapshot(|slice| {
-        let Some(h) = pools.add(slice.pool, slice.area, slice.free, slice.dirty) else { return };
+        // SAFETY: `arena::snapshot` calls this with the arena lock held, for a
+        // record of one of its arenas.
+        let Some(h) = (unsafe { pools.add(slice.pool, slice.area, slice.free, slice.dirty) }) else { return };
         tally.add(&h);
         let Some((class, bs)) = h.class else { return };
         let cs = &mut classes[class];

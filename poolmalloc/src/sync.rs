@@ -2,8 +2,10 @@
 //!
 //! [`Local`] is a cell for data that one party at a time owns by protocol:
 //! the thread that owns a pool or heap, or whoever holds the lock that guards
-//! an arena or list. Each field of this type documents its owner. It is the
-//! only place the crate opts out of Rust's aliasing checks for shared data.
+//! an arena or list. Each field of this type documents its owner, and every
+//! read or write is `unsafe`: the caller vouches that it is that owner. It is
+//! the only place the crate opts out of Rust's aliasing checks for shared
+//! data.
 
 use core::cell::UnsafeCell;
 
@@ -21,11 +23,16 @@ pub mod atomic {
 /// Reads and writes are plain loads and stores. The type is `Sync` because
 /// the containing structures are shared between threads; the protocol (the
 /// owning thread, or the guarding lock, named on each field) ensures that no
-/// two threads access the same `Local` without a happens-before edge.
+/// two threads access the same `Local` without a happens-before edge. Nothing
+/// here can check the protocol, so [`get`](Self::get) and
+/// [`set`](Self::set) are `unsafe` and their callers state, at each use, why
+/// they are the owner.
 #[repr(transparent)]
 pub struct Local<T: Copy>(UnsafeCell<T>);
 
-// SAFETY: access is serialised by the protocol documented on each field.
+// SAFETY: sharing a `Local` gives no safe access to its value: `get` and
+// `set` are `unsafe`, and their callers serialise access by the protocol
+// documented on each field.
 unsafe impl<T: Copy> Sync for Local<T> {}
 // SAFETY: as for Sync; the value moves with its owner.
 unsafe impl<T: Copy> Send for Local<T> {}
@@ -37,18 +44,28 @@ impl<T: Copy> Local<T> {
     }
 
     /// Reads the value.
+    ///
+    /// # Safety
+    /// The caller must be the cell's current owner under the protocol that
+    /// the field documents: the thread that owns the structure, or a holder
+    /// of the lock that guards it. No other thread may write the cell
+    /// concurrently: every write by another thread must happen before this
+    /// read (a lock handed over, a release/acquire pair, a thread start).
     #[inline(always)]
-    pub fn get(&self) -> T {
-        // SAFETY: by the field's protocol the caller is the current owner, so
-        // no write can race with this read.
+    pub unsafe fn get(&self) -> T {
+        // SAFETY: by the caller, no write races with this read.
         unsafe { *self.0.get() }
     }
 
     /// Writes the value.
+    ///
+    /// # Safety
+    /// As for [`get`](Self::get), and no other thread may read the cell
+    /// concurrently either: every access by another thread must happen
+    /// before this write or after it.
     #[inline(always)]
-    pub fn set(&self, v: T) {
-        // SAFETY: by the field's protocol the caller is the current owner, so
-        // no other access can race with this write.
+    pub unsafe fn set(&self, v: T) {
+        // SAFETY: by the caller, no other access races with this write.
         unsafe { *self.0.get() = v }
     }
 }

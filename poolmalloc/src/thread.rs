@@ -45,7 +45,8 @@ use crate::tid::thread_id;
 #[inline(always)]
 pub fn alloc(class: usize, wrapped: impl FnOnce() -> *mut u8) -> *mut u8 {
     let h = current_heap();
-    // SAFETY: the slot always points at a live heap (sentinels included).
+    // SAFETY: the slot always points at a live heap: this thread's own, whose
+    // user we are, or a sentinel, whose fields nothing writes.
     let b = unsafe { (*h).alloc_fast(class) };
     if !b.is_null() {
         return b.cast();
@@ -93,14 +94,17 @@ fn alloc_slow(wrapped: impl FnOnce() -> *mut u8, class: usize, h: *mut Heap) -> 
 pub fn locked_alloc(class: usize) -> *mut u8 {
     let p = {
         let _g = LOCKED_LOCK.guard();
-        LOCKED_HEAP.alloc(class)
+        // SAFETY: the locked heap's lock is held (guard `_g`): we are its
+        // user.
+        unsafe { LOCKED_HEAP.alloc(class) }
     };
     if !p.is_null() {
         return p;
     }
     lifecycle::trim();
     let _g = LOCKED_LOCK.guard();
-    LOCKED_HEAP.alloc(class)
+    // SAFETY: as above.
+    unsafe { LOCKED_HEAP.alloc(class) }
 }
 
 /// Frees a block of the locked heap (debug mode's raw blocks).
@@ -135,7 +139,8 @@ pub unsafe fn free(p: *mut u8, wrapped: impl FnOnce()) {
             // SAFETY: as above.
             return unsafe { free_suspect(p, pool) };
         }
-        // SAFETY: one of our pool's handed-out blocks.
+        // SAFETY: one of our pool's handed-out blocks; the owner word names
+        // this thread, so we own the pool.
         unsafe { pr.push_then(p.cast(), || pool_emptied(pool)) };
         return;
     }
@@ -196,11 +201,19 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, wrapped: impl FnOnce()) {
     // SAFETY: `pool` is metadata in a live arena.
     let pr = unsafe { &*pool };
     let st = pr.state.load(Relaxed);
-    if (st != state::USED && st != state::ABANDONED) || (p as usize) < pr.start.get() as usize {
+    // SAFETY: `start` never changes once the arena is made.
+    if (st != state::USED && st != state::ABANDONED) || (p as usize) < unsafe { pr.start.get() } as usize {
         crate::fault::invalid_free(p, "block is not allocated");
         return;
     }
-    if p as usize & (ALIGNMENT - 1) != 0 || !pr.is_block_start(p) {
+    // SAFETY: by the caller, `p` is normally a handed-out block of this pool,
+    // so the pool's `init` wrote its geometry before the block reached us,
+    // and no init can run while the block is out.
+    // FIXME(race): the caller may also pass a pointer for this path to
+    // diagnose (a double free, a stale pointer); its pool may then be
+    // re-initialised by its owner while this reads `end` and `class`, with
+    // no happens-before edge (the state load above is relaxed).
+    if p as usize & (ALIGNMENT - 1) != 0 || !unsafe { pr.is_block_start(p) } {
         crate::fault::invalid_free(p, "not the start of a block");
         return;
     }
@@ -219,8 +232,9 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, wrapped: impl FnOnce()) {
     } else {
         // SAFETY: the slot points at a live heap.
         if unsafe { (*h).kind } == Kind::Real {
-            // SAFETY: our own heap; `p` is a handed-out block of `pool` (owned
-            // by someone else) that the caller gives up.
+            // SAFETY: our own heap, whose user we are; `p` is a handed-out
+            // block of `pool` (owned by someone else) that the caller gives
+            // up, so we may read the pool's class (as above).
             unsafe {
                 if options::secure() {
                     (*h).secure_free(pool, p.cast());
@@ -248,10 +262,13 @@ pub fn medium_block_live(pool: *mut Pool, p: *mut u8) -> bool {
     let pr = unsafe { &*pool };
     let owner = owner_id(pr.owner.load(Relaxed));
     if owner == thread_id() {
-        pr.handed_out(p)
+        // SAFETY: the owner word names this thread: we own the pool.
+        unsafe { pr.handed_out(p) }
     } else if owner == LOCKED_OWNER {
         let _g = LOCKED_LOCK.guard();
-        owner_id(pr.owner.load(Relaxed)) != LOCKED_OWNER || pr.handed_out(p)
+        // SAFETY: the locked heap's lock is held (guard `_g`) and, checked
+        // again under it, the pool is the locked heap's: its user, we own it.
+        owner_id(pr.owner.load(Relaxed)) != LOCKED_OWNER || unsafe { pr.handed_out(p) }
     } else {
         true
     }
