@@ -123,17 +123,17 @@ fn raw_block(p: usize) -> Option<(usize, usize)> {
             // SAFETY: `p` is in an arena, whose header is mapped.
             let pool = unsafe { &*arena::owning_pool(ptr::with_exposed_provenance_mut(p)) };
             let st = pool.state.load(Relaxed);
+            // FIXME(race): `validate` (and `dump`) also call this for the
+            // pointers they diagnose: a debug block freed twice, or a stale
+            // pointer, whose pool may have been emptied, given back and
+            // re-initialised since. This read then takes no lock and can
+            // race with an `init` of that pool under `LOCKED_LOCK`.
             // SAFETY: `start` never changes once the arena is made. `end` and
             // `block_size` are geometry (see `Pool`): written by the locked
             // heap's `init`, under its lock, before any raw block of the pool
             // was handed out, so for a `p` in a handed-out raw block (a live
             // debug block, a quarantined one, a fresh one) the write happened
             // before this read.
-            // FIXME(race): `validate` (and `dump`) also call this for the
-            // pointers they diagnose: a debug block freed twice, or a stale
-            // pointer, whose pool may have been emptied, given back and
-            // re-initialised since. This read then takes no lock and can
-            // race with an `init` of that pool under `LOCKED_LOCK`.
             let (start, end) = unsafe { (pool.start.get() as usize, pool.end.get() as usize) };
             if (st != state::USED && st != state::ABANDONED) || p < start || p >= end {
                 return None;

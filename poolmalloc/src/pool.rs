@@ -1279,15 +1279,15 @@ impl PoolStats {
             state::USED | state::ABANDONED => {
                 self.used += 1;
                 self.abandoned += usize::from(st == state::ABANDONED);
-                // SAFETY: the arena lock (held, by the caller) keeps the pool
-                // from being given back and taken again, but it does not
-                // order this read after the owner's `init`, and a pool
-                // re-initialised from its heap's stash takes no lock at all.
                 // FIXME(race): a statistics snapshot that sees USED (a relaxed
                 // load) just after an init, with no lock handed over between
                 // them, reads `class` with no happens-before edge to the
                 // owner's write. The `min` below only keeps a stale value in
                 // range.
+                // SAFETY: the arena lock (held, by the caller) keeps the pool
+                // from being given back and taken again, but it does not
+                // order this read after the owner's `init`, and a pool
+                // re-initialised from its heap's stash takes no lock at all.
                 let class = unsafe { (p.class.get() as usize).min(size_class::NUM_CLASSES - 1) };
                 let bs = size_class::class_size(class);
                 let capacity = area / bs;

@@ -206,13 +206,13 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, wrapped: impl FnOnce()) {
         crate::fault::invalid_free(p, "block is not allocated");
         return;
     }
-    // SAFETY: by the caller, `p` is normally a handed-out block of this pool,
-    // so the pool's `init` wrote its geometry before the block reached us,
-    // and no init can run while the block is out.
     // FIXME(race): the caller may also pass a pointer for this path to
     // diagnose (a double free, a stale pointer); its pool may then be
     // re-initialised by its owner while this reads `end` and `class`, with
     // no happens-before edge (the state load above is relaxed).
+    // SAFETY: by the caller, `p` is normally a handed-out block of this pool,
+    // so the pool's `init` wrote its geometry before the block reached us,
+    // and no init can run while the block is out.
     if p as usize & (ALIGNMENT - 1) != 0 || !unsafe { pr.is_block_start(p) } {
         crate::fault::invalid_free(p, "not the start of a block");
         return;

@@ -88,64 +88,30 @@ pub trait Recycle {
     }
 }
 
-impl<T> Recycle for Vec<T> {
-    fn recycle(&mut self) {
-        self.clear();
-    }
-    fn retained_bytes(&self) -> usize {
-        self.capacity() * mem::size_of::<T>()
-    }
-    fn shrink_retained(&mut self, max_bytes: usize) {
-        self.shrink_to(max_bytes / mem::size_of::<T>().max(1));
-    }
+/// `Recycle` for a collection that clears in place and keeps a capacity of
+/// `capacity()` elements of type `$elem` (String: bytes).
+macro_rules! recycle_with_capacity {
+    ($([$($gen:tt)*] $ty:ty => $elem:ty;)*) => {$(
+        impl<$($gen)*> Recycle for $ty {
+            fn recycle(&mut self) {
+                self.clear();
+            }
+            fn retained_bytes(&self) -> usize {
+                self.capacity() * mem::size_of::<$elem>()
+            }
+            fn shrink_retained(&mut self, max_bytes: usize) {
+                self.shrink_to(max_bytes / mem::size_of::<$elem>().max(1));
+            }
+        }
+    )*};
 }
 
-impl Recycle for String {
-    fn recycle(&mut self) {
-        self.clear();
-    }
-    fn retained_bytes(&self) -> usize {
-        self.capacity()
-    }
-    fn shrink_retained(&mut self, max_bytes: usize) {
-        self.shrink_to(max_bytes);
-    }
-}
-
-impl<T> Recycle for VecDeque<T> {
-    fn recycle(&mut self) {
-        self.clear();
-    }
-    fn retained_bytes(&self) -> usize {
-        self.capacity() * mem::size_of::<T>()
-    }
-    fn shrink_retained(&mut self, max_bytes: usize) {
-        self.shrink_to(max_bytes / mem::size_of::<T>().max(1));
-    }
-}
-
-impl<K: Eq + Hash, V, S: BuildHasher> Recycle for HashMap<K, V, S> {
-    fn recycle(&mut self) {
-        self.clear();
-    }
-    fn retained_bytes(&self) -> usize {
-        self.capacity() * mem::size_of::<(K, V)>()
-    }
-    fn shrink_retained(&mut self, max_bytes: usize) {
-        self.shrink_to(max_bytes / mem::size_of::<(K, V)>().max(1));
-    }
-}
-
-impl<T: Eq + Hash, S: BuildHasher> Recycle for HashSet<T, S> {
-    fn recycle(&mut self) {
-        self.clear();
-    }
-    fn retained_bytes(&self) -> usize {
-        self.capacity() * mem::size_of::<T>()
-    }
-    fn shrink_retained(&mut self, max_bytes: usize) {
-        self.shrink_to(max_bytes / mem::size_of::<T>().max(1));
-    }
+recycle_with_capacity! {
+    [T] Vec<T> => T;
+    [] String => u8;
+    [T] VecDeque<T> => T;
+    [K: Eq + Hash, V, S: BuildHasher] HashMap<K, V, S> => (K, V);
+    [T: Eq + Hash, S: BuildHasher] HashSet<T, S> => T;
 }
 
 /// A B-tree keeps no capacity: recycling it only empties it.
