@@ -635,7 +635,7 @@ impl Arenas {
             for j in 1..k {
                 let f = &a_ref.pools[i + j];
                 f.lead.store(j as u8, Relaxed);
-                f.state.store(state::FOLLOWER, Relaxed);
+                f.hand.state.store(state::FOLLOWER, Relaxed);
             }
             if a_ref.nfree() > 0 {
                 self.bucket_insert(a);
@@ -773,8 +773,8 @@ impl Arenas {
             }
             let k = a_ref.pools[i].slices.get() as usize;
             for pool in &a_ref.pools[i..i + k] {
-                pool.state.store(state::FREE, Relaxed);
-                pool.owner.store(0, Relaxed);
+                pool.hand.state.store(state::FREE, Relaxed);
+                pool.hand.owner.store(0, Relaxed);
                 pool.lead.store(0, Relaxed);
                 pool.slices.set(1);
                 pool.freed_at.set(now);
@@ -1017,7 +1017,7 @@ impl Arenas {
                         continue;
                     }
                     let p = &a_ref.pools[i];
-                    let st = p.state.load(Relaxed);
+                    let st = p.hand.state.load(Relaxed);
                     assert_eq!(st == state::FREE, free & (1 << i) != 0, "pool {i} state {st} vs free mask");
                     assert_ne!(st, state::FOLLOWER, "slice {i}: a follower outside any run");
                     let k = p.slices.get() as usize;
@@ -1025,7 +1025,7 @@ impl Arenas {
                     assert!(k == 1 || i > 0, "no run includes slice 0");
                     for j in 1..k {
                         let f = &a_ref.pools[i + j];
-                        assert_eq!(f.state.load(Relaxed), state::FOLLOWER, "slice {}: follower of {i}", i + j);
+                        assert_eq!(f.hand.state.load(Relaxed), state::FOLLOWER, "slice {}: follower of {i}", i + j);
                         assert_eq!(f.lead.load(Relaxed) as usize, j, "slice {}: lead", i + j);
                         assert_eq!(free & (1 << (i + j)), 0, "followers are not free");
                     }
@@ -1146,7 +1146,7 @@ pub fn owning_pool(p: *mut u8) -> *mut Pool {
 pub fn leader_of(pool: *mut Pool) -> *mut Pool {
     // SAFETY: by the caller, `pool` is a record in a mapped arena header.
     let pr = unsafe { &*pool };
-    if pr.state.load(Relaxed) == state::FOLLOWER {
+    if pr.hand.state.load(Relaxed) == state::FOLLOWER {
         let lead = pr.lead.load(Relaxed) as usize;
         // A follower's lead reaches back to a record of the same header;
         // clamping keeps even a racing invalid free's read inside it.

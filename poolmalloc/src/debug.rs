@@ -122,24 +122,20 @@ fn raw_block(p: usize) -> Option<(usize, usize)> {
         ownership::TAG_ARENA => {
             // SAFETY: `p` is in an arena, whose header is mapped.
             let pool = unsafe { &*arena::owning_pool(ptr::with_exposed_provenance_mut(p)) };
-            let st = pool.state.load(Relaxed);
-            // FIXME(race): `validate` (and `dump`) also call this for the
-            // pointers they diagnose: a debug block freed twice, or a stale
-            // pointer, whose pool may have been emptied, given back and
-            // re-initialised since. This read then takes no lock and can
-            // race with an `init` of that pool under `LOCKED_LOCK`.
-            // SAFETY: `start` never changes once the arena is made. `end` and
-            // `block_size` are geometry (see `Pool`): written by the locked
-            // heap's `init`, under its lock, before any raw block of the pool
-            // was handed out, so for a `p` in a handed-out raw block (a live
-            // debug block, a quarantined one, a fresh one) the write happened
-            // before this read.
-            let (start, end) = unsafe { (pool.start.get() as usize, pool.end.get() as usize) };
-            if (st != state::USED && st != state::ABANDONED) || p < start || p >= end {
+            let st = pool.hand.state.load(Relaxed);
+            // `end` and `block_size` are geometry (see `Pool`): for a `p` in
+            // a handed-out raw block (a live debug block, a quarantined one,
+            // a fresh one) they are the current init's. `validate` and
+            // `dump` also ask about the pointers they diagnose (a block
+            // freed twice, a stale pointer), whose pool may be re-initialised
+            // meanwhile: the answer may then be stale, and it only shapes
+            // the report.
+            // SAFETY: `start` never changes once the arena is made.
+            let start = unsafe { pool.start.get() } as usize;
+            let (end, bs) = (pool.end() as usize, pool.block_size());
+            if (st != state::USED && st != state::ABANDONED) || p < start || p >= end || bs == 0 {
                 return None;
             }
-            // SAFETY: as above.
-            let bs = unsafe { pool.block_size.get() } as usize;
             Some((start + (p - start) / bs * bs, bs))
         }
         ownership::TAG_LARGE_HEAD | ownership::TAG_LARGE_TAIL => {
@@ -157,10 +153,8 @@ fn returned_stamp(raw: usize) -> u64 {
     let pool = arena::owning_pool(ptr::with_exposed_provenance_mut(raw));
     // SAFETY: `raw` is in an arena, whose header is mapped. Its callers pass
     // a raw block that is handed out (one being given back, or one just
-    // allocated), so the pool's last `init`, the only writer of
-    // `generation` (under the locked heap's lock), happened before this
-    // read, and no other init can run while the block is out.
-    let generation = unsafe { (*pool).generation.get() };
+    // allocated), so this is the generation of the pool's current init.
+    let generation = unsafe { (*pool).generation() };
     RETURNED ^ raw as u64 ^ (pool as u64).rotate_left(32) ^ (u64::from(generation) << 40)
 }
 

@@ -22,7 +22,7 @@
 //!   6   7      large                             huge blocks (above 1 MiB): own mappings, span cache, mremap
 //!   5   5      heap abandoned registry           per-class pool lists; abandoned pools; heap structures and sentinels
 //!   4   2      arena                             4 MiB aligned arenas of 64 slices; pools and medium runs; fullest first; decommit, release
-//!   3   3      pool remote                       one class per pool: local, remote and bump free lists
+//!   3   3      pool handover remote              one class per pool: local, remote and bump free lists; passing pools between threads
 //!   2   4      size_class                        the class table and the branch-free lookup (constant data)
 //!   1   1      ownership                         address → arena / large span / not ours, in O(1)
 //!   0   0,x    lock fault options report os tid list sync   locks; fault reports; options; messages; syscalls; thread id; intrusive lists; atomics facade
@@ -31,7 +31,8 @@
 //! Within row 0 the order is `sync`, `list`, `tid`, `os`, `report`,
 //! `options`, `fault`, `lock` (each uses only those before it). Within a row, modules
 //! may use each other only as the test allows: `heap` uses `abandoned`,
-//! `registry` uses `heap`; `pool` uses `remote`; `owned` uses `global`.
+//! `registry` uses `heap`; `pool` uses `handover` and `remote`, `handover`
+//! uses `remote`; `owned` uses `global`.
 //!
 //! **Exceptions to the design's numbering**, each kept on purpose:
 //!
@@ -72,6 +73,7 @@
 //! | the heap registry, sentinel heaps, locked heap | `registry.rs` |
 //! | abandoned pools | `abandoned.rs` |
 //! | remote (cross-thread) free lists | `remote.rs` |
+//! | how a pool passes between threads: owner word, full flag, hints, abandon and adopt | `handover.rs` |
 //! | arenas: taking, giving back, decommit, release | `arena.rs` |
 //! | the ownership map | `ownership.rs` |
 //! | size classes | `size_class.rs` |

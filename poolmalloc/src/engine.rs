@@ -245,7 +245,7 @@ pub unsafe fn classify(p: *mut u8) -> Owned {
             let pool_ptr = arena::owning_pool(p);
             // SAFETY: as above.
             let pool = unsafe { &*pool_ptr };
-            let st = pool.state.load(Relaxed);
+            let st = pool.hand.state.load(Relaxed);
             let aligned = p as usize & (ALIGNMENT - 1) == 0;
             // SAFETY: by the caller, `p` is a live block of this pool, so we
             // may read its geometry (`end`, `class`, `block_size`).
@@ -253,7 +253,7 @@ pub unsafe fn classify(p: *mut u8) -> Owned {
                 let block = (st == state::USED || st == state::ABANDONED) && aligned && pool.is_block_start(p);
                 // A medium block is also checked for having been freed.
                 if block && (!pool.is_medium() || thread::medium_block_live(pool_ptr, p)) {
-                    Owned::Pool(pool.block_size.get() as usize)
+                    Owned::Pool(pool.block_size())
                 } else {
                     Owned::No
                 }

@@ -240,10 +240,9 @@ impl Heap {
                         self.check();
                         return b.cast();
                     }
-                    if !pr.try_set_remote_full() {
+                    if !pr.file_full(owner | OWNER_FULL) {
                         continue; // remote frees arrived meanwhile; collect them
                     }
-                    pr.set_owner_word(owner | OWNER_FULL);
                     // `p` is on no list while current.
                     self.full[class].push(p);
                     self.current[class].set(empty_pool());
@@ -309,7 +308,7 @@ impl Heap {
             unsafe {
                 let pr = &*p;
                 pr.init(class, owner, &self.hints, arena::pool_end(pr));
-                pr.state.store(state::USED, Relaxed);
+                pr.hand.state.store(state::USED, Relaxed);
             }
             return p;
         }
@@ -330,7 +329,7 @@ impl Heap {
         unsafe {
             let pr = &*p;
             pr.init(class, owner, &self.hints, arena::pool_end(pr));
-            pr.state.store(state::USED, Relaxed);
+            pr.hand.state.store(state::USED, Relaxed);
         }
         p
     }
@@ -356,8 +355,7 @@ impl Heap {
             // lists are ours.
             unsafe {
                 let pr = &*p;
-                pr.set_owner(owner, &self.hints);
-                pr.state.store(state::USED, Relaxed);
+                pr.adopt(owner, &self.hints);
                 pr.collect_remote();
                 let has_free = pr.has_free();
                 if has_free && result.is_null() {
@@ -382,8 +380,7 @@ impl Heap {
         // heap's user.
         unsafe {
             let pr = &*p;
-            if pr.try_set_remote_full() {
-                pr.set_owner_word(self.owner.get() | OWNER_FULL);
+            if pr.file_full(self.owner.get() | OWNER_FULL) {
                 self.full[class].push(p);
             } else {
                 pr.collect_remote();
@@ -404,10 +401,9 @@ impl Heap {
         // full list, `p` is on no list.
         unsafe {
             let pr = &*p;
-            let class = pr.class.get() as usize;
+            let class = pr.class();
             self.full[class].remove(p);
-            pr.clear_remote_full();
-            pr.set_owner_word(self.owner.get());
+            pr.withdraw_full(self.owner.get());
             let used = pr.push(b);
             if used == 0 {
                 self.release_empty(p, false);
@@ -435,7 +431,7 @@ impl Heap {
         if !unsafe { pr.may_free(b) } {
             return;
         }
-        if pr.owner.load(Relaxed) & OWNER_FULL != 0 {
+        if pr.hand.owner.load(Relaxed) & OWNER_FULL != 0 {
             // SAFETY: a full pool of this heap; we are its user.
             unsafe { self.free_to_full(pool, b) };
         // SAFETY: a handed-out block of a pool of this heap, which we own.
@@ -455,7 +451,7 @@ impl Heap {
     pub unsafe fn free_if_owned(&self, p: *mut u8) -> bool {
         let mut pool = arena::pool_of(p);
         // SAFETY: `p` is in a live arena, whose header is mapped.
-        let mut word = unsafe { (*pool).owner.load(Relaxed) };
+        let mut word = unsafe { (*pool).hand.owner.load(Relaxed) };
         if word & OWNER_CHECKED != 0 || word == 0 {
             // A medium pool (or a later slice of one): its record, and a
             // check that `p` starts a block.
@@ -464,7 +460,7 @@ impl Heap {
             let pr = unsafe { &*pool };
             // SAFETY: by the caller `p` is a handed-out block of this pool,
             // so the geometry was written before we got it.
-            word = if unsafe { pr.is_block_start(p) } { pr.owner.load(Relaxed) } else { 0 };
+            word = if unsafe { pr.is_block_start(p) } { pr.hand.owner.load(Relaxed) } else { 0 };
         }
         // A stashed (empty) pool's word keeps OWNER_STASHED and does not
         // match: a free into it is reported by the general path.
@@ -492,7 +488,7 @@ impl Heap {
         unsafe {
             arena::ARENAS.for_each(|a, free, _| {
                 for (i, p) in a.pools.iter().enumerate() {
-                    if free & (1 << i) == 0 && owner_id(p.owner.load(Relaxed)) == owner {
+                    if free & (1 << i) == 0 && owner_id(p.hand.owner.load(Relaxed)) == owner {
                         n += p.used() as usize;
                     }
                 }
@@ -571,7 +567,7 @@ impl Heap {
         // `avail`; once off it, on no list.
         unsafe {
             let pr = &*p;
-            let class = pr.class.get() as usize;
+            let class = pr.class();
             if self.current[class].get() == p {
                 return; // keep the pool we allocate from
             }
@@ -643,7 +639,7 @@ impl Heap {
                 && self.stash_slices() + pr.slices.get() as usize <= STASH_MAX_SLICES;
             if !to_arena && room {
                 pr.set_owner_word(self.owner.get() | OWNER_STASHED);
-                pr.state.store(state::EMPTY, Relaxed);
+                pr.hand.state.store(state::EMPTY, Relaxed);
                 self.stash.push(p);
             } else {
                 arena::release_pools(&[p]);
@@ -774,11 +770,9 @@ impl Heap {
                 self.release_empty(p, true);
                 return;
             }
-            pr.clear_remote_full();
-            pr.set_owner(0, ptr::null());
-            pr.state.store(state::ABANDONED, Relaxed);
+            pr.abandon();
             // `p` is a live pool with blocks in use, on no list.
-            ABANDONED.put(p);
+            ABANDONED.put(p, pr.class());
         }
     }
 
@@ -833,7 +827,7 @@ impl Heap {
                 let cur = self.current[class].get();
                 if cur != empty_pool() {
                     let pr = &*cur;
-                    assert_eq!(pr.owner.load(Relaxed), owner | pr.owner_flags(), "current pool owned by its heap");
+                    assert_eq!(pr.hand.owner.load(Relaxed), owner | pr.owner_flags(), "current pool owned by its heap");
                     check_pool(pr, class);
                 }
                 for (list, full) in [(&self.avail[class], false), (&self.full[class], true)] {
@@ -842,7 +836,7 @@ impl Heap {
                     while !p.is_null() {
                         let pr = &*p;
                         let want = if full { owner | OWNER_FULL } else { owner };
-                        assert_eq!(pr.owner.load(Relaxed), want | pr.owner_flags(), "list pool owner word");
+                        assert_eq!(pr.hand.owner.load(Relaxed), want | pr.owner_flags(), "list pool owner word");
                         assert!(p != cur, "current pool is on no list");
                         check_pool(pr, class);
                         n += 1;
@@ -891,14 +885,14 @@ impl Heap {
         // to read; the store and the local list are read only when the
         // pool's owner word names this heap, that is when we own the pool.
         if unsafe {
-            owner_id(pr.owner.load(Relaxed)) == self.owner.get()
+            owner_id(pr.hand.owner.load(Relaxed)) == self.owner.get()
                 && ((may_be(pr.store_mark(b)) && pr.in_store(b.cast()))
                     || (may_be(pr as *const Pool as usize) && pr.on_local_list(b)))
         } {
             crate::fault::invalid_free(b.cast(), "double free");
             return;
         }
-        let word = pr.owner.load(Relaxed);
+        let word = pr.hand.owner.load(Relaxed);
         // SAFETY: we hold `b`, a handed-out block of the pool (by the
         // caller), so its class was written before we got it; `owner` is
         // ours as the heap's user.
@@ -946,7 +940,7 @@ impl Heap {
         let pool = arena::leader_of(arena::pool_of(b.cast()));
         // SAFETY: the pool holds `b`, which counts as in use, so it is live.
         let pr = unsafe { &*pool };
-        let word = pr.owner.load(Relaxed);
+        let word = pr.hand.owner.load(Relaxed);
         // SAFETY: by the caller, we are the heap's user.
         if owner_id(word) != unsafe { self.owner.get() } {
             // SAFETY: a handed-out block of another heap's pool, given up;
@@ -968,11 +962,10 @@ impl Heap {
             pr.secure_push(b);
             let used = pr.used() - 1;
             pr.used.store(used, Relaxed);
-            let class = pr.class.get() as usize;
+            let class = pr.class();
             if word & OWNER_FULL != 0 {
                 self.full[class].remove(pool);
-                pr.clear_remote_full();
-                pr.set_owner_word(self.owner.get());
+                pr.withdraw_full(self.owner.get());
                 if used == 0 {
                     self.release_empty(pool, false);
                 } else {
@@ -1109,12 +1102,12 @@ impl Heap {
 /// # Safety
 /// The caller must be the pool's owner (see [`Pool`]).
 unsafe fn check_pool(p: &Pool, class: usize) {
-    assert_eq!(p.state.load(Relaxed), state::USED);
+    assert_eq!(p.hand.state.load(Relaxed), state::USED);
     // SAFETY: by the caller, we own the pool: its owner-only fields and
     // geometry are ours, and so are the blocks on its local list.
     unsafe {
-        assert_eq!(p.class.get() as usize, class);
-        let bs = p.block_size.get() as usize;
+        assert_eq!(p.class(), class);
+        let bs = p.block_size();
         let mut free = 0usize;
         let mut b = p.free.get();
         while !b.is_null() {
@@ -1125,8 +1118,8 @@ unsafe fn check_pool(p: &Pool, class: usize) {
             b = (*b).next;
         }
         free += p.store_len();
-        let uncarved = (p.end.get() as usize - p.bump.get() as usize) / bs;
-        assert_eq!(free + p.used() as usize + uncarved, p.capacity.get() as usize, "blocks add up to capacity");
+        let uncarved = (p.end() as usize - p.bump.get() as usize) / bs;
+        assert_eq!(free + p.used() as usize + uncarved, p.capacity(), "blocks add up to capacity");
     }
 }
 
@@ -1173,8 +1166,8 @@ mod tests {
             // the heap's user, so we own the pool.
             unsafe {
                 let pool = &*arena::pool_of(p);
-                assert_eq!(pool.class.get() as usize, class);
-                assert_eq!(owner_id(pool.owner.load(Relaxed)), h.owner.get());
+                assert_eq!(pool.class(), class);
+                assert_eq!(owner_id(pool.hand.owner.load(Relaxed)), h.owner.get());
             }
             let byte = (class * 31 + i) as u8;
             // SAFETY: a fresh block of `bs` bytes.

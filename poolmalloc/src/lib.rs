@@ -35,20 +35,24 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub(crate) mod abandoned;
+pub(crate) mod handover;
+pub(crate) mod list;
+pub(crate) mod lock;
 pub(crate) mod remote;
 pub(crate) mod sync;
-#[cfg(not(loom))]
 pub(crate) mod tid;
 
 /// Marks every item it is given `#[cfg(not(loom))]`: under `--cfg loom` only
-/// the lock-free remote-free list (and the atomics facade it uses) is built,
-/// for the model checker (`tests/loom_remote.rs`).
+/// the pieces that threads use to hand blocks and pools to each other are
+/// built (the remote-free list, the hand-over words, the abandoned lists,
+/// their lock and list type, and the facade they use), for the model
+/// checker (`tests/loom_remote.rs`, `tests/loom_handover.rs`).
 macro_rules! not_under_loom {
     ($($item:item)*) => { $(#[cfg(not(loom))] $item)* };
 }
 
 not_under_loom! {
-    pub(crate) mod abandoned;
     pub(crate) mod arena;
     pub(crate) mod debug;
     pub mod design;
@@ -59,8 +63,6 @@ not_under_loom! {
     pub(crate) mod heap;
     pub(crate) mod large;
     pub(crate) mod lifecycle;
-    pub(crate) mod list;
-    pub(crate) mod lock;
     pub mod options;
     pub(crate) mod os;
     pub(crate) mod owned;
@@ -120,6 +122,16 @@ pub fn trim() {
 #[doc(hidden)]
 pub mod internals {
     pub use crate::remote::{Block, RemoteList};
+
+    /// The pieces the hand-over model (`tests/loom_handover.rs`) drives.
+    #[cfg(loom)]
+    pub use crate::{
+        abandoned::Abandoned,
+        handover::{state, Handover, RemoteHints, OWNER_FULL},
+        list::{Links, List},
+        lock::RawLock,
+        sync::Local,
+    };
 
     #[cfg(not(loom))]
     pub use self::not_loom::*;

@@ -306,7 +306,7 @@ pub(crate) fn trim() {
         // user.
         unsafe { LOCKED_HEAP.trim() };
     }
-    ABANDONED.sweep();
+    crate::abandoned::sweep();
     arena::purge_all();
     crate::large::purge_cache();
 }
@@ -433,8 +433,8 @@ unsafe fn reclaim_after_fork() {
         }
     }
     let release = |p: &Pool| {
-        let owner = owner_id(p.owner.load(Relaxed));
-        match p.state.load(Relaxed) {
+        let owner = owner_id(p.hand.owner.load(Relaxed));
+        match p.hand.state.load(Relaxed) {
             state::EMPTY => dead(owner),
             state::USED if dead(owner) => {
                 // SAFETY: the pool's owner was a thread that does not exist in
@@ -447,10 +447,8 @@ unsafe fn reclaim_after_fork() {
                     if p.is_empty() && !ptr::eq(p, owed) {
                         return true;
                     }
-                    p.clear_remote_full();
-                    p.set_owner(0, ptr::null());
-                    p.state.store(state::ABANDONED, Relaxed);
-                    ABANDONED.put(p as *const Pool as *mut Pool);
+                    p.abandon();
+                    ABANDONED.put(p as *const Pool as *mut Pool, p.class());
                 }
                 false
             }

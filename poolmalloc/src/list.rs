@@ -31,7 +31,14 @@ pub struct List<T, L> {
 
 impl<T, L: Links<T>> List<T, L> {
     /// An empty list.
+    #[cfg(not(loom))]
     pub const fn new() -> Self {
+        List { head: Local::new(ptr::null_mut()), len: Local::new(0), links: PhantomData }
+    }
+
+    /// An empty list.
+    #[cfg(loom)]
+    pub fn new() -> Self {
         List { head: Local::new(ptr::null_mut()), len: Local::new(0), links: PhantomData }
     }
 
@@ -49,6 +56,7 @@ impl<T, L: Links<T>> List<T, L> {
     ///
     /// # Safety
     /// The caller must be the list's user.
+    #[cfg_attr(loom, allow(clippy::len_without_is_empty))]
     pub unsafe fn len(&self) -> usize {
         // SAFETY: by the caller, the list's user.
         unsafe { self.len.get() }

@@ -53,7 +53,7 @@ use crate::list::{Links, List};
 use crate::size_class;
 use crate::sync::Local;
 use core::ptr;
-use crate::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use crate::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering::*};
 
 /// log2 of the pool size (one arena slice).
 pub const POOL_SHIFT: usize = size_class::SLICE_SHIFT;
@@ -69,8 +69,6 @@ const _: () = assert!(POOL_SIZE % (1 << size_class::SLICE_POOL_ALIGN_SHIFT) == 0
 /// Owner value of pools owned by the locked-mode heap. Never a thread id:
 /// thread ids are thread-control-block addresses, far above 4.
 pub const LOCKED_OWNER: usize = 4;
-/// Low bit of the owner word: the pool is filed as full.
-pub const OWNER_FULL: usize = 1;
 /// Set in the owner word of an EMPTY pool in its heap's stash, with the
 /// heap's owner id, so a free into it fails the fast-path owner comparison
 /// and a fork child still knows whose stash holds it.
@@ -95,67 +93,12 @@ pub const fn owner_id(word: usize) -> usize {
     word & !(OWNER_FULL | OWNER_STASHED | OWNER_CHECKED)
 }
 
-/// Pool states (see the module docs).
-pub mod state {
-    /// Owned by its arena; not in use.
-    pub const FREE: u8 = 0;
-    /// Held by a heap, in one of its class lists.
-    pub const USED: u8 = 1;
-    /// Held by a heap's stash of empty pools.
-    pub const EMPTY: u8 = 2;
-    /// Its heap's thread exited with blocks live; on the abandoned list.
-    pub const ABANDONED: u8 = 3;
-    /// A slice of a multi-slice pool other than its first: its `lead`
-    /// field says how many slices back the pool's own record is.
-    pub const FOLLOWER: u8 = 4;
-}
 
+pub use crate::handover::{state, RemoteHints, OWNER_FULL};
+use crate::handover::{Handover, HINT_CLASSES};
 pub use crate::remote::Block;
-use crate::remote::RemoteList;
 
-/// Per-class bits a pool owner wants set when one of its full pools gets a
-/// remote free. Embedded in each heap; pools point at their owner's.
-pub struct RemoteHints {
-    bits: [AtomicU64; 2],
-}
-
-const _: () = assert!(size_class::NUM_CLASSES <= 128);
-
-impl RemoteHints {
-    /// No hints set.
-    pub const fn new() -> Self {
-        RemoteHints { bits: [AtomicU64::new(0), AtomicU64::new(0)] }
-    }
-
-    /// Records that a full pool of `class` received a remote free.
-    pub fn set(&self, class: usize) {
-        self.bits[class >> 6].fetch_or(1 << (class & 63), Release);
-    }
-
-    /// Returns and clears the hint for `class`.
-    #[inline]
-    pub fn take(&self, class: usize) -> bool {
-        let bit = 1u64 << (class & 63);
-        let word = &self.bits[class >> 6];
-        if word.load(Relaxed) & bit == 0 {
-            return false;
-        }
-        word.fetch_and(!bit, Acquire) & bit != 0
-    }
-
-    /// Clears every hint.
-    pub fn clear(&self) {
-        for w in &self.bits {
-            w.store(0, Relaxed);
-        }
-    }
-}
-
-impl Default for RemoteHints {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+const _: () = assert!(size_class::NUM_CLASSES <= HINT_CLASSES);
 
 /// Metadata of one pool. Lives in its arena's header.
 ///
@@ -173,11 +116,15 @@ impl Default for RemoteHints {
 ///   whoever took it: from its arena, from a heap's stash or from the
 ///   abandoned lists (whose lock makes the sweeper their holder), or the one
 ///   thread of a fork child.
-/// * **Geometry** (`class`, `block_size`, `capacity`, `end`, and
-///   `generation` for reading): written only by [`init`](Self::init), by the
-///   owner, before any block of the pool is handed out. Besides the owner,
-///   a thread that holds a handed-out block of the pool may read them: the
-///   block reached it after the init.
+/// * **Geometry** (`class`, `block_size`, `capacity`, `end`,
+///   `generation`): written only by [`init`](Self::init), by the owner,
+///   before any block of the pool is handed out. They are relaxed atomics,
+///   so any thread may read them without undefined behaviour, but only the
+///   owner and a thread that holds a handed-out block of the pool (the block
+///   reached it after the init) are sure to see the current init's values.
+///   Any other reader (a statistics snapshot, the diagnosis of a stale or
+///   doubly freed pointer) may see an earlier or a later init's values, or
+///   a mix of both, and uses them only where that is harmless.
 /// * `start` is written once, when the arena is made, before anyone can see
 ///   the record: any thread may read it.
 /// * The list links belong to the user of the list the pool is on; the
@@ -194,17 +141,17 @@ pub struct Pool {
     /// Blocks handed out and not yet freed locally or collected from the
     /// remote list. Written by the owner only; read by statistics.
     pub used: AtomicU32,
-    /// Size class. Written by the owner when the pool is (re)initialised,
-    /// before any of its blocks can reach another thread.
-    pub class: Local<u32>,
+    /// Size class. Geometry: written by the owner when the pool is
+    /// (re)initialised, before any of its blocks can reach another thread.
+    class: AtomicU32,
     /// Next never-used byte. Owner only.
     pub bump: Local<*mut u8>,
     /// End of the last whole block. As `class`.
-    pub end: Local<*mut u8>,
+    end: AtomicPtr<u8>,
     /// Block size in bytes. As `class`.
-    pub block_size: Local<u32>,
+    block_size: AtomicU32,
     /// Blocks that fit in this pool. As `class`.
-    pub capacity: Local<u32>,
+    capacity: AtomicU32,
     /// Links in whichever list holds the pool (a heap's class lists or stash,
     /// or an abandoned list). Owned by that list's owner.
     pub next: Local<*mut Pool>,
@@ -216,25 +163,19 @@ pub struct Pool {
     pub store: Local<*mut Block>,
 
     // ---- shared cache line ----
-    /// Owning thread id (or `LOCKED_OWNER`, or 0), with `OWNER_FULL`.
-    /// Written by the owner or by whoever holds the pool in a global list;
-    /// read by every `free`. It sits in this line, not the owner's, because
-    /// threads that free into the pool read it on every free: in the owner's
-    /// line, which the owner writes on every allocation, it would make that
-    /// line bounce between the two threads (measured: producer-consumer
-    /// about twice as slow).
-    pub owner: AtomicUsize,
-    /// Blocks freed by other threads (see [`crate::remote`]).
-    remote: RemoteList,
-    /// Where to post remote-free hints: the owner heap's hints.
-    hints: AtomicPtr<RemoteHints>,
+    /// The owner word, the remote-free list, the hints pointer and the
+    /// state: what other threads use (see [`crate::handover`]). The owner
+    /// word opens this line, not the owner's, because threads that free
+    /// into the pool read it on every free: in the owner's line, which the
+    /// owner writes on every allocation, it would make that line bounce
+    /// between the two threads (measured: producer-consumer about twice as
+    /// slow).
+    pub hand: Handover,
     /// Secure mode: the pool's random key, drawn each time the pool is
     /// initialised. Owner only.
     skey: Local<usize>,
     /// First byte of the pool's block area. Set once when the arena is made.
     pub start: Local<*mut u8>,
-    /// One of [`state`]. Written under the arena lock or by the owner.
-    pub state: AtomicU8,
     /// When the pool last became FREE (ms). Arena lock.
     pub freed_at: Local<u64>,
     /// Slices the pool spans (1 for every class up to 32 KiB). Set by the
@@ -246,13 +187,12 @@ pub struct Pool {
     pub lead: AtomicU8,
     /// How many times the pool was initialised, so that what a block left
     /// in its memory can be told from what an earlier use of the same
-    /// memory left (debug mode's reuse check). Written by the owner only,
-    /// in `init`; read as `class`.
-    pub generation: Local<u32>,
+    /// memory left (debug mode's reuse check). As `class`.
+    generation: AtomicU32,
 }
 
 const _: () = assert!(core::mem::size_of::<Pool>() == 128);
-const _: () = assert!(core::mem::offset_of!(Pool, owner) == 64, "the owner word opens the shared line");
+const _: () = assert!(core::mem::offset_of!(Pool, hand) == 64, "the owner word opens the shared line");
 
 impl Pool {
     /// Metadata for a pool whose blocks start at `start`. The pool is FREE.
@@ -260,24 +200,21 @@ impl Pool {
         Pool {
             free: Local::new(ptr::null_mut()),
             used: AtomicU32::new(0),
-            class: Local::new(0),
-            owner: AtomicUsize::new(0),
+            class: AtomicU32::new(0),
+            hand: Handover::new(),
             bump: Local::new(ptr::null_mut()),
-            end: Local::new(ptr::null_mut()),
-            block_size: Local::new(0),
-            capacity: Local::new(0),
+            end: AtomicPtr::new(ptr::null_mut()),
+            block_size: AtomicU32::new(0),
+            capacity: AtomicU32::new(0),
             next: Local::new(ptr::null_mut()),
             prev: Local::new(ptr::null_mut()),
             store: Local::new(ptr::null_mut()),
-            remote: RemoteList::new(),
-            hints: AtomicPtr::new(ptr::null_mut()),
             skey: Local::new(0),
             start: Local::new(start),
-            state: AtomicU8::new(state::FREE),
             freed_at: Local::new(0),
             slices: Local::new(1),
             lead: AtomicU8::new(0),
-            generation: Local::new(0),
+            generation: AtomicU32::new(0),
         }
     }
 
@@ -304,10 +241,10 @@ impl Pool {
     /// (the geometry protocol, see [`Pool`]).
     #[inline]
     pub unsafe fn is_medium(&self) -> bool {
-        // SAFETY: by the caller, the init that wrote `class` happened before
-        // this read, and no init can run while the caller owns the pool or
-        // holds one of its blocks.
-        unsafe { self.class.get() as usize >= size_class::NUM_SINGLE }
+        // By the caller, the init that wrote `class` happened before this
+        // read, and no init can run while the caller owns the pool or holds
+        // one of its blocks.
+        self.class() >= size_class::NUM_SINGLE
     }
 
     /// Stores an owner word (an owner id with `OWNER_FULL` or
@@ -319,7 +256,7 @@ impl Pool {
     #[inline]
     pub unsafe fn set_owner_word(&self, word: usize) {
         // SAFETY: forwarded from the caller.
-        self.owner.store(unsafe { self.with_flags(word) }, Relaxed);
+        self.hand.owner.store(unsafe { self.with_flags(word) }, Relaxed);
     }
 
     /// `word` with this pool's [`owner_flags`](Self::owner_flags), or 0 for
@@ -350,9 +287,9 @@ impl Pool {
         // `class` are geometry, which by the caller was written before these
         // reads and is not being rewritten.
         unsafe {
-            let (start, end) = (self.start.get() as usize, self.end.get() as usize);
+            let (start, end) = (self.start.get() as usize, self.end() as usize);
             let a = p as usize;
-            a >= start && a < end && size_class::is_multiple(a - start, self.class.get() as usize)
+            a >= start && a < end && size_class::is_multiple(a - start, self.class())
         }
     }
 
@@ -363,6 +300,8 @@ impl Pool {
     /// The caller must hold the pool off every heap and list with no block of
     /// it handed out (just taken from its arena or from its heap's stash), so
     /// that it is the pool's owner and no other thread reads its geometry.
+    /// `hints` must stay valid for ever (it lives in a heap, and heaps are
+    /// never unmapped).
     pub unsafe fn init(&self, class: usize, owner: usize, hints: *const RemoteHints, area_end: usize) {
         let bs = size_class::class_size(class);
         // SAFETY: by the caller we own the pool and nobody holds a block of
@@ -371,10 +310,10 @@ impl Pool {
         unsafe {
             let start = self.start.get();
             let cap = (area_end - start as usize) / bs;
-            self.generation.set(self.generation.get().wrapping_add(1));
-            self.class.set(class as u32);
-            self.block_size.set(bs as u32);
-            self.capacity.set(cap as u32);
+            self.generation.store(self.generation().wrapping_add(1), Relaxed);
+            self.class.store(class as u32, Relaxed);
+            self.block_size.store(bs as u32, Relaxed);
+            self.capacity.store(cap as u32, Relaxed);
             self.free.set(ptr::null_mut());
             self.store.set(ptr::null_mut());
             if crate::options::secure() {
@@ -382,24 +321,66 @@ impl Pool {
             }
             self.bump.set(start);
             // SAFETY (arithmetic): cap * bs <= the pool area, so this stays in the pool.
-            self.end.set(start.wrapping_add(cap * bs));
+            self.end.store(start.wrapping_add(cap * bs), Relaxed);
         }
         self.used.store(0, Relaxed);
-        self.remote.reset();
-        self.hints.store(hints.cast_mut(), Relaxed);
-        // SAFETY: we own the pool (see above); `class` was just written by us.
-        self.owner.store(unsafe { self.with_flags(owner) }, Release);
+        self.hand.reset();
+        // SAFETY: we own the pool (see above); `class` was just written by
+        // us. `hints` lives in a heap, and heaps are never unmapped (by the
+        // caller).
+        unsafe { self.hand.publish(self.with_flags(owner), hints) };
     }
 
-    /// Changes owner (adoption); keeps the blocks.
+    /// Adoption: `owner`, whose remote hints are at `hints`, takes over an
+    /// abandoned pool with its blocks, and the pool is USED again.
     ///
     /// # Safety
-    /// The caller must hold the pool (its owner, or whoever took it off the
-    /// abandoned lists, or a fork child), which lets it read the geometry.
-    pub unsafe fn set_owner(&self, owner: usize, hints: *const RemoteHints) {
-        self.hints.store(hints.cast_mut(), Relaxed);
-        // SAFETY: by the caller, we hold the pool.
-        self.owner.store(unsafe { self.with_flags(owner) }, Release);
+    /// The caller must hold the pool (whoever took it off the abandoned
+    /// lists, or a fork child), which lets it read the geometry. `hints`
+    /// must stay valid for ever, as for [`init`](Self::init).
+    pub unsafe fn adopt(&self, owner: usize, hints: *const RemoteHints) {
+        // SAFETY: by the caller, we hold the pool; `hints` is valid for
+        // ever (by the caller).
+        unsafe { self.hand.adopt(self.with_flags(owner), hints) };
+    }
+
+    /// The owner's thread exits with blocks of the pool out: the pool loses
+    /// its owner and becomes ABANDONED (see [`Handover::abandon`]).
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn abandon(&self) {
+        self.hand.abandon();
+    }
+
+    /// The size class (geometry: see [`Pool`]).
+    #[inline(always)]
+    pub fn class(&self) -> usize {
+        self.class.load(Relaxed) as usize
+    }
+
+    /// The block size in bytes (geometry).
+    #[inline(always)]
+    pub fn block_size(&self) -> usize {
+        self.block_size.load(Relaxed) as usize
+    }
+
+    /// How many blocks fit in the pool (geometry).
+    #[inline(always)]
+    pub fn capacity(&self) -> usize {
+        self.capacity.load(Relaxed) as usize
+    }
+
+    /// The end of the last whole block (geometry).
+    #[inline(always)]
+    pub fn end(&self) -> *mut u8 {
+        self.end.load(Relaxed)
+    }
+
+    /// How many times the pool was initialised (geometry).
+    #[inline(always)]
+    pub fn generation(&self) -> u32 {
+        self.generation.load(Relaxed)
     }
 
     /// Blocks in use as seen by the owner.
@@ -581,7 +562,7 @@ impl Pool {
         // pointer and the geometry are ours; `start` never changes.
         unsafe {
             free += self.store_len() as u32;
-            let carved = (self.bump.get() as usize - self.start.get() as usize) / self.block_size.get() as usize;
+            let carved = (self.bump.get() as usize - self.start.get() as usize) / self.block_size();
             self.used.store(carved as u32 - free, Relaxed);
         }
     }
@@ -745,7 +726,7 @@ impl Pool {
     unsafe fn to_carve(&self) -> Option<(*mut u8, usize, usize)> {
         // SAFETY: by the caller, we own the pool: the bump pointer and the
         // geometry are ours.
-        let (bs, bump, end) = unsafe { (self.block_size.get() as usize, self.bump.get(), self.end.get()) };
+        let (bs, bump, end) = unsafe { (self.block_size(), self.bump.get(), self.end()) };
         let left = end as usize - bump as usize;
         (left != 0).then(|| (bump, bs, (left / bs).min((CARVE_BYTES / bs).max(1))))
     }
@@ -756,13 +737,13 @@ impl Pool {
     /// The caller must be the pool's owner (see [`Pool`]).
     pub unsafe fn can_carve(&self) -> bool {
         // SAFETY: by the caller, we own the pool.
-        unsafe { self.bump.get() < self.end.get() }
+        unsafe { self.bump.get() < self.end() }
     }
 
     /// Whether the remote list holds blocks. Any thread.
     #[inline]
     pub fn has_remote(&self) -> bool {
-        self.remote.has_blocks()
+        self.hand.has_remote()
     }
 
     /// Takes the whole remote list over into the local list, and returns how
@@ -781,7 +762,7 @@ impl Pool {
     /// The caller must be the pool's owner (see [`Pool`]; whoever took an
     /// abandoned pool, or holds the abandoned lists' lock, is its owner).
     pub unsafe fn collect_remote(&self) -> u32 {
-        let (head, n) = self.remote.take();
+        let (head, n) = self.hand.take_remote();
         if head.is_null() {
             return 0;
         }
@@ -851,42 +832,41 @@ impl Pool {
     }
 
     /// Pushes a chain of `n` blocks freed by a thread that does not own the
-    /// pool, with one compare-and-swap. Any thread.
+    /// pool, with one compare-and-swap, and tells the owner if it filed the
+    /// pool as full. Any thread.
     ///
     /// # Safety
     /// Every block from `head` to `tail` (`n` of them) must be a handed-out
     /// block of this pool, given up by the caller, and carry the pool's
     /// [`remote_mark`](Self::remote_mark).
     pub unsafe fn push_remote_chain(&self, head: *mut Block, tail: *mut Block, n: u32) {
+        // Read while the caller holds handed-out blocks of this pool: the
+        // current init's class. Once the push below gives them back, the
+        // owner may empty the pool and initialise it for another class.
+        let class = self.class();
         // SAFETY: forwarded from the caller.
-        if unsafe { self.remote.push_chain(head, tail, n) } {
-            // We cleared the flag, so we alone tell the owner. The hints
-            // pointer was published before the flag (Release), and heaps are
-            // never unmapped, so a stale target is harmless.
-            let h = self.hints.load(Acquire);
-            if !h.is_null() {
-                // SAFETY: hints live in heaps, which are never unmapped. The
-                // caller held handed-out blocks of this pool, so the init
-                // that wrote `class` happened before this read.
-                // FIXME(race): the blocks were given away by the push above.
-                // The owner may collect them, empty the pool and give it
-                // back, and a new owner may run `init` on it (writing
-                // `class`) while this read runs: reading `class` before the
-                // push would close that window.
-                unsafe { (*h).set(self.class.get() as usize) };
-            }
-        }
+        unsafe { self.hand.free_remote(head, tail, n, class) };
     }
 
-    /// Files the pool as full for remote notification. Fails (returns false)
-    /// if remote frees are already waiting. Owner only.
-    pub fn try_set_remote_full(&self) -> bool {
-        self.remote.try_set_full()
+    /// Files the pool as full for remote notification, with the owner word
+    /// `word` (which carries `OWNER_FULL`). Fails (returns false, changing
+    /// nothing) if remote frees are already waiting.
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn file_full(&self, word: usize) -> bool {
+        // SAFETY: forwarded from the caller.
+        self.hand.file_full(unsafe { self.with_flags(word) })
     }
 
-    /// Withdraws the request for remote notification. Owner only.
-    pub fn clear_remote_full(&self) {
-        self.remote.clear_full();
+    /// Withdraws the request for remote notification; the owner word
+    /// becomes `word`.
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn withdraw_full(&self, word: usize) {
+        // SAFETY: forwarded from the caller.
+        self.hand.withdraw_full(unsafe { self.with_flags(word) });
     }
 }
 
@@ -1137,7 +1117,7 @@ impl Pool {
     unsafe fn for_each_stored(&self, mut f: impl FnMut(*mut Block) -> bool) {
         // SAFETY: by the caller, we own the pool: its key, store and
         // geometry are ours.
-        let (key, mut b, mut left) = unsafe { (self.skey.get(), self.store.get(), self.capacity.get()) };
+        let (key, mut b, mut left) = unsafe { (self.skey.get(), self.store.get(), self.capacity()) };
         while !b.is_null() {
             if left == 0 {
                 // More blocks than the pool holds: a cycle.
@@ -1273,22 +1253,18 @@ impl PoolStats {
             self.bytes_unused += area;
             return None;
         }
-        let st = p.state.load(Relaxed);
-        let owner = p.owner.load(Relaxed);
+        let st = p.hand.state.load(Relaxed);
+        let owner = p.hand.owner.load(Relaxed);
         match st {
             state::USED | state::ABANDONED => {
                 self.used += 1;
                 self.abandoned += usize::from(st == state::ABANDONED);
-                // FIXME(race): a statistics snapshot that sees USED (a relaxed
-                // load) just after an init, with no lock handed over between
-                // them, reads `class` with no happens-before edge to the
-                // owner's write. The `min` below only keeps a stale value in
-                // range.
-                // SAFETY: the arena lock (held, by the caller) keeps the pool
-                // from being given back and taken again, but it does not
-                // order this read after the owner's `init`, and a pool
-                // re-initialised from its heap's stash takes no lock at all.
-                let class = unsafe { (p.class.get() as usize).min(size_class::NUM_CLASSES - 1) };
+                // The arena lock (held, by the caller) keeps the pool from
+                // being given back and taken again, but a pool re-initialised
+                // from its heap's stash takes no lock: `class` (a relaxed
+                // atomic) may be an earlier init's, and then this snapshot
+                // counts the pool under that class.
+                let class = p.class().min(size_class::NUM_CLASSES - 1);
                 let bs = size_class::class_size(class);
                 let capacity = area / bs;
                 let in_use = (p.used() as usize).min(capacity);
@@ -1334,8 +1310,8 @@ mod tests {
             // SAFETY: the test's own pool (see above), with no block out.
             unsafe {
                 p.init(3, 0x1000, &hints, end);
-                assert_eq!(p.block_size.get(), 64);
-                assert_eq!(p.capacity.get() as usize, POOL_SIZE / 64);
+                assert_eq!(p.block_size(), 64);
+                assert_eq!(p.capacity(), POOL_SIZE / 64);
                 loop {
                     let b = p.pop();
                     if b.is_null() {
@@ -1423,7 +1399,8 @@ mod tests {
                 assert!(p.carve());
                 (p.pop(), p.pop())
             };
-            assert!(p.try_set_remote_full());
+            // SAFETY: the test's own pool.
+            assert!(unsafe { p.file_full(0x1000 | OWNER_FULL) });
             // SAFETY: `a` and `b` are handed-out blocks of `p`.
             unsafe {
                 p.push_remote(a);
@@ -1431,7 +1408,8 @@ mod tests {
             }
             assert!(hints.take(0), "first remote free to a full pool posts a hint");
             assert!(!hints.take(0));
-            assert!(!p.try_set_remote_full(), "cannot file as full with frees waiting");
+            // SAFETY: the test's own pool.
+            assert!(!unsafe { p.file_full(0x1000 | OWNER_FULL) }, "cannot file as full with frees waiting");
             // SAFETY: the test's own pool.
             unsafe {
                 assert_eq!(p.collect_remote(), 2);
@@ -1464,7 +1442,7 @@ mod tests {
                         }
                     }
                 }
-                p.capacity.get() as usize
+                p.capacity()
             };
             assert_eq!(got.len(), cap);
             let addrs: Vec<usize> = got.iter().map(|b| b.addr()).collect();

@@ -78,6 +78,7 @@ impl RemoteList {
 
     /// An empty list without the flag.
     #[cfg(loom)]
+    #[allow(clippy::new_without_default)] // loom's atomics are built at run time, inside a model
     pub fn new() -> Self {
         RemoteList { word: AtomicPtr::new(ptr::null_mut()) }
     }

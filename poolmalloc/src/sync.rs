@@ -7,7 +7,10 @@
 //! the only place the crate opts out of Rust's aliasing checks for shared
 //! data.
 
+#[cfg(not(loom))]
 use core::cell::UnsafeCell;
+#[cfg(loom)]
+use loom::cell::UnsafeCell;
 
 /// Atomics: `core`'s, or `loom`'s when the crate is built with `--cfg loom`
 /// to model-check the lock-free pieces.
@@ -27,6 +30,9 @@ pub mod atomic {
 /// here can check the protocol, so [`get`](Self::get) and
 /// [`set`](Self::set) are `unsafe` and their callers state, at each use, why
 /// they are the owner.
+///
+/// Under `--cfg loom` the cell is loom's, so the model checker also reports
+/// two unordered accesses to the same `Local` (a protocol broken).
 #[repr(transparent)]
 pub struct Local<T: Copy>(UnsafeCell<T>);
 
@@ -39,7 +45,14 @@ unsafe impl<T: Copy> Send for Local<T> {}
 
 impl<T: Copy> Local<T> {
     /// A cell holding `v`.
+    #[cfg(not(loom))]
     pub const fn new(v: T) -> Self {
+        Local(UnsafeCell::new(v))
+    }
+
+    /// A cell holding `v`.
+    #[cfg(loom)]
+    pub fn new(v: T) -> Self {
         Local(UnsafeCell::new(v))
     }
 
@@ -53,8 +66,13 @@ impl<T: Copy> Local<T> {
     /// read (a lock handed over, a release/acquire pair, a thread start).
     #[inline(always)]
     pub unsafe fn get(&self) -> T {
+        #[cfg(not(loom))]
         // SAFETY: by the caller, no write races with this read.
-        unsafe { *self.0.get() }
+        return unsafe { *self.0.get() };
+        #[cfg(loom)]
+        // SAFETY: by the caller, no write races with this read (which loom
+        // checks).
+        return self.0.with(|p| unsafe { *p });
     }
 
     /// Writes the value.
@@ -65,7 +83,14 @@ impl<T: Copy> Local<T> {
     /// before this write or after it.
     #[inline(always)]
     pub unsafe fn set(&self, v: T) {
+        #[cfg(not(loom))]
         // SAFETY: by the caller, no other access races with this write.
-        unsafe { *self.0.get() = v }
+        unsafe {
+            *self.0.get() = v
+        };
+        #[cfg(loom)]
+        // SAFETY: by the caller, no other access races with this write
+        // (which loom checks).
+        self.0.with_mut(|p| unsafe { *p = v });
     }
 }

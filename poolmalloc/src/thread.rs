@@ -132,7 +132,7 @@ pub unsafe fn free(p: *mut u8, wrapped: impl FnOnce()) {
     let pool = arena::pool_of(p);
     // SAFETY: `p` is inside a live arena, so its header is readable.
     let pr = unsafe { &*pool };
-    if pr.owner.load(Relaxed) == thread_id() {
+    if pr.hand.owner.load(Relaxed) == thread_id() {
         // SAFETY: we own the pool and `p` is in its block area.
         if unsafe { pr.suspect(p.cast()) } {
             // A tail call, so the fast path saves no registers.
@@ -200,24 +200,24 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, wrapped: impl FnOnce()) {
     let pool = arena::leader_of(pool);
     // SAFETY: `pool` is metadata in a live arena.
     let pr = unsafe { &*pool };
-    let st = pr.state.load(Relaxed);
+    let st = pr.hand.state.load(Relaxed);
     // SAFETY: `start` never changes once the arena is made.
     if (st != state::USED && st != state::ABANDONED) || (p as usize) < unsafe { pr.start.get() } as usize {
         crate::fault::invalid_free(p, "block is not allocated");
         return;
     }
-    // FIXME(race): the caller may also pass a pointer for this path to
-    // diagnose (a double free, a stale pointer); its pool may then be
-    // re-initialised by its owner while this reads `end` and `class`, with
-    // no happens-before edge (the state load above is relaxed).
     // SAFETY: by the caller, `p` is normally a handed-out block of this pool,
     // so the pool's `init` wrote its geometry before the block reached us,
-    // and no init can run while the block is out.
+    // and no init can run while the block is out. The caller may also pass
+    // a pointer for this path to diagnose (a double free, a stale pointer),
+    // whose pool its owner may be re-initialising meanwhile: the geometry
+    // (relaxed atomics) may then be another init's, which decides only
+    // whether the pointer is reported here or by the checks that follow.
     if p as usize & (ALIGNMENT - 1) != 0 || !unsafe { pr.is_block_start(p) } {
         crate::fault::invalid_free(p, "not the start of a block");
         return;
     }
-    let owner = pr.owner.load(Relaxed) & !OWNER_CHECKED;
+    let owner = pr.hand.owner.load(Relaxed) & !OWNER_CHECKED;
     let me = thread_id();
     if owner & !OWNER_FULL == me {
         // Our own pool: a full one, or a medium one (whose owner word never
@@ -260,7 +260,7 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, wrapped: impl FnOnce()) {
 pub fn medium_block_live(pool: *mut Pool, p: *mut u8) -> bool {
     // SAFETY: `pool` is a record of a live arena.
     let pr = unsafe { &*pool };
-    let owner = owner_id(pr.owner.load(Relaxed));
+    let owner = owner_id(pr.hand.owner.load(Relaxed));
     if owner == thread_id() {
         // SAFETY: the owner word names this thread: we own the pool.
         unsafe { pr.handed_out(p) }
@@ -268,7 +268,7 @@ pub fn medium_block_live(pool: *mut Pool, p: *mut u8) -> bool {
         let _g = LOCKED_LOCK.guard();
         // SAFETY: the locked heap's lock is held (guard `_g`) and, checked
         // again under it, the pool is the locked heap's: its user, we own it.
-        owner_id(pr.owner.load(Relaxed)) != LOCKED_OWNER || unsafe { pr.handed_out(p) }
+        owner_id(pr.hand.owner.load(Relaxed)) != LOCKED_OWNER || unsafe { pr.handed_out(p) }
     } else {
         true
     }

@@ -10,8 +10,14 @@ use std::path::{Path, PathBuf};
 
 /// Imports allowed within one row of the diagram (`from`, `to`), as
 /// `design.rs` lists them.
-const SAME_ROW: &[(&str, &str)] =
-    &[("heap", "abandoned"), ("registry", "heap"), ("pool", "remote"), ("owned", "global")];
+const SAME_ROW: &[(&str, &str)] = &[
+    ("heap", "abandoned"),
+    ("registry", "heap"),
+    ("pool", "remote"),
+    ("pool", "handover"),
+    ("handover", "remote"),
+    ("owned", "global"),
+];
 
 /// The bottom row's internal order, as `design.rs` gives it.
 const ROW0_ORDER: &[&str] = &["sync", "list", "tid", "os", "report", "options", "fault", "lock"];
