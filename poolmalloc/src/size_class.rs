@@ -90,22 +90,27 @@ const fn build_sizes() -> [u32; NUM_CLASSES] {
 /// Block size of each class.
 pub static CLASS_SIZE: [u32; NUM_CLASSES] = build_sizes();
 
-/// Shift of [`CLASS_MAGIC`]. Offsets in a pool are below 2^21 and block
+/// Shift of the magic numbers in the division table. Offsets in a pool are below 2^21 and block
 /// sizes below 2^21, so `offset * magic` stays below 2^64 and the quotient
 /// it gives is exact for every offset (the error term, offset × (magic ×
 /// size − 2^42) ÷ size, stays below 1 ÷ size).
 pub const MAGIC_SHIFT: u32 = 42;
 
-/// Per class, ⌈2^42 ÷ size⌉: `offset * magic >> 42` is `offset / size`
-/// without a division.
-pub static CLASS_MAGIC: [u64; NUM_CLASSES] = build_magic();
+/// Length of the division tables: a power of two at least [`NUM_CLASSES`],
+/// so that a class index is brought in range by one mask, not a compare.
+const DIV_LEN: usize = NUM_CLASSES.next_power_of_two();
 
-const fn build_magic() -> [u64; NUM_CLASSES] {
-    let mut m = [0u64; NUM_CLASSES];
+/// Per class, ⌈2^42 ÷ size⌉ and the size: `offset * magic >> 42` is
+/// `offset / size` without a division. Entries past the last class repeat
+/// it; no pool has such a class.
+static DIV_TABLE: [(u64, u64); DIV_LEN] = build_div();
+
+const fn build_div() -> [(u64, u64); DIV_LEN] {
+    let mut m = [(0u64, 0u64); DIV_LEN];
     let mut c = 0;
-    while c < NUM_CLASSES {
-        let s = compute_class_size(c) as u64;
-        m[c] = (1u64 << MAGIC_SHIFT).div_ceil(s);
+    while c < DIV_LEN {
+        let s = compute_class_size(if c < NUM_CLASSES { c } else { NUM_CLASSES - 1 }) as u64;
+        m[c] = ((1u64 << MAGIC_SHIFT).div_ceil(s), s);
         c += 1;
     }
     m
@@ -114,9 +119,9 @@ const fn build_magic() -> [u64; NUM_CLASSES] {
 /// Whether `offset` (below 2^21) is a multiple of class `c`'s block size.
 #[inline]
 pub fn is_multiple(offset: usize, c: usize) -> bool {
-    let c = c.min(NUM_CLASSES - 1);
-    let q = (offset as u64 * CLASS_MAGIC[c]) >> MAGIC_SHIFT;
-    q * CLASS_SIZE[c] as u64 == offset as u64
+    let (magic, size) = DIV_TABLE[c & (DIV_LEN - 1)];
+    let q = (offset as u64 * magic) >> MAGIC_SHIFT;
+    q * size == offset as u64
 }
 const SIZES: [u32; NUM_CLASSES] = build_sizes();
 
