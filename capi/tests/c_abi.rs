@@ -862,3 +862,139 @@ fn a_plugin_using_poolmalloc_loads_with_dlopen_when_static_tls_is_full() {
     assert_eq!(o.status.code(), Some(3), "the default build loaded with static TLS full\n{}", o.describe());
     assert!(o.stderr.contains("static TLS"), "{}", o.describe());
 }
+
+/// One stack of a raw heap profile: allocated and live bytes, frames.
+struct ProfStack {
+    alloc_bytes: f64,
+    live_bytes: f64,
+    frames: Vec<usize>,
+}
+
+/// Parses the stack lines of a raw heap profile (`PREFIX.<pid>.heap`).
+fn read_profile(path: &Path) -> Vec<ProfStack> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("poolmalloc heap profile 1"), "{text}");
+    assert!(text.contains("\nmaps\n"), "the profile ends with the memory map");
+    lines
+        .take_while(|l| *l != "maps")
+        .filter_map(|l| l.strip_prefix("stack "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            ProfStack {
+                alloc_bytes: f[1].parse().unwrap(),
+                live_bytes: f[3].parse().unwrap(),
+                frames: f[4..].iter().map(|x| usize::from_str_radix(x, 16).unwrap()).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Allocated and live bytes per function of `profile.c`: a stack counts for
+/// the function that its innermost frame inside one of them returns into
+/// (the nearest function start below the frame; each function is shorter
+/// than 256 bytes).
+fn bytes_per_function(stacks: &[ProfStack], functions: &[(String, usize)]) -> Vec<(String, f64, f64)> {
+    let mut out: Vec<(String, f64, f64)> = functions.iter().map(|(n, _)| (n.clone(), 0.0, 0.0)).collect();
+    for s in stacks {
+        let owner = s.frames.iter().find_map(|&pc| {
+            // The function with the nearest start below `pc`.
+            let (i, a) = functions.iter().enumerate().filter(|(_, f)| f.1 < pc).max_by_key(|(_, f)| f.1)?;
+            (pc - a.1 < 256).then_some(i)
+        });
+        if let Some(i) = owner {
+            out[i].1 += s.alloc_bytes;
+            out[i].2 += s.live_bytes;
+        }
+    }
+    out
+}
+
+fn function_addresses(stdout: &str) -> Vec<(String, usize)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let (name, addr) = l.split_once(' ')?;
+            Some((name.to_string(), usize::from_str_radix(addr.strip_prefix("0x")?, 16).ok()?))
+        })
+        .collect()
+}
+
+fn check_profile(path: &Path, functions: &[(String, usize)]) {
+    let stacks = read_profile(path);
+    let per = bytes_per_function(&stacks, functions);
+    let get = |name: &str| per.iter().find(|p| p.0 == name).map(|p| (p.1, p.2)).unwrap();
+    let near = |got: f64, want: f64, what: &str| {
+        assert!((got - want).abs() <= 0.2 * want, "{what}: {got:.0} bytes against {want:.0}; {per:?}");
+    };
+    // The top allocation site, and every estimate within 20 % of the truth.
+    let (big, big_live) = get("allocates_50mb");
+    assert!(per.iter().all(|p| p.1 <= big), "allocates_50mb is the top site: {per:?}");
+    near(big, 50_000.0 * 1024.0, "allocates_50mb allocated");
+    near(get("allocates_5mb").0, 5_000.0 * 1024.0, "allocates_5mb allocated");
+    assert!(big_live < 0.01 * big, "allocates_50mb frees what it allocates: {per:?}");
+    // The leak is the top live entry; the huge blocks are all sampled.
+    let (leak, leak_live) = get("leaks_10mb");
+    near(leak, 2_500.0 * 4096.0, "leaks_10mb allocated");
+    near(leak_live, 2_500.0 * 4096.0, "leaks_10mb live");
+    let (_, huge_live) = get("keeps_huge");
+    near(huge_live, 4.0 * 3.0 * 1048576.0, "keeps_huge live");
+    assert!(per.iter().all(|p| p.2 <= leak_live + huge_live), "{per:?}");
+}
+
+#[test]
+fn heap_profile_names_the_allocating_functions_and_the_leak() {
+    let program = compile("profile", &[OsStr::new("-fno-omit-frame-pointer"), OsStr::new("-O1")]);
+    let dir = tempfile_dir("profile");
+    let prefix = dir.join("p");
+    let prefix_s = prefix.to_str().unwrap();
+    let env = [("POOLMALLOC_PROF", "1"), ("POOLMALLOC_PROF_SAMPLE", "16384"), ("POOLMALLOC_PROF_PREFIX", prefix_s)];
+    let outcome = run(preloaded(&program, &env), TIMEOUT);
+    outcome.assert_success("profile");
+    let functions = function_addresses(&outcome.stdout);
+    assert_eq!(functions.len(), 4, "{}", outcome.describe());
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "one profile: {files:?}");
+    check_profile(&files[0], &functions);
+
+    // A fork child continues into a file of its own, just as complete.
+    for f in &files {
+        std::fs::remove_file(f).unwrap();
+    }
+    let mut cmd = preloaded(&program, &env);
+    cmd.arg("fork");
+    let outcome = run(cmd, TIMEOUT);
+    outcome.assert_success("profile fork");
+    // A new run, new addresses (the program is position-independent).
+    let functions = function_addresses(&outcome.stdout);
+    let child: u32 = outcome.stdout.lines().find_map(|l| l.strip_prefix("child ")?.parse().ok()).unwrap();
+    let child_file = dir.join(format!("p.{child}.heap"));
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 2, "parent and child profiles: {files:?}");
+    for f in &files {
+        check_profile(f, &functions);
+    }
+    assert!(files.contains(&child_file));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn heap_profile_to_an_unwritable_prefix_is_reported() {
+    let program = compile("malloc_zero", &[]);
+    let env = [("POOLMALLOC_PROF", "1"), ("POOLMALLOC_PROF_PREFIX", "/proc/no/such/dir/p")];
+    let outcome = run(preloaded(&program, &env), TIMEOUT);
+    outcome.assert_success("malloc_zero, profiled");
+    assert!(
+        outcome.stderr.starts_with("poolmalloc: cannot write the heap profile /proc/no/such/dir/p."),
+        "{}",
+        outcome.describe()
+    );
+}
+
+/// A fresh directory under the scratch directory.
+fn tempfile_dir(name: &str) -> PathBuf {
+    let d = scratch_dir().join(format!("{name}.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -12,7 +12,7 @@
 //! ```text
 //!  row  layer  modules                           owns
 //!  14   8+     pools                             TypedPool, PoolBox, BufferPool: above the public API
-//!  13   8      global owned                      PoolMalloc, LockedPoolMalloc (GlobalAlloc); first-class Heap
+//!  13   8      global owned profile              PoolMalloc, LockedPoolMalloc (GlobalAlloc); first-class Heap; the heap profiler's API
 //!  12   8      front                             the C and Rust entry points; the one choice of engine or debug wrapper
 //!  11   x      debug                             the debug wrapper and DebugPoolMalloc: guard bytes, fill, serials, quarantine
 //!  10   8      engine                            the routing engine: size and alignment (or a layout) → pools or large
@@ -25,11 +25,11 @@
 //!   3   3      pool handover remote              one class per pool: local, remote and bump free lists; passing pools between threads
 //!   2   4      size_class                        the class table and the branch-free lookup (constant data)
 //!   1   1      ownership                         address → arena / large span / not ours, in O(1)
-//!   0   0,x    lock fault options report os tid list sync   locks; fault reports; options; messages; syscalls; thread id; intrusive lists; atomics facade
+//!   0   0,x    prof lock fault options report os tid list sync   heap-profile samples; locks; fault reports; options; messages; syscalls; thread id; intrusive lists; atomics facade
 //! ```
 //!
 //! Within row 0 the order is `sync`, `list`, `tid`, `os`, `report`,
-//! `options`, `fault`, `lock` (each uses only those before it). Within a row, modules
+//! `options`, `fault`, `lock`, `prof` (each uses only those before it). Within a row, modules
 //! may use each other only as the test allows: `heap` uses `abandoned`,
 //! `registry` uses `heap`; `pool` uses `handover` and `remote`, `handover`
 //! uses `remote`; `owned` uses `global`.
@@ -83,6 +83,7 @@
 //! | invalid-pointer reports | `fault.rs` |
 //! | options (`POOLMALLOC_*`) | `options.rs` |
 //! | statistics | `stats.rs` |
+//! | the heap profiler: sampling, stacks, records, the raw profile | `prof.rs` (engine), `profile.rs` (API), `thread.rs` (`prof_alloc`) |
 //! | debug mode | `debug.rs` |
 //! | typed and buffer pools | `pools/` |
 //! | locks and the atomics facade | `lock.rs`, `sync.rs` |

@@ -15,6 +15,7 @@ use crate::options;
 use crate::os;
 use crate::ownership::{self, TAG_ARENA, TAG_LARGE_HEAD, TAG_LARGE_TAIL, TAG_ZERO};
 use crate::pool::state;
+use crate::prof;
 use crate::size_class::{self, ALIGNMENT, MAX_CLASS_SIZE, MAX_POOL_ALIGN_SHIFT};
 use crate::sync::atomic::Ordering::Relaxed;
 use crate::{arena, thread};
@@ -147,7 +148,25 @@ fn alloc_zero_size(zero: bool) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub(crate) fn huge(size: usize, align: usize) -> *mut u8 {
-    with_retry(large::within_limits(size, align), || large::alloc(size, align))
+    prof_huge(with_retry(large::within_limits(size, align), || large::alloc(size, align)), size)
+}
+
+/// Counts a new huge block for the heap profiler (its thread count-downs
+/// see only pool blocks).
+#[inline]
+fn prof_huge(p: *mut u8, size: usize) -> *mut u8 {
+    if !p.is_null() && prof::sampling() {
+        prof::huge_allocated(p, size);
+    }
+    p
+}
+
+/// Frees a huge block: its profiler record first, if it has one.
+fn large_free(p: *mut u8) -> bool {
+    if prof::has_live() {
+        prof::forget(p);
+    }
+    large::free(p)
 }
 
 /// `f()`, and when it fails, `f()` once more after giving back what is held
@@ -192,7 +211,7 @@ pub unsafe fn free(p: *mut u8, _stated_size: Option<usize>, what: &'static str) 
         TAG_ARENA => unsafe { thread::free(p, move || invalid_pointer(what, p, "a debug block outside debug mode")) },
         _ if p.is_null() => {}
         TAG_LARGE_HEAD | TAG_LARGE_TAIL => {
-            if !large::free(p) {
+            if !large_free(p) {
                 invalid_pointer(what, p, "not the start of a live block");
             }
         }
@@ -212,7 +231,7 @@ pub unsafe fn free(p: *mut u8, _stated_size: Option<usize>, what: &'static str) 
 /// `p` must be a block from poolmalloc that the caller gives up (foreign
 /// pointers are detected and reported).
 pub unsafe fn free_huge(p: *mut u8) {
-    if !large::free(p) {
+    if !large_free(p) {
         invalid_pointer("free", p, "not the start of a live block");
     }
 }
@@ -366,14 +385,20 @@ unsafe fn move_block(p: *mut u8, old_usable: usize, new_size: usize) -> *mut u8 
 #[cold]
 #[inline(never)]
 pub(crate) fn huge_zeroed(size: usize, align: usize) -> *mut u8 {
-    with_retry(large::within_limits(size, align), || large::alloc_zeroed(size, align))
+    prof_huge(with_retry(large::within_limits(size, align), || large::alloc_zeroed(size, align)), size)
 }
 
 /// Resizes a huge block (see [`large::realloc`]), with one retry after
 /// giving back what is held but not live.
 pub(crate) fn huge_realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     let may_help = large::within_limits(new_size, 1) && large::usable_size(p).is_some();
-    with_retry(may_help, || large::realloc(p, new_size))
+    if may_help && prof::has_live() {
+        // The old block's record goes before the kernel can hand its range
+        // to another thread; the resized block is counted as a new one (if
+        // the resize fails, the block lives on without its record).
+        prof::forget(p);
+    }
+    prof_huge(with_retry(may_help, || large::realloc(p, new_size)), new_size)
 }
 
 /// Resizes a block whose layout the caller knows (Rust's `realloc`): stays

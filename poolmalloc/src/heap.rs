@@ -75,6 +75,10 @@ pub enum Kind {
     Uninit = 3,
     /// Debug mode is on: every request goes to the debug wrapper.
     DebugProxy = 4,
+    /// The heap profiler samples this thread: every allocation takes the
+    /// thread layer's profiling path, which counts it and allocates from
+    /// the thread's own heap (held in the lifecycle's second slot).
+    ProfProxy = 5,
 }
 
 impl Kind {
@@ -145,6 +149,12 @@ pub struct Heap {
     ring: [Local<*mut Block>; SECURE_RING],
     /// Secure mode: random choices. Heap user.
     rng: Rng,
+    /// Heap profiler: bytes this heap's user may still allocate before the
+    /// next sample. Heap user.
+    pub prof_left: Local<isize>,
+    /// Heap profiler: the state of the sampling intervals' random numbers
+    /// (0 until the first draw). Heap user.
+    pub prof_rng: Local<u64>,
 }
 
 /// Every method below but `new` reads or writes the heap's state, which
@@ -176,6 +186,8 @@ impl Heap {
             batch: RemoteBatch::new(),
             ring: [const { Local::new(ptr::null_mut()) }; SECURE_RING],
             rng: Rng::new(),
+            prof_left: Local::new(0),
+            prof_rng: Local::new(0),
         }
     }
 
@@ -468,6 +480,8 @@ impl Heap {
         if word & !(OWNER_FULL | OWNER_CHECKED) != unsafe { self.owner.get() } {
             return false;
         }
+        // SAFETY: a record of a live arena.
+        unsafe { (*pool).prof_free(p) };
         // SAFETY: one of our pools, we are the heap's user, and by the caller
         // `p` is a handed-out block.
         unsafe { self.free_owned(pool, p.cast()) };
@@ -827,7 +841,7 @@ impl Heap {
                 let cur = self.current[class].get();
                 if cur != empty_pool() {
                     let pr = &*cur;
-                    assert_eq!(pr.hand.owner.load(Relaxed), owner | pr.owner_flags(), "current pool owned by its heap");
+                    assert_eq!(owner_word(pr), owner | pr.owner_flags(), "current pool owned by its heap");
                     check_pool(pr, class);
                 }
                 for (list, full) in [(&self.avail[class], false), (&self.full[class], true)] {
@@ -836,7 +850,7 @@ impl Heap {
                     while !p.is_null() {
                         let pr = &*p;
                         let want = if full { owner | OWNER_FULL } else { owner };
-                        assert_eq!(pr.hand.owner.load(Relaxed), want | pr.owner_flags(), "list pool owner word");
+                        assert_eq!(owner_word(pr), want | pr.owner_flags(), "list pool owner word");
                         assert!(p != cur, "current pool is on no list");
                         check_pool(pr, class);
                         n += 1;
@@ -1094,6 +1108,22 @@ impl Heap {
             bt.pool.set(ptr::null_mut());
             bt.len.set(0);
         }
+    }
+}
+
+/// A pool's owner word for the invariant check, without an `OWNER_CHECKED`
+/// that the heap profiler no longer needs (the pool's last sampled block was
+/// freed by another thread; the owner clears the bit at its next free).
+///
+/// # Safety
+/// The caller must be the pool's owner.
+unsafe fn owner_word(pr: &Pool) -> usize {
+    let word = pr.hand.owner.load(Relaxed);
+    // SAFETY: by the caller.
+    if unsafe { pr.owner_flags() } == 0 {
+        word & !OWNER_CHECKED
+    } else {
+        word
     }
 }
 

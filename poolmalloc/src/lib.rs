@@ -69,6 +69,8 @@ not_under_loom! {
     pub(crate) mod ownership;
     pub(crate) mod pool;
     pub mod pools;
+    pub(crate) mod prof;
+    pub mod profile;
     pub(crate) mod registry;
     pub(crate) mod report;
     pub(crate) mod size_class;

@@ -33,7 +33,8 @@ use crate::lock::RawLock;
 use crate::options;
 use crate::pool::{owner_id, state, Pool, LOCKED_OWNER};
 use crate::registry::{
-    DEAD_HEAP, DEBUG_PROXY_HEAP, LOCKED_HEAP, LOCKED_LOCK, PROXY_HEAP, REGISTRY, UNINIT_HEAP, USER_HEAP_IDS, USER_OWNER_BIT,
+    DEAD_HEAP, DEBUG_PROXY_HEAP, LOCKED_HEAP, LOCKED_LOCK, PROF_PROXY_HEAP, PROXY_HEAP, REGISTRY, UNINIT_HEAP, USER_HEAP_IDS,
+    USER_OWNER_BIT,
 };
 use crate::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
 use crate::tid::thread_id;
@@ -60,6 +61,10 @@ mod tls {
         ".hidden __poolmalloc_heap_slot",
         "__poolmalloc_heap_slot:",
         ".quad {uninit}",
+        ".globl __poolmalloc_own_heap",
+        ".hidden __poolmalloc_own_heap",
+        "__poolmalloc_own_heap:",
+        ".quad 0",
         ".popsection",
         uninit = sym UNINIT_HEAP,
     );
@@ -92,6 +97,36 @@ mod tls {
             );
         }
     }
+
+    /// The thread's own heap while its slot names the profiler's proxy.
+    #[inline]
+    pub fn get_own() -> *mut Heap {
+        let h: *mut Heap;
+        // SAFETY: reads this thread's second slot through its TLS offset.
+        unsafe {
+            asm!(
+                "mov {h}, qword ptr [rip + __poolmalloc_own_heap@GOTTPOFF]",
+                "mov {h}, qword ptr fs:[{h}]",
+                h = out(reg) h,
+                options(nostack, preserves_flags, readonly)
+            );
+        }
+        h
+    }
+
+    #[inline]
+    pub fn set_own(h: *const Heap) {
+        // SAFETY: writes this thread's second slot through its TLS offset.
+        unsafe {
+            asm!(
+                "mov {t}, qword ptr [rip + __poolmalloc_own_heap@GOTTPOFF]",
+                "mov qword ptr fs:[{t}], {h}",
+                t = out(reg) _,
+                h = in(reg) h,
+                options(nostack, preserves_flags)
+            );
+        }
+    }
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(feature = "dlopen"))))]
@@ -101,6 +136,17 @@ mod tls {
 
     std::thread_local! {
         static SLOT: Cell<*mut Heap> = const { Cell::new(core::ptr::null_mut()) };
+        static OWN: Cell<*mut Heap> = const { Cell::new(core::ptr::null_mut()) };
+    }
+
+    #[inline]
+    pub fn get_own() -> *mut Heap {
+        OWN.with(|s| s.get())
+    }
+
+    #[inline]
+    pub fn set_own(h: *const Heap) {
+        OWN.with(|s| s.set(h.cast_mut()));
     }
 
     #[inline(always)]
@@ -119,10 +165,47 @@ mod tls {
     }
 }
 
-/// The calling thread's heap (a sentinel until it has one of its own).
+/// The calling thread's heap slot: its heap, or a sentinel (until it has
+/// one of its own, and while the heap profiler samples it).
 #[inline(always)]
 pub(crate) fn current_heap() -> *mut Heap {
     tls::get()
+}
+
+/// The calling thread's own heap: the slot's heap, or, while the heap
+/// profiler samples the thread, the heap its second slot holds.
+#[inline]
+pub(crate) fn own_heap() -> *mut Heap {
+    let h = tls::get();
+    if ptr::eq(h, &PROF_PROXY_HEAP) {
+        tls::get_own()
+    } else {
+        h
+    }
+}
+
+/// Puts the profiler's proxy in the calling thread's slot, its own heap
+/// `h` (a real heap, the thread's) in the second slot.
+pub(crate) fn enter_profiling(h: *mut Heap) {
+    tls::set_own(h);
+    tls::set(&PROF_PROXY_HEAP);
+}
+
+/// Makes the calling thread's next allocation take the profiler's path
+/// (a thread without a heap yet gets one with the proxy in its slot).
+pub(crate) fn profile_this_thread() {
+    let h = tls::get();
+    // SAFETY: the slot always points at a live heap.
+    if unsafe { (*h).kind } == Kind::Real {
+        enter_profiling(h);
+    }
+}
+
+/// Puts the calling thread's own heap back in its slot (the profiler
+/// stopped).
+pub(crate) fn leave_profiling() {
+    let h = own_heap();
+    tls::set(h);
 }
 
 // ---------------------------------------------------------------------------
@@ -172,6 +255,12 @@ fn global_init_slow() {
     }
     // SAFETY: the handlers are `extern "C"` functions that never unwind.
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    crate::prof::configure(options::prof_sample(), options::prof_prefix());
+    if options::prof() && !options::debug() && !options::locked_mode() && crate::prof::start() {
+        // SAFETY: `write_at_exit` is an `extern "C"` function that never
+        // unwinds.
+        unsafe { libc::atexit(crate::prof::write_at_exit) };
+    }
     INIT_STATE.store(INIT_DONE, Release);
     if options::show_stats() {
         // SAFETY: `print_stats_at_exit` is an `extern "C"` function that never
@@ -202,7 +291,11 @@ pub(crate) fn init_thread() {
         tls::set(&DEAD_HEAP);
         return;
     }
-    tls::set(h);
+    if crate::prof::sampling() {
+        enter_profiling(h);
+    } else {
+        tls::set(h);
+    }
     let key = KEY.load(Acquire);
     if key != usize::MAX {
         // SAFETY: `key` was created by pthread_key_create. This may call
@@ -263,7 +356,7 @@ pub(crate) unsafe fn free_user_heap(h: *mut Heap) {
 /// Runs the full invariant check of the calling thread's heap (if it has
 /// one). Panics on violation.
 pub fn check_current_heap() {
-    let h = tls::get();
+    let h = own_heap();
     // SAFETY: the slot points at a live heap; a real one is ours.
     if unsafe { (*h).kind } == Kind::Real {
         // SAFETY: as above.
@@ -280,7 +373,7 @@ pub(crate) fn release_held() {
     if !options::secure() {
         return;
     }
-    let h = tls::get();
+    let h = own_heap();
     // SAFETY: the slot points at a live heap; a real one is ours.
     if unsafe { (*h).kind } == Kind::Real {
         // SAFETY: as above.
@@ -294,7 +387,7 @@ pub(crate) fn release_held() {
 pub(crate) fn trim() {
     // Other live threads' heaps trim themselves on their next slow path.
     crate::heap::TRIM_REQUESTS.fetch_add(1, Relaxed);
-    let h = tls::get();
+    let h = own_heap();
     // SAFETY: the slot points at a live heap; a real one is ours.
     if unsafe { (*h).kind } == Kind::Real {
         // SAFETY: as above. The request was just counted, so this trims.
@@ -331,6 +424,7 @@ static FORK_MINE: AtomicU8 = AtomicU8::new(0);
 /// it, in parent and child alike, when the handler returns. Locks before the
 /// last such lock are only tried, since their holders may be waiting for it.
 extern "C" fn fork_prepare() {
+    crate::prof::fork_prepare();
     let locks = fork_locks();
     let mut mine = 0u8;
     for (i, l) in locks.iter().enumerate() {
@@ -366,6 +460,7 @@ extern "C" fn fork_parent() {
             l.unlock();
         }
     }
+    crate::prof::fork_parent();
 }
 
 /// Frees every lock but the ones the interrupted call holds (their other
@@ -373,6 +468,7 @@ extern "C" fn fork_parent() {
 /// the calling thread was inside the allocator, whose structures may then be
 /// mid-update: the dead threads' pools stay unused in that child.
 extern "C" fn fork_child() {
+    crate::prof::fork_child();
     let mine = FORK_MINE.load(Relaxed);
     for (i, l) in fork_locks().iter().enumerate().rev() {
         if mine & (1 << i) == 0 {
@@ -397,7 +493,7 @@ extern "C" fn fork_child() {
 /// and every structure is in a consistent state.
 unsafe fn reclaim_after_fork() {
     let me = thread_id();
-    let mine = tls::get();
+    let mine = own_heap();
     // Owner ids of heaps that do not survive: threads other than this one.
     let dead = |owner: usize| owner != me && owner != LOCKED_OWNER && owner & USER_OWNER_BIT == 0;
     // SAFETY: the slot points at a live heap, and we are the only thread of

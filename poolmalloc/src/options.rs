@@ -7,7 +7,8 @@
 //! same.
 
 use crate::os;
-use crate::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering::Relaxed};
+use crate::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use core::ptr;
 
 /// One documented option.
 pub struct OptionDoc {
@@ -57,6 +58,21 @@ pub const TABLE: &[OptionDoc] = &[
         help: "1: secure mode: free lists encoded with per-pool random keys, allocation order randomised within each pool, freed blocks held back before reuse, every free checked (see Threat model). Always on in programs built with the `secure` Cargo feature.",
     },
     OptionDoc {
+        name: "POOLMALLOC_PROF",
+        default: "0",
+        help: "1: sample allocations for the heap profiler and write `PREFIX.<pid>.heap` at exit (see Heap profiling; `poolmalloc prof` turns it into pprof, flame graphs and a table). Off in debug and locked mode.",
+    },
+    OptionDoc {
+        name: "POOLMALLOC_PROF_SAMPLE",
+        default: "524288",
+        help: "Mean number of bytes allocated between two samples of the heap profiler (the intervals are drawn from an exponential distribution).",
+    },
+    OptionDoc {
+        name: "POOLMALLOC_PROF_PREFIX",
+        default: "poolmalloc-prof",
+        help: "Path prefix of the heap profile written at exit: `PREFIX.<pid>.heap` (a fork child writes a file of its own).",
+    },
+    OptionDoc {
         name: "POOLMALLOC_INVALID_FREE",
         default: "abort",
         help: "What to do with a pointer poolmalloc does not own passed to free, realloc or malloc_usable_size: `abort` (report and raise SIGABRT), `warn` (report and ignore), `ignore`.",
@@ -76,6 +92,10 @@ pub(crate) enum InvalidFree {
 }
 
 static LOCKED: AtomicBool = AtomicBool::new(false);
+static PROF: AtomicBool = AtomicBool::new(false);
+static PROF_SAMPLE: AtomicI64 = AtomicI64::new(512 * 1024);
+static PROF_PREFIX: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
+static PROF_PREFIX_LEN: AtomicUsize = AtomicUsize::new(0);
 static PURGE_DELAY: AtomicI64 = AtomicI64::new(100);
 static SHOW_STATS: AtomicBool = AtomicBool::new(false);
 static VERBOSE: AtomicBool = AtomicBool::new(false);
@@ -187,6 +207,28 @@ fn parse_i64(v: &[u8]) -> Option<i64> {
     Some(if neg { -n } else { n })
 }
 
+/// Whether the heap profiler samples from the start (`POOLMALLOC_PROF`).
+pub fn prof() -> bool {
+    PROF.load(Relaxed)
+}
+
+/// The heap profiler's mean sampling interval in bytes.
+pub fn prof_sample() -> usize {
+    PROF_SAMPLE.load(Relaxed) as usize
+}
+
+/// The heap profile's path prefix (`POOLMALLOC_PROF_PREFIX`), as the
+/// environment held it at start-up.
+pub(crate) fn prof_prefix() -> &'static [u8] {
+    let p = PROF_PREFIX.load(Relaxed);
+    if p.is_null() {
+        return b"poolmalloc-prof";
+    }
+    // SAFETY: set once from getenv's string, which lives as long as the
+    // environment; the profiler copies it at set-up.
+    unsafe { core::slice::from_raw_parts(p, PROF_PREFIX_LEN.load(Relaxed)) }
+}
+
 /// Reads every option from the environment. Called once, by the first
 /// allocation of the process.
 pub(crate) fn init() {
@@ -230,6 +272,25 @@ pub(crate) fn init() {
             SECURE.store(b || cfg!(feature = "secure"), Relaxed);
         }
     }
+    if let Some(v) = getenv(b"POOLMALLOC_PROF\0") {
+        if let Some(b) = parse_bool("POOLMALLOC_PROF", v) {
+            PROF.store(b, Relaxed);
+        }
+    }
+    if let Some(v) = getenv(b"POOLMALLOC_PROF_SAMPLE\0") {
+        match parse_i64(v) {
+            Some(n) if n > 0 => PROF_SAMPLE.store(n, Relaxed),
+            _ => warn("POOLMALLOC_PROF_SAMPLE", v, "a number of bytes above 0", "524288"),
+        }
+    }
+    if let Some(v) = getenv(b"POOLMALLOC_PROF_PREFIX\0") {
+        if v.is_empty() || v.len() > 200 {
+            warn("POOLMALLOC_PROF_PREFIX", v, "a path of 1 to 200 bytes", "poolmalloc-prof");
+        } else {
+            PROF_PREFIX_LEN.store(v.len(), Relaxed);
+            PROF_PREFIX.store(v.as_ptr().cast_mut(), Relaxed);
+        }
+    }
     if let Some(v) = getenv(b"POOLMALLOC_INVALID_FREE\0") {
         match v {
             b"abort" => set_invalid_free(InvalidFree::Abort),
@@ -245,7 +306,8 @@ pub(crate) fn init() {
         m.push(" purge_delay=").push_i64(purge_delay_ms()).push("ms show_stats=");
         m.push(if show_stats() { "1" } else { "0" });
         m.push(" debug=").push(if debug() { "1" } else { "0" });
-        m.push(" secure=").push(if secure() { "1" } else { "0" }).push("\n");
+        m.push(" secure=").push(if secure() { "1" } else { "0" });
+        m.push(" prof=").push(if prof() { "1" } else { "0" }).push("\n");
         os::write_stderr(m.as_bytes());
     }
 }

@@ -53,7 +53,7 @@ use crate::list::{Links, List};
 use crate::size_class;
 use crate::sync::Local;
 use core::ptr;
-use crate::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering::*};
+use crate::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::*};
 
 /// log2 of the pool size (one arena slice).
 pub const POOL_SHIFT: usize = size_class::SLICE_SHIFT;
@@ -185,6 +185,11 @@ pub struct Pool {
     /// Written under the arena lock; read by frees of any pointer into the
     /// slice.
     pub lead: AtomicU8,
+    /// Blocks of this pool the heap profiler sampled and that are still
+    /// live. Raised by the owner when it samples a block (which also sets
+    /// `OWNER_CHECKED`, so that every free into the pool looks the block up);
+    /// lowered by whichever thread frees a sampled block.
+    pub prof_samples: AtomicU16,
     /// How many times the pool was initialised, so that what a block left
     /// in its memory can be told from what an earlier use of the same
     /// memory left (debug mode's reuse check). As `class`.
@@ -214,23 +219,50 @@ impl Pool {
             freed_at: Local::new(0),
             slices: Local::new(1),
             lead: AtomicU8::new(0),
+            prof_samples: AtomicU16::new(0),
             generation: AtomicU32::new(0),
         }
     }
 
     /// Flags every owner word of this pool carries: [`OWNER_CHECKED`] for a
-    /// class above 32 KiB, and for every class in secure mode (whose frees
-    /// all take the checked path).
+    /// class above 32 KiB, for every class in secure mode (whose frees all
+    /// take the checked path), and while the pool holds a block the heap
+    /// profiler sampled.
     ///
     /// # Safety
     /// As for [`is_medium`](Self::is_medium).
     #[inline]
     pub unsafe fn owner_flags(&self) -> usize {
         // SAFETY: forwarded from the caller.
-        if unsafe { self.is_medium() } || crate::options::secure() {
+        if unsafe { self.is_medium() } || crate::options::secure() || self.prof_samples.load(Relaxed) != 0 {
             OWNER_CHECKED
         } else {
             0
+        }
+    }
+
+    /// A free of `p`, a block of this pool (checked to start a block): if
+    /// the pool holds sampled blocks and `p` is one, its record goes. Called
+    /// before the block goes back, so a record never names a block handed
+    /// out again.
+    #[inline]
+    pub fn prof_free(&self, p: *mut u8) {
+        if self.prof_samples.load(Relaxed) != 0 && crate::prof::forget(p) {
+            self.prof_samples.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Clears an `OWNER_CHECKED` that no longer applies: the profiler's
+    /// last sampled block of the pool was freed by another thread, which
+    /// may not write the owner word. `word` is the owner word just read.
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner.
+    #[cold]
+    pub unsafe fn drop_stale_check(&self, word: usize) {
+        // SAFETY: by the caller, we own the pool.
+        if unsafe { self.owner_flags() } == 0 {
+            self.hand.owner.store(word & !OWNER_CHECKED, Relaxed);
         }
     }
 

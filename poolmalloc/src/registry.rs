@@ -34,6 +34,9 @@ pub(crate) static DEAD_HEAP: Heap = Heap::new(Kind::Dead, 0);
 pub(crate) static PROXY_HEAP: Heap = Heap::new(Kind::LockedProxy, 0);
 /// Slot value in debug mode.
 pub(crate) static DEBUG_PROXY_HEAP: Heap = Heap::new(Kind::DebugProxy, 0);
+/// The slot of every thread the heap profiler samples (see
+/// [`Kind::ProfProxy`]).
+pub(crate) static PROF_PROXY_HEAP: Heap = Heap::new(Kind::ProfProxy, 0);
 /// The locked-mode heap.
 pub(crate) static LOCKED_HEAP: Heap = Heap::new(Kind::Real, LOCKED_OWNER);
 /// Guards [`LOCKED_HEAP`].

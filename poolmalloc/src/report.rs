@@ -32,6 +32,11 @@ impl Line {
 
     /// Appends `0x` and the hexadecimal digits of `v`.
     pub fn push_hex(&mut self, v: usize) -> &mut Self {
+        self.push("0x").push_hex_bare(v)
+    }
+
+    /// Appends the hexadecimal digits of `v`, without `0x`.
+    pub fn push_hex_bare(&mut self, v: usize) -> &mut Self {
         let mut digits = [0u8; 16];
         let mut n = 0;
         let mut x = v;
@@ -43,7 +48,6 @@ impl Line {
                 break;
             }
         }
-        self.push("0x");
         while n > 0 {
             n -= 1;
             self.push_bytes(&digits[n..n + 1]);

@@ -28,6 +28,7 @@ use crate::heap::{Heap, Kind};
 use crate::lifecycle::{self, current_heap};
 use crate::options;
 use crate::os;
+use crate::prof;
 use crate::pool::{owner_id, state, Block, Pool, LOCKED_OWNER, OWNER_CHECKED, OWNER_FULL};
 use crate::registry::{LOCKED_HEAP, LOCKED_LOCK, ORPHAN_REMOTE_FREES};
 use crate::size_class::ALIGNMENT;
@@ -64,23 +65,20 @@ pub fn alloc(class: usize, wrapped: impl FnOnce() -> *mut u8) -> *mut u8 {
 fn alloc_slow(wrapped: impl FnOnce() -> *mut u8, class: usize, h: *mut Heap) -> *mut u8 {
     // SAFETY: the slot always points at a live heap.
     let p = match unsafe { (*h).kind } {
+        Kind::Real if prof::sampling() => {
+            // The profiler started: this thread's allocations take the
+            // profiling path from now on.
+            lifecycle::enter_profiling(h);
+            return prof_alloc(class);
+        }
         // SAFETY: the calling thread owns its real heap.
-        Kind::Real => match unsafe { (*h).alloc_slow(class) } {
-            p if p.is_null() => {
-                // Out of memory: give back what is held but not live
-                // (cached huge spans, free pools' pages, all-free arenas, this
-                // heap's empty pools) and try once more.
-                lifecycle::trim();
-                // SAFETY: as above.
-                unsafe { (*h).alloc_slow(class) }
-            }
-            p => p,
-        },
+        Kind::Real => unsafe { real_alloc_slow(h, class) },
         Kind::Uninit => {
             lifecycle::init_thread();
             return alloc(class, wrapped);
         }
         Kind::DebugProxy => return wrapped(),
+        Kind::ProfProxy => return prof_alloc(class),
         Kind::Dead | Kind::LockedProxy => locked_alloc(class),
     };
     if p.is_null() {
@@ -88,6 +86,77 @@ fn alloc_slow(wrapped: impl FnOnce() -> *mut u8, class: usize, h: *mut Heap) -> 
     }
     p
 }
+
+/// The slow path of a thread's own heap `h`; when memory is exhausted,
+/// gives back what is held but not live (cached huge spans, free pools'
+/// pages, all-free arenas, this heap's empty pools) and tries once more.
+///
+/// # Safety
+/// `h` must be the calling thread's own heap.
+unsafe fn real_alloc_slow(h: *mut Heap, class: usize) -> *mut u8 {
+    // SAFETY: by the caller, we are the heap's user.
+    match unsafe { (*h).alloc_slow(class) } {
+        p if p.is_null() => {
+            lifecycle::trim();
+            // SAFETY: as above.
+            unsafe { (*h).alloc_slow(class) }
+        }
+        p => p,
+    }
+}
+
+/// The heap profiler's path: every allocation of a thread it samples comes
+/// here (its slot names the profiler's proxy, whose classes are empty). The
+/// block comes from the thread's own heap, fast path first; its bytes count
+/// down to the next sample (see [`crate::prof`]). A sampled block's pool
+/// gets `OWNER_CHECKED`, so that every free into it takes the slow path,
+/// which finds the sample's record again.
+#[cold]
+#[inline(never)]
+fn prof_alloc(class: usize) -> *mut u8 {
+    let h = lifecycle::own_heap();
+    if !prof::sampling() {
+        lifecycle::leave_profiling();
+    }
+    // SAFETY: the second slot holds the thread's own heap, whose user we
+    // are.
+    let p = match unsafe { (*h).alloc_fast(class) } {
+        b if !b.is_null() => b.cast(),
+        // SAFETY: as above.
+        _ => unsafe { real_alloc_slow(h, class) },
+    };
+    if p.is_null() {
+        os::set_errno(libc::ENOMEM);
+        return p;
+    }
+    if !prof::sampling() {
+        return p;
+    }
+    let size = crate::size_class::class_size(class);
+    // SAFETY: as above: the heap's fields are ours.
+    unsafe {
+        let left = (*h).prof_left.get() - size as isize;
+        if left > 0 {
+            (*h).prof_left.set(left);
+            return p;
+        }
+        let mut rng = (*h).prof_rng.get();
+        (*h).prof_left.set(prof::next_interval(&mut rng));
+        (*h).prof_rng.set(rng);
+    }
+    if prof::record(p, size) {
+        // A medium block may start in a later slice of its pool's run.
+        let pool = arena::owning_pool(p);
+        // SAFETY: a block we just took from our own heap: its pool is ours.
+        let pr = unsafe { &*pool };
+        if pr.prof_samples.fetch_add(1, Relaxed) == 0 {
+            let word = pr.hand.owner.load(Relaxed);
+            pr.hand.owner.store(word | OWNER_CHECKED, Relaxed);
+        }
+    }
+    p
+}
+
 
 /// Allocates from the locked heap; when memory is exhausted, gives back what
 /// is held but not live and tries once more (as [`alloc`] does).
@@ -169,7 +238,7 @@ unsafe fn free_suspect(p: *mut u8, pool: *mut Pool) {
 #[cold]
 #[inline(never)]
 unsafe fn pool_emptied(pool: *mut Pool) {
-    let h = current_heap();
+    let h = lifecycle::own_heap();
     // SAFETY: the pool's owner is this thread, so the slot holds its heap.
     unsafe { (*h).pool_emptied(pool) }
 }
@@ -189,10 +258,15 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, wrapped: impl FnOnce()) {
             h = current_heap();
         }
         // SAFETY: as above.
-        if unsafe { (*h).kind } == Kind::DebugProxy {
-            // Every block is a debug block: the wrapper checks and frees it.
-            wrapped();
-            return;
+        match unsafe { (*h).kind } {
+            Kind::DebugProxy => {
+                // Every block is a debug block: the wrapper checks and frees
+                // it.
+                wrapped();
+                return;
+            }
+            Kind::ProfProxy => h = lifecycle::own_heap(),
+            _ => {}
         }
     }
     // A pointer into a later slice of a medium pool leads to the pool's
@@ -217,9 +291,15 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, wrapped: impl FnOnce()) {
         crate::fault::invalid_free(p, "not the start of a block");
         return;
     }
-    let owner = pr.hand.owner.load(Relaxed) & !OWNER_CHECKED;
+    pr.prof_free(p);
+    let word = pr.hand.owner.load(Relaxed);
+    let owner = word & !OWNER_CHECKED;
     let me = thread_id();
     if owner & !OWNER_FULL == me {
+        if word != owner {
+            // SAFETY: our own pool, of which `p` is a handed-out block.
+            unsafe { pr.drop_stale_check(word) };
+        }
         // Our own pool: a full one, or a medium one (whose owner word never
         // matches on the fast path).
         // SAFETY: our own pool; the slot holds our heap; `p` starts a block.

@@ -20,7 +20,7 @@ const SAME_ROW: &[(&str, &str)] = &[
 ];
 
 /// The bottom row's internal order, as `design.rs` gives it.
-const ROW0_ORDER: &[&str] = &["sync", "list", "tid", "os", "report", "options", "fault", "lock"];
+const ROW0_ORDER: &[&str] = &["sync", "list", "tid", "os", "report", "options", "fault", "lock", "prof"];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
