@@ -755,7 +755,12 @@ pub fn write_profile(fd: i32) -> bool {
     out.ok
 }
 
-/// Writes the profile to `PREFIX.<pid>.heap` at exit, if profiling ran.
+/// Writes the profile to `PREFIX.<pid>.heap` at exit, if profiling ran. A
+/// process may hold two copies of poolmalloc (a Rust program whose global
+/// allocator it is, run with `libpoolmalloc.so` preloaded): each writes a
+/// file of its own, the first `PREFIX.<pid>.heap`, the next
+/// `PREFIX.<pid>.2.heap` and so on up to 9, and `poolmalloc prof` merges
+/// them.
 pub(crate) extern "C" fn write_at_exit() {
     if !READY.load(Acquire) {
         return;
@@ -764,31 +769,47 @@ pub(crate) extern "C" fn write_at_exit() {
     // SAFETY: set once at set-up, read-only since.
     let prefix = unsafe { PREFIX.get() };
     let plen = prefix.iter().position(|&b| b == 0).unwrap_or(prefix.len());
-    let mut path = [0u8; 320];
-    let mut l = Line::new();
-    l.push_bytes(&prefix[..plen]).push(".");
-    // SAFETY: getpid has no preconditions.
-    l.push_u64(unsafe { libc::getpid() } as u64).push(".heap");
-    let name = l.as_bytes();
-    let n = name.len().min(path.len() - 1);
-    path[..n].copy_from_slice(&name[..n]);
     let e = os::Errno::save();
-    // SAFETY: `path` is NUL-terminated; open does not allocate.
-    let fd = unsafe {
-        libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, 0o644)
-    };
-    if fd < 0 {
-        let mut m = Line::new();
-        m.push("poolmalloc: cannot write the heap profile ").push_bytes(&path[..n]).push("\n");
-        os::write_stderr(m.as_bytes());
-    } else {
+    let mut written = false;
+    let mut last = [0u8; 320];
+    let mut last_len = 0;
+    for copy in 1..=9u64 {
+        let mut l = Line::new();
+        l.push_bytes(&prefix[..plen]).push(".");
+        // SAFETY: getpid has no preconditions.
+        l.push_u64(unsafe { libc::getpid() } as u64);
+        if copy > 1 {
+            l.push(".").push_u64(copy);
+        }
+        l.push(".heap");
+        let name = l.as_bytes();
+        last_len = name.len().min(last.len() - 1);
+        last = [0u8; 320];
+        last[..last_len].copy_from_slice(&name[..last_len]);
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+        // SAFETY: `last` is NUL-terminated; open does not allocate.
+        let fd = unsafe { libc::open(last.as_ptr().cast(), flags, 0o644) };
+        if fd < 0 {
+            // SAFETY: __errno_location returns this thread's errno slot.
+            if unsafe { *libc::__errno_location() } == libc::EEXIST {
+                continue;
+            }
+            break;
+        }
         if !write_profile(fd) {
             let mut m = Line::new();
-            m.push("poolmalloc: writing the heap profile ").push_bytes(&path[..n]).push(" failed\n");
+            m.push("poolmalloc: writing the heap profile ").push_bytes(&last[..last_len]).push(" failed\n");
             os::write_stderr(m.as_bytes());
         }
         // SAFETY: a descriptor we opened.
         unsafe { libc::close(fd) };
+        written = true;
+        break;
+    }
+    if !written {
+        let mut m = Line::new();
+        m.push("poolmalloc: cannot write the heap profile ").push_bytes(&last[..last_len]).push("\n");
+        os::write_stderr(m.as_bytes());
     }
     e.restore();
 }

@@ -291,25 +291,32 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, wrapped: impl FnOnce()) {
         crate::fault::invalid_free(p, "not the start of a block");
         return;
     }
-    pr.prof_free(p);
+    // A pool whose word carries OWNER_CHECKED may hold blocks the heap
+    // profiler sampled: each branch lets it look `p` up first.
     let word = pr.hand.owner.load(Relaxed);
     let owner = word & !OWNER_CHECKED;
     let me = thread_id();
     if owner & !OWNER_FULL == me {
         if word != owner {
-            // SAFETY: our own pool, of which `p` is a handed-out block.
-            unsafe { pr.drop_stale_check(word) };
+            // SAFETY: `p` starts a block of our own pool (checked above).
+            unsafe { checked_own_free(pr, p, word) };
         }
         // Our own pool: a full one, or a medium one (whose owner word never
         // matches on the fast path).
         // SAFETY: our own pool; the slot holds our heap; `p` starts a block.
         unsafe { (*h).free_owned(pool, p.cast()) };
     } else if owner & !OWNER_FULL == LOCKED_OWNER {
+        if word != owner {
+            pr.prof_free(p);
+        }
         let _g = LOCKED_LOCK.guard();
         // SAFETY: the locked heap's pools stay with it while they hold live
         // blocks, and we hold its lock.
         unsafe { locked_free_held(pool, p.cast()) };
     } else {
+        if word != owner {
+            pr.prof_free(p);
+        }
         // SAFETY: the slot points at a live heap.
         if unsafe { (*h).kind } == Kind::Real {
             // SAFETY: our own heap, whose user we are; `p` is a handed-out
@@ -331,6 +338,22 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, wrapped: impl FnOnce()) {
             ORPHAN_REMOTE_FREES.fetch_add(1, Relaxed);
         }
     }
+}
+
+/// The owner's free into its own pool whose owner word carries
+/// `OWNER_CHECKED` (a medium pool, secure mode, or a pool holding blocks the
+/// heap profiler sampled): the sample's record goes if `p` is one (before
+/// the block goes back, so a record never names a block handed out again),
+/// and a check that no longer applies is dropped (the pool's last sample
+/// was freed by another thread, which may not write the owner word).
+///
+/// # Safety
+/// `p` must start a block of `pr`, which the calling thread owns; `word` is
+/// the owner word just read.
+unsafe fn checked_own_free(pr: &Pool, p: *mut u8, word: usize) {
+    pr.prof_free(p);
+    // SAFETY: by the caller, we own the pool.
+    unsafe { pr.drop_stale_check(word) };
 }
 
 /// For a block of a medium pool (whose frees are all checked), whether
