@@ -28,6 +28,11 @@ pub enum Allocator {
     /// the worker's environment): only with `bench --with-secure`.
     #[value(name = "poolmalloc-secure")]
     PoolMallocSecure,
+    /// poolmalloc with its heap profiler on (`PoolMalloc` with
+    /// `POOLMALLOC_PROF=1` in the worker's environment): only with `bench
+    /// --with-profile`.
+    #[value(name = "poolmalloc-prof")]
+    PoolMallocProf,
     /// `mimalloc::MiMalloc` (the mimalloc crate's bundled build).
     #[value(name = "mimalloc")]
     MiMalloc,
@@ -48,8 +53,8 @@ impl Allocator {
     ];
 
     /// Every allocator a worker can run: the default ones, then debug and
-    /// secure mode.
-    pub const EVERY: [Allocator; 7] = [
+    /// secure mode, and the profiler.
+    pub const EVERY: [Allocator; 8] = [
         Allocator::PoolMalloc,
         Allocator::PoolMallocLocked,
         Allocator::MiMalloc,
@@ -57,6 +62,7 @@ impl Allocator {
         Allocator::System,
         Allocator::PoolMallocDebug,
         Allocator::PoolMallocSecure,
+        Allocator::PoolMallocProf,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +71,7 @@ impl Allocator {
             Allocator::PoolMallocLocked => "poolmalloc-locked",
             Allocator::PoolMallocDebug => "poolmalloc-debug",
             Allocator::PoolMallocSecure => "poolmalloc-secure",
+            Allocator::PoolMallocProf => "poolmalloc-prof",
             Allocator::MiMalloc => "mimalloc",
             Allocator::Jemalloc => "jemalloc",
             Allocator::System => "system",
@@ -92,6 +99,11 @@ macro_rules! with_allocator {
             }
             // The same allocator: the worker runs with POOLMALLOC_SECURE=1.
             $crate::alloc::Allocator::PoolMallocSecure => {
+                let $a = &$crate::alloc::POOLMALLOC;
+                $body
+            }
+            // The same allocator: the worker runs with POOLMALLOC_PROF=1.
+            $crate::alloc::Allocator::PoolMallocProf => {
                 let $a = &$crate::alloc::POOLMALLOC;
                 $body
             }

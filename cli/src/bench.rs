@@ -47,6 +47,7 @@ impl Comparator {
         match self {
             Comparator::InProcess(Allocator::PoolMallocDebug) => Role::Debug,
             Comparator::InProcess(Allocator::PoolMallocSecure) => Role::Secure,
+            Comparator::InProcess(Allocator::PoolMallocProf) => Role::Profile,
             Comparator::InProcess(_) | Comparator::Python(_) => Role::Allocator,
             Comparator::Api(_) => Role::Api,
         }
@@ -80,6 +81,9 @@ struct Plan {
     size: Size,
     timeout: Duration,
     python: Option<PathBuf>,
+    /// Where profiled workers write their heap profiles (`--with-profile`),
+    /// removed at the end.
+    prof_dir: Option<tempfile::TempDir>,
 }
 
 pub fn main(args: &BenchArgs) -> Result<ExitCode> {
@@ -118,12 +122,13 @@ pub fn main(args: &BenchArgs) -> Result<ExitCode> {
         eprintln!("poolmalloc: note: {k}={v} is set and applies to every poolmalloc run");
     }
 
-    let modes = Modes { debug: args.with_debug, secure: args.with_secure };
+    let modes = Modes { debug: args.with_debug, secure: args.with_secure, profile: args.with_profile };
     let cases = build_cases(&selected, &python, threads, modes);
     if cases.is_empty() {
         bail!("nothing to run: every selected workload was skipped");
     }
-    let plan = Plan { exe, size, timeout, python: python.interpreter.as_ref().map(|i| i.executable.clone()) };
+    let prof_dir = if args.with_profile { Some(tempfile::tempdir()?) } else { None };
+    let plan = Plan { exe, size, timeout, python: python.interpreter.as_ref().map(|i| i.executable.clone()), prof_dir };
     let (mut results, baseline, failed) = run_all(&plan, &cases, runs);
 
     report::analyse(&mut results);
@@ -131,12 +136,20 @@ pub fn main(args: &BenchArgs) -> Result<ExitCode> {
     let apis = report::api_ratios(&results);
     let debug_cost = report::mode_cost(&results, Role::Debug);
     let secure_cost = report::mode_cost(&results, Role::Secure);
+    let profile_cost = report::mode_cost(&results, Role::Profile);
     let subtitle = format!(
         "poolmalloc bench, {} size, {runs} runs, {threads} threads, {}",
         size.name(),
         format::utc_now().get(..10).unwrap_or_default()
     );
-    print_summary(&results, &geomeans, &apis, [debug_cost.as_ref(), secure_cost.as_ref()], baseline, &subtitle);
+    print_summary(
+        &results,
+        &geomeans,
+        &apis,
+        [debug_cost.as_ref(), secure_cost.as_ref(), profile_cost.as_ref()],
+        baseline,
+        &subtitle,
+    );
     let mut mismatches = 0usize;
     for c in &results {
         if let Some(m) = &c.checksum_mismatch {
@@ -163,6 +176,7 @@ pub fn main(args: &BenchArgs) -> Result<ExitCode> {
         apis,
         debug_cost,
         secure_cost,
+        profile_cost,
     };
     write_outputs(&mut outputs, &report, &subtitle)?;
 
@@ -204,6 +218,7 @@ impl PythonSetup {
 struct Modes {
     debug: bool,
     secure: bool,
+    profile: bool,
 }
 
 /// Every case of the selected workloads, with the comparators that run it:
@@ -226,6 +241,9 @@ fn build_cases(selected: &[&'static Workload], python: &PythonSetup, threads: us
                         }
                         if modes.secure {
                             list.push(Comparator::InProcess(Allocator::PoolMallocSecure));
+                        }
+                        if modes.profile {
+                            list.push(Comparator::InProcess(Allocator::PoolMallocProf));
                         }
                     }
                     list.extend(v.apis.iter().map(|&a| Comparator::Api(a)));
@@ -392,7 +410,7 @@ fn print_summary(
     results: &[CaseResult],
     geomeans: &[report::Geomean],
     apis: &[report::CaseRatio],
-    mode_costs: [Option<&report::ModeCost>; 2],
+    mode_costs: [Option<&report::ModeCost>; 3],
     baseline: Option<u64>,
     subtitle: &str,
 ) {
@@ -478,6 +496,11 @@ fn case_worker(plan: &Plan, case: &Case, comparator: &Comparator) -> Command {
     }
     if matches!(comparator, Comparator::InProcess(Allocator::PoolMallocSecure)) {
         cmd.env("POOLMALLOC_SECURE", "1");
+    }
+    if let (Comparator::InProcess(Allocator::PoolMallocProf), Some(dir)) = (comparator, &plan.prof_dir) {
+        // The profile each worker writes at exit goes to a directory removed
+        // at the end; writing it is not part of the measured time.
+        cmd.env("POOLMALLOC_PROF", "1").env("POOLMALLOC_PROF_PREFIX", dir.path().join("w"));
     }
     cmd
 }

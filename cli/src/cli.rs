@@ -8,15 +8,17 @@ use std::path::PathBuf;
 #[command(
     name = "poolmalloc",
     version,
-    about = "Benchmark poolmalloc against other allocators, or run a program on it",
+    about = "Benchmark poolmalloc against other allocators, or run a program on it and profile its heap",
     long_about = "Benchmark poolmalloc against mimalloc, jemalloc, tcmalloc and glibc, or run any \
-                  dynamically linked program with libpoolmalloc.so preloaded.",
+                  dynamically linked program with libpoolmalloc.so preloaded and profile its heap.",
     after_help = "Examples:\n  \
                   poolmalloc bench --quick\n  \
                   poolmalloc bench --only server,python --runs 7 --svg ratios.svg\n  \
                   poolmalloc bench --instructions\n  \
                   poolmalloc run --stats -- python3 script.py\n  \
-                  poolmalloc run --python -- python3 -m pytest"
+                  poolmalloc run --python -- python3 -m pytest\n  \
+                  poolmalloc run --profile prof --leaks -- ./myprog\n  \
+                  poolmalloc prof prof.12345.heap"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -32,6 +34,10 @@ pub enum Command {
     /// Run a program with libpoolmalloc.so preloaded as its malloc.
     #[command(long_about = RUN_ABOUT)]
     Run(RunArgs),
+
+    /// Convert raw heap profiles (PREFIX.<pid>.heap) to pprof and flame graphs, and print their top sites.
+    #[command(long_about = PROF_ABOUT)]
+    Prof(ProfArgs),
 
     /// Internal: run one workload with one allocator and print one JSON line.
     #[command(name = "__worker", hide = true)]
@@ -68,7 +74,36 @@ Run a program with libpoolmalloc.so preloaded as its malloc.
 
 The library is put first in LD_PRELOAD, in front of any entries already \
 there. The exit status is the program's own, or 128 + the signal number if \
-a signal killed it. Only dynamically linked programs can be preloaded.";
+a signal killed it. Only dynamically linked programs can be preloaded.
+
+With --profile PREFIX, the allocator samples the program's allocations \
+(one every --prof-sample bytes on average) and writes a raw profile at \
+exit (one per copy of the allocator in the process: PREFIX.<pid>.heap, \
+PREFIX.<pid>.2.heap ...), which is then converted, the copies' profiles \
+merged, as `poolmalloc prof` does: PREFIX.pb.gz, \
+PREFIX.svg and PREFIX.alloc.svg, and a table of allocation sites on stderr. \
+Stacks come from frame-pointer walking: build the program with \
+-fno-omit-frame-pointer (C, C++) or -C force-frame-pointers=yes (Rust) for \
+full stacks.";
+
+const PROF_ABOUT: &str = "\
+Convert raw heap profiles to pprof and flame graphs, and print their top sites.
+
+The allocator writes a raw profile, PREFIX.<pid>.heap, at exit when \
+POOLMALLOC_PROF=1 (`poolmalloc run --profile PREFIX` sets it); a process \
+with a second copy of the allocator (a Rust program whose global allocator \
+is poolmalloc, with libpoolmalloc.so preloaded) also writes \
+PREFIX.<pid>.2.heap, and so on up to .9. Given several files, the command \
+merges them: stacks with the same symbolised frames add their counts. \
+Addresses are symbolised with the debug information and symbol tables of \
+the files that were mapped into the process (they must still be there), and \
+the profile is written as PREFIX.pb.gz (pprof: alloc_objects, alloc_space, inuse_objects, \
+inuse_space), PREFIX.svg (flame graph of the bytes still live at exit) and \
+PREFIX.alloc.svg (flame graph of all bytes allocated). The table on stderr \
+lists allocation sites by allocated bytes: flat is what a site allocated \
+itself, cum what was allocated in stacks it appears in. The site of a stack \
+is its innermost frame that is the program's own: outside the allocator, \
+the C library and the standard libraries.";
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -108,8 +143,12 @@ pub struct BenchArgs {
     #[arg(long)]
     pub with_secure: bool,
 
+    /// Also run poolmalloc with its heap profiler on (poolmalloc-prof: PoolMalloc with POOLMALLOC_PROF=1) on the in-process workloads and report what profiling costs.
+    #[arg(long)]
+    pub with_profile: bool,
+
     /// Count instructions per malloc+free pair under valgrind instead of timing the suite.
-    #[arg(long, conflicts_with_all = ["only", "threads", "runs", "with_debug", "with_secure"])]
+    #[arg(long, conflicts_with_all = ["only", "threads", "runs", "with_debug", "with_secure", "with_profile"])]
     pub instructions: bool,
 
     /// List the workloads and what each one stresses, then exit.
@@ -143,9 +182,44 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub lib: Option<PathBuf>,
 
+    /// Profile the heap: write PREFIX.pb.gz (pprof), PREFIX.svg and PREFIX.alloc.svg (flame graphs) at exit.
+    #[arg(long, value_name = "PREFIX")]
+    pub profile: Option<PathBuf>,
+
+    /// With --profile: mean bytes allocated between two samples [default: 524288].
+    #[arg(long, value_name = "BYTES", requires = "profile", value_parser = clap::value_parser!(u64).range(1..))]
+    pub prof_sample: Option<u64>,
+
+    /// With --profile: also list the sampled allocations still live at exit, by stack.
+    #[arg(long, requires = "profile")]
+    pub leaks: bool,
+
+    /// With --profile: rows of the table of allocation sites (and of --leaks).
+    #[arg(long, value_name = "N", default_value_t = 10, requires = "profile")]
+    pub top: usize,
+
     /// The program to run, and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+#[derive(Args, Debug)]
+pub struct ProfArgs {
+    /// The raw profiles, PREFIX.<pid>.heap (and PREFIX.<pid>.2.heap ...), merged into one when there are several.
+    #[arg(value_name = "FILE", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+
+    /// Write PREFIX.pb.gz, PREFIX.svg and PREFIX.alloc.svg [default: the first FILE less its .heap].
+    #[arg(long, value_name = "PREFIX")]
+    pub out: Option<PathBuf>,
+
+    /// Rows of the table of allocation sites (and of --leaks).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+
+    /// Also list the sampled allocations still live at exit, by stack.
+    #[arg(long)]
+    pub leaks: bool,
 }
 
 /// Workload size.
@@ -226,6 +300,43 @@ mod tests {
         let Command::Run(args) = cli.command else { panic!("not run") };
         assert!(args.stats);
         assert_eq!(args.command, ["python3", "-c", "pass"]);
+    }
+
+    #[test]
+    fn run_profile_options() {
+        let cli = Cli::try_parse_from([
+            "poolmalloc",
+            "run",
+            "--profile",
+            "out/p",
+            "--prof-sample",
+            "4096",
+            "--leaks",
+            "--",
+            "prog",
+            "--top",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.profile.as_deref(), Some(std::path::Path::new("out/p")));
+        assert_eq!((args.prof_sample, args.leaks, args.top), (Some(4096), true, 10));
+        assert_eq!(args.command, ["prog", "--top"]);
+        assert!(Cli::try_parse_from(["poolmalloc", "run", "--leaks", "--", "prog"]).is_err());
+        assert!(Cli::try_parse_from(["poolmalloc", "run", "--prof-sample", "8", "--", "prog"]).is_err());
+        assert!(Cli::try_parse_from(["poolmalloc", "run", "--profile", "p", "--prof-sample", "0", "--", "x"]).is_err());
+    }
+
+    #[test]
+    fn prof_takes_a_file() {
+        let cli = Cli::try_parse_from(["poolmalloc", "prof", "p.1.heap", "--top", "3"]).unwrap();
+        let Command::Prof(args) = cli.command else { panic!("not prof") };
+        assert_eq!(args.files, [std::path::Path::new("p.1.heap")]);
+        assert_eq!((args.top, args.leaks, args.out), (3, false, None));
+        let cli = Cli::try_parse_from(["poolmalloc", "prof", "p.1.heap", "--leaks", "p.1.2.heap"]).unwrap();
+        let Command::Prof(args) = cli.command else { panic!("not prof") };
+        assert_eq!(args.files, [std::path::Path::new("p.1.heap"), std::path::Path::new("p.1.2.heap")]);
+        assert!(args.leaks);
+        assert!(Cli::try_parse_from(["poolmalloc", "prof"]).is_err());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! * `poolmalloc bench` runs the workload suite, or with `--instructions`
 //!   counts instructions per malloc/free pair under callgrind.
 //! * `poolmalloc run -- CMD ARGS..` runs a program with `libpoolmalloc.so`
-//!   preloaded.
+//!   preloaded; with `--profile PREFIX`, profiles its heap.
+//! * `poolmalloc prof FILE...` converts raw heap profiles (several are
+//!   merged) to pprof and flame graphs and prints the top allocation sites.
 //!
 //! The command is a front on top of the library; the library never depends
 //! on it. Its own global allocator is the default (`System`), so the
@@ -22,6 +24,7 @@ mod instructions;
 mod libs;
 mod output;
 mod proc;
+mod profile;
 mod report;
 mod rng;
 mod run;
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Bench(args) => bench::main(&args),
         cli::Command::Run(args) => run::main(&args),
+        cli::Command::Prof(args) => profile::main(&args),
         cli::Command::Worker(args) => worker::main(&args),
         cli::Command::Baseline => worker::baseline(),
         cli::Command::InstrWorker(args) => instructions::rust_worker(&args),

@@ -236,19 +236,28 @@ pub fn run_captured(cmd: &mut Command, timeout: Duration) -> io::Result<Finished
     started.finish(waited)
 }
 
+/// A finished child that ran with the terminal's stdin, stdout and stderr.
+#[derive(Clone, Copy, Debug)]
+pub struct Inherited {
+    /// The child's process id (it names the files it wrote, such as a heap profile).
+    pub pid: u32,
+    pub exit: Exit,
+    pub usage: Usage,
+}
+
 /// Runs `cmd` with the terminal's stdin, stdout and stderr. While it runs,
 /// SIGINT and SIGQUIT from the terminal go to the child (and its process
 /// group) but do not end this process, so the child's status is still
 /// reported, as `time(1)` does.
-pub fn run_inherited(cmd: &mut Command) -> io::Result<(Exit, Usage)> {
+pub fn run_inherited(cmd: &mut Command) -> io::Result<Inherited> {
     let _guard = IgnoreTerminalSignals::install();
     let start = Instant::now();
     let child = cmd.spawn()?;
-    let pid = child.id() as libc::pid_t;
-    wait_exited(pid)?;
+    let pid = child.id();
+    wait_exited(pid as libc::pid_t)?;
     let wall = start.elapsed();
-    let (exit, ru) = reap(pid)?;
-    Ok((exit, usage(wall, &ru)))
+    let (exit, ru) = reap(pid as libc::pid_t)?;
+    Ok(Inherited { pid, exit, usage: usage(wall, &ru) })
 }
 
 extern "C" fn ignore_signal(_: libc::c_int) {}
@@ -309,6 +318,13 @@ mod tests {
         assert!(f.timed_out);
         assert_eq!(f.exit, Exit::Signal(libc::SIGKILL));
         assert!(f.usage.wall < 10.0);
+    }
+
+    #[test]
+    fn inherited_run_reports_the_pid() {
+        let done = run_inherited(Command::new("sh").args(["-c", "exit $(( $$ % 200 ))"])).unwrap();
+        assert!(done.pid > 0);
+        assert_eq!(done.exit, Exit::Code((done.pid % 200) as i32));
     }
 
     #[test]

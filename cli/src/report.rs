@@ -31,6 +31,9 @@ pub enum Role {
     Debug,
     /// poolmalloc's secure mode: reported as what secure mode costs instead.
     Secure,
+    /// poolmalloc with its heap profiler on: reported as what profiling
+    /// costs instead.
+    Profile,
     /// A poolmalloc API doing the same work (`typed-pool`, `buffer-pool`):
     /// reported against the allocators instead.
     Api,
@@ -182,11 +185,11 @@ pub struct CaseRatio {
     pub rss: f64,
 }
 
-/// What a mode of poolmalloc (debug or secure) costs: time(mode) ÷
+/// What a mode of poolmalloc (debug, secure or profiled) costs: time(mode) ÷
 /// time(poolmalloc).
 #[derive(Debug, Serialize)]
 pub struct ModeCost {
-    /// `poolmalloc-debug` or `poolmalloc-secure`.
+    /// `poolmalloc-debug`, `poolmalloc-secure` or `poolmalloc-prof`.
     pub mode: String,
     pub cases: Vec<CaseRatio>,
     /// Geometric mean over the cases of time(mode) ÷ time(poolmalloc).
@@ -258,6 +261,9 @@ pub struct Report {
     /// With `--with-secure`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secure_cost: Option<ModeCost>,
+    /// With `--with-profile`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_cost: Option<ModeCost>,
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -488,7 +494,8 @@ pub fn api_lines(ratios: &[CaseRatio]) -> Vec<String> {
 /// The lines on what a mode costs.
 pub fn mode_lines(cost: &ModeCost) -> Vec<String> {
     let name = cost.mode.strip_prefix("poolmalloc-").unwrap_or(&cost.mode);
-    let mut lines = vec![format!("What {name} mode costs, time({}) ÷ time(poolmalloc):", cost.mode)];
+    let what = if name == "prof" { "the heap profiler".to_string() } else { format!("{name} mode") };
+    let mut lines = vec![format!("What {what} costs, time({}) ÷ time(poolmalloc):", cost.mode)];
     for r in &cost.cases {
         lines.push(format!("  {:<24} time {:>8}, peak RSS {:>6}", r.case, format::ratio(r.time), format::ratio(r.rss)));
     }
@@ -822,6 +829,7 @@ mod tests {
                     let role = match *name {
                         "poolmalloc-debug" => Role::Debug,
                         "poolmalloc-secure" => Role::Secure,
+                        "poolmalloc-prof" => Role::Profile,
                         "typed-pool" => Role::Api,
                         _ => Role::Allocator,
                     };

@@ -1,11 +1,13 @@
 //! `poolmalloc run -- CMD ARGS..`: runs a program with `libpoolmalloc.so`
-//! preloaded, and exits with its status.
+//! preloaded, and exits with its status. With `--profile PREFIX`, turns on
+//! the allocator's heap profiler and converts its profile after the exit.
 
 use crate::cli::RunArgs;
 use crate::error::CodedError;
 use crate::format;
 use crate::libs;
-use crate::proc::{self, Exit};
+use crate::proc::{self, Exit, Inherited};
+use crate::profile::RunProfile;
 use anyhow::{anyhow, Result};
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
@@ -18,6 +20,11 @@ const NOT_FOUND: u8 = 127;
 const CANNOT_RUN: u8 = 126;
 
 pub fn main(args: &RunArgs) -> Result<ExitCode> {
+    // An unwritable profile is reported before anything runs.
+    let profile = match &args.profile {
+        Some(prefix) => Some(RunProfile::prepare(prefix, args.top, args.leaks)?),
+        None => None,
+    };
     let lib = libs::find_poolmalloc(args.lib.as_deref()).map_err(|why| anyhow!(why))?;
     let Some((program, rest)) = args.command.split_first() else {
         return Err(anyhow!("no program given; usage: poolmalloc run [OPTIONS] -- COMMAND [ARGS]..."));
@@ -26,7 +33,8 @@ pub fn main(args: &RunArgs) -> Result<ExitCode> {
     let Some(path) = libs::find_program(program) else {
         return Err(CodedError::new(NOT_FOUND, format!("cannot run `{shown}`: command not found")).into());
     };
-    if is_static_elf(&path) == Some(true) {
+    let statically_linked = is_static_elf(&path) == Some(true);
+    if statically_linked {
         eprintln!("poolmalloc: warning: `{shown}` is statically linked; LD_PRELOAD has no effect on it");
     }
 
@@ -41,8 +49,11 @@ pub fn main(args: &RunArgs) -> Result<ExitCode> {
     if args.stats {
         cmd.env("POOLMALLOC_SHOW_STATS", "1");
     }
+    if let Some(profile) = &profile {
+        profile.set_env(&mut cmd, args.prof_sample);
+    }
 
-    let (exit, usage) = match proc::run_inherited(&mut cmd) {
+    let Inherited { pid, exit, usage } = match proc::run_inherited(&mut cmd) {
         Ok(done) => done,
         Err(e) => {
             let (code, reason) = match e.kind() {
@@ -67,6 +78,9 @@ pub fn main(args: &RunArgs) -> Result<ExitCode> {
             format::seconds(usage.sys),
             format::bytes(usage.max_rss)
         );
+    }
+    if let Some(profile) = &profile {
+        profile.finish(&shown, pid, exit, statically_linked);
     }
     Ok(ExitCode::from(exit.shell_status()))
 }

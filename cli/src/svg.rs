@@ -21,7 +21,7 @@ const BOTTOM: f64 = 130.0;
 const BAR: f64 = 13.0;
 const GROUP_GAP: f64 = 18.0;
 
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
