@@ -277,6 +277,30 @@ fn with_secure_reports_what_secure_mode_costs() {
 }
 
 #[test]
+fn with_profile_reports_what_the_heap_profiler_costs() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("profile.json");
+    poolmalloc()
+        .args(["bench", "--quick", "--runs", "1", "--only", "numeric", "--with-profile", "--threads", "2", "--json"])
+        .arg(&json)
+        .current_dir(dir.path())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("What the heap profiler costs"));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cost = &report["profile_cost"];
+    assert_eq!(cost["mode"], "poolmalloc-prof");
+    let per_case: Vec<&str> = cost["cases"].as_array().unwrap().iter().map(|c| c["case"].as_str().unwrap()).collect();
+    assert_eq!(per_case, ["numeric"]);
+    assert!(cost["geomean_time"].as_f64().unwrap() > 0.0 && cost["geomean_rss"].as_f64().unwrap() > 0.0);
+    assert!(report["geomeans"].as_array().unwrap().iter().all(|g| g["versus"] != "poolmalloc-prof"));
+    // The profiled workers' raw profiles went to a directory of their own,
+    // removed at the end: none is left where the suite ran.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, [std::ffi::OsString::from("profile.json")]);
+}
+
+#[test]
 fn memory_system_calls_are_counted_where_the_workload_asks() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("syscalls.json");

@@ -156,9 +156,17 @@ pub(crate) fn huge(size: usize, align: usize) -> *mut u8 {
 #[inline]
 fn prof_huge(p: *mut u8, size: usize) -> *mut u8 {
     if !p.is_null() && prof::sampling() {
-        prof::huge_allocated(p, size);
+        prof_huge_sample(p, size);
     }
     p
+}
+
+/// The profiler's entry for huge blocks: reads where the stack walk starts
+/// first thing, with no frame of its own.
+#[cold]
+#[inline(never)]
+fn prof_huge_sample(p: *mut u8, size: usize) {
+    prof::huge_allocated(p, size, prof::here());
 }
 
 /// Frees a huge block: its profiler record first, if it has one.

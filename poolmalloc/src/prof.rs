@@ -211,14 +211,14 @@ fn weight(size: usize) -> f64 {
 
 /// Counts a huge block of `size` bytes against the shared count-down and
 /// samples it if the count runs out.
-pub fn huge_allocated(p: *mut u8, size: usize) {
+pub fn huge_allocated(p: *mut u8, size: usize, at: (usize, usize)) {
     let left = HUGE_LEFT.fetch_sub(size as isize, Relaxed) - size as isize;
     if left > 0 {
         return;
     }
     let mut rng = os::random_u64() | 1;
     HUGE_LEFT.store(next_interval(&mut rng), Relaxed);
-    record(p, size);
+    record(p, size, at);
 }
 
 // ---------------------------------------------------------------------------
@@ -229,16 +229,16 @@ fn hash_addr(addr: usize) -> u64 {
     ((addr >> 4) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// Records a sampled block: captures the caller's stack, adds the sample to
-/// the stack's totals and files the block. False if it was dropped (tables
-/// full, or profiling never started).
-pub fn record(p: *mut u8, size: usize) -> bool {
+/// Records a sampled block: captures the stack above `at` (see [`here`]),
+/// adds the sample to the stack's totals and files the block. False if it
+/// was dropped (tables full, or profiling never started).
+pub fn record(p: *mut u8, size: usize, at: (usize, usize)) -> bool {
     if !READY.load(Acquire) {
         return false;
     }
     let errno = os::Errno::save();
     let mut frames = [0usize; MAX_DEPTH];
-    let depth = capture(&mut frames);
+    let depth = capture(&mut frames, at);
     errno.restore();
     let w = weight(size);
     let stack = {
@@ -486,8 +486,12 @@ impl Pages {
         if !(0x10000..0x8000_0000_0000).contains(&r) {
             return false;
         }
+        // Most words on a stack are data: only an address in a mapping
+        // that was executable when the table was last read is looked at
+        // (and still asked of the kernel before its bytes are read).
         let lo = r - 7;
-        if !self.readable(lo) || !self.readable(r - 1) {
+        // SAFETY: the capture holds the code-range lock.
+        if !unsafe { in_code(lo, r) } || !self.readable(lo) || !self.readable(r - 1) {
             return false;
         }
         let mut b = [0u8; 7];
@@ -509,13 +513,103 @@ impl Pages {
     /// Whether a frame record (saved frame pointer, return address) sits at
     /// `f`, above the stack pointer `sp`.
     fn record_at(&mut self, f: usize, sp: usize) -> Option<(usize, usize)> {
-        if f <= sp || f - sp > 64 * MAX_FRAME {
+        if f < sp || f - sp > 64 * MAX_FRAME {
             return None;
         }
         let next = self.word(f)?;
         let ret = self.word(f + 8)?;
         self.is_return_address(ret).then_some((next, ret))
     }
+}
+
+/// Executable mappings, as `/proc/self/maps` listed them when last read:
+/// sorted `(start, end)` pairs. Code-range lock.
+const CODE_RANGES: usize = 1024;
+static CODE: Local<[(usize, usize); CODE_RANGES]> = Local::new([(0, 0); CODE_RANGES]);
+static CODE_COUNT: Local<usize> = Local::new(0);
+/// When the table was last read (ms, monotonic). Code-range lock.
+static CODE_READ_AT: Local<u64> = Local::new(0);
+/// Guards the code-range table; held for a whole capture.
+static CODE_LOCK: RawLock = RawLock::new();
+/// How often the code-range table is read again, so that libraries loaded
+/// later are seen (ms).
+const CODE_REFRESH_MS: u64 = 1000;
+
+/// Whether `[lo, hi)` lies in one executable mapping of the table.
+///
+/// # Safety
+/// The caller holds [`CODE_LOCK`].
+unsafe fn in_code(lo: usize, hi: usize) -> bool {
+    // SAFETY: by the caller, the table is ours to read.
+    let (table, n) = unsafe { (&*CODE.as_ptr(), CODE_COUNT.get()) };
+    let ranges = &table[..n];
+    // The last range starting at or below `lo`.
+    let i = ranges.partition_point(|r| r.0 <= lo);
+    i > 0 && hi <= ranges[i - 1].1
+}
+
+/// Reads the executable mappings from `/proc/self/maps` into the table,
+/// without allocating.
+///
+/// # Safety
+/// The caller holds [`CODE_LOCK`].
+unsafe fn read_code_ranges() {
+    // SAFETY: by the caller, the table is ours to write.
+    let table = unsafe { &mut *CODE.as_ptr() };
+    let mut n = 0;
+    // SAFETY: a NUL-terminated path; open does not allocate.
+    let fd = unsafe { libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd >= 0 {
+        let mut buf = [0u8; 4096];
+        // The start of the current line (a map line's first 64 bytes hold
+        // its range and permissions).
+        let mut line = [0u8; 64];
+        let mut len = 0;
+        loop {
+            // SAFETY: `buf` is writable for its length.
+            let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if r <= 0 {
+                break;
+            }
+            for &b in &buf[..r as usize] {
+                if b == b'\n' {
+                    if let Some(range) = parse_code_line(&line[..len]) {
+                        if n < CODE_RANGES {
+                            table[n] = range;
+                            n += 1;
+                        }
+                    }
+                    len = 0;
+                } else if len < line.len() {
+                    line[len] = b;
+                    len += 1;
+                }
+            }
+        }
+        // SAFETY: a descriptor we opened.
+        unsafe { libc::close(fd) };
+    }
+    table[..n].sort_unstable_by_key(|r| r.0);
+    // SAFETY: by the caller.
+    unsafe {
+        CODE_COUNT.set(n);
+        CODE_READ_AT.set(os::now_ms());
+    }
+}
+
+/// The range of a `/proc/self/maps` line if its mapping is executable.
+fn parse_code_line(l: &[u8]) -> Option<(usize, usize)> {
+    let hex = |s: &[u8]| -> Option<usize> {
+        if s.is_empty() || s.len() > 16 {
+            return None;
+        }
+        s.iter().try_fold(0usize, |a, &c| Some(a << 4 | (c as char).to_digit(16)? as usize))
+    };
+    let dash = l.iter().position(|&c| c == b'-')?;
+    let space = l.iter().position(|&c| c == b' ')?;
+    let perms = l.get(space + 1..space + 5)?;
+    (perms[2] == b'x').then_some(())?;
+    Some((hex(&l[..dash])?, hex(&l[dash + 1..space])?))
 }
 
 /// Asks the kernel whether `page` can be read, without touching it.
@@ -549,9 +643,13 @@ fn probe_safe_read() {
     }
 }
 
-/// The current stack and frame pointers.
+/// The stack and frame pointers where the profiler is entered: the
+/// allocator's entry to the profiler reads them first thing (in a function
+/// with no frame of its own) and passes them down, so the walk never looks
+/// at the profiler's own frames, whose uninitialised slots may hold stale
+/// return addresses of earlier calls.
 #[inline(always)]
-fn registers() -> (usize, usize) {
+pub fn here() -> (usize, usize) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
         let (sp, fp): (usize, usize);
@@ -568,8 +666,9 @@ fn registers() -> (usize, usize) {
     }
 }
 
-/// Captures the calling thread's stack into `out`, innermost first, as
-/// return addresses; returns how many.
+/// Captures the calling thread's stack above `at` (the stack and frame
+/// pointers [`here`] read) into `out`, innermost first, as return
+/// addresses; returns how many.
 ///
 /// The walk follows frame pointers, so the program's frames need them
 /// (`-fno-omit-frame-pointer`, `-C force-frame-pointers=yes`). The
@@ -586,10 +685,17 @@ fn registers() -> (usize, usize) {
 /// frame that has none, or follows a word that only looks like one: stacks
 /// are then cut short or partly wrong, but every read is checked first.
 #[inline(never)]
-pub fn capture(out: &mut [usize; MAX_DEPTH]) -> usize {
-    let (sp, fp) = registers();
+pub fn capture(out: &mut [usize; MAX_DEPTH], at: (usize, usize)) -> usize {
+    let (sp, fp) = at;
     if sp == 0 {
         return 0;
+    }
+    let _code = CODE_LOCK.guard();
+    // SAFETY: the code-range lock is held (guard `_code`).
+    unsafe {
+        if CODE_COUNT.get() == 0 || os::now_ms().wrapping_sub(CODE_READ_AT.get()) > CODE_REFRESH_MS {
+            read_code_ranges();
+        }
     }
     let mut pages = Pages::new();
     let chain = if pages.record_at(fp, sp).is_some() {
@@ -821,12 +927,19 @@ pub(crate) extern "C" fn write_at_exit() {
 static FORK_SHARDS: AtomicUsize = AtomicUsize::new(0);
 /// Whether [`fork_prepare`] took the stack lock.
 static FORK_STACK: AtomicBool = AtomicBool::new(false);
+/// Whether [`fork_prepare`] took the code-range lock.
+static FORK_CODE: AtomicBool = AtomicBool::new(false);
 
 /// Fork preparation: takes the profiler's locks, except one the forking
 /// thread holds itself (a fork from a signal handler that interrupted it
 /// inside the profiler). They are leaf locks: no other lock is taken while
 /// one is held, so waiting for them cannot deadlock.
 pub(crate) fn fork_prepare() {
+    let code = !CODE_LOCK.held_by_me();
+    if code {
+        CODE_LOCK.lock();
+    }
+    FORK_CODE.store(code, Relaxed);
     let stack = !STACK_LOCK.held_by_me();
     if stack {
         STACK_LOCK.lock();
@@ -853,6 +966,9 @@ pub(crate) fn fork_parent() {
     if FORK_STACK.load(Relaxed) {
         STACK_LOCK.unlock();
     }
+    if FORK_CODE.load(Relaxed) {
+        CODE_LOCK.unlock();
+    }
 }
 
 /// After a fork, in the child: the locks are released, and the profile
@@ -860,11 +976,13 @@ pub(crate) fn fork_parent() {
 /// fork interrupted the profiler itself (its tables may be mid-update), the
 /// child stops sampling.
 pub(crate) fn fork_child() {
-    let interrupted = !FORK_STACK.load(Relaxed) || FORK_SHARDS.load(Relaxed) != usize::MAX >> (usize::BITS as usize - SHARDS);
+    let interrupted = !FORK_CODE.load(Relaxed)
+        || !FORK_STACK.load(Relaxed) || FORK_SHARDS.load(Relaxed) != usize::MAX >> (usize::BITS as usize - SHARDS);
     for l in &SHARD_LOCKS {
         l.reset();
     }
     STACK_LOCK.reset();
+    CODE_LOCK.reset();
     if interrupted {
         stop();
     }
@@ -903,7 +1021,7 @@ mod tests {
     fn a_frame_pointer_walk_finds_the_callers() {
         #[inline(never)]
         fn leaf(out: &mut [usize; MAX_DEPTH]) -> usize {
-            core::hint::black_box(capture(out))
+            core::hint::black_box(capture(out, here()))
         }
         let mut out = [0; MAX_DEPTH];
         let n = leaf(&mut out);

@@ -75,6 +75,15 @@ impl<T: Copy> Local<T> {
         return self.0.with(|p| unsafe { *p });
     }
 
+    /// A pointer to the value, for values too large to copy: reading or
+    /// writing through it follows the same protocol as [`get`](Self::get)
+    /// and [`set`](Self::set).
+    #[cfg(not(loom))]
+    #[inline(always)]
+    pub fn as_ptr(&self) -> *mut T {
+        self.0.get()
+    }
+
     /// Writes the value.
     ///
     /// # Safety

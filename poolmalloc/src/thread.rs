@@ -114,6 +114,12 @@ unsafe fn real_alloc_slow(h: *mut Heap, class: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn prof_alloc(class: usize) -> *mut u8 {
+    // First thing, with no frame of its own: where the stack walk starts.
+    prof_alloc_at(class, prof::here())
+}
+
+#[inline(never)]
+fn prof_alloc_at(class: usize, at: (usize, usize)) -> *mut u8 {
     let h = lifecycle::own_heap();
     if !prof::sampling() {
         lifecycle::leave_profiling();
@@ -144,7 +150,7 @@ fn prof_alloc(class: usize) -> *mut u8 {
         (*h).prof_left.set(prof::next_interval(&mut rng));
         (*h).prof_rng.set(rng);
     }
-    if prof::record(p, size) {
+    if prof::record(p, size, at) {
         // A medium block may start in a later slice of its pool's run.
         let pool = arena::owning_pool(p);
         // SAFETY: a block we just took from our own heap: its pool is ours.
@@ -291,8 +297,9 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, wrapped: impl FnOnce()) {
         crate::fault::invalid_free(p, "not the start of a block");
         return;
     }
-    // A pool whose word carries OWNER_CHECKED may hold blocks the heap
-    // profiler sampled: each branch lets it look `p` up first.
+    // A pool whose word carries OWNER_CHECKED, or that has no owner, may
+    // hold blocks the heap profiler sampled: each branch looks `p` up
+    // first.
     let word = pr.hand.owner.load(Relaxed);
     let owner = word & !OWNER_CHECKED;
     let me = thread_id();
@@ -314,9 +321,9 @@ unsafe fn free_slow(p: *mut u8, pool: *mut Pool, wrapped: impl FnOnce()) {
         // blocks, and we hold its lock.
         unsafe { locked_free_held(pool, p.cast()) };
     } else {
-        if word != owner {
-            pr.prof_free(p);
-        }
+        // Not gated on OWNER_CHECKED: an abandoned pool's word has no flags,
+        // but the pool may still hold sampled blocks.
+        pr.prof_free(p);
         // SAFETY: the slot points at a live heap.
         if unsafe { (*h).kind } == Kind::Real {
             // SAFETY: our own heap, whose user we are; `p` is a handed-out
