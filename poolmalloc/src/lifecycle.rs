@@ -184,6 +184,13 @@ pub(crate) fn own_heap() -> *mut Heap {
     }
 }
 
+/// The calling thread's own heap while the heap profiler samples it (its
+/// slot names the proxy).
+#[inline(always)]
+pub(crate) fn profiled_heap() -> *mut Heap {
+    tls::get_own()
+}
+
 /// Puts the profiler's proxy in the calling thread's slot, its own heap
 /// `h` (a real heap, the thread's) in the second slot.
 pub(crate) fn enter_profiling(h: *mut Heap) {

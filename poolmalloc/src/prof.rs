@@ -51,7 +51,7 @@ const STACKS: usize = 1 << 16;
 /// Slots of the stack index (twice `STACKS`, a power of two).
 const STACK_INDEX: usize = 2 * STACKS;
 /// How far above the stack pointer the scan for the first frame looks.
-const SCAN_BYTES: usize = 16 * 1024;
+const SCAN_BYTES: usize = 2 * 1024;
 /// The largest frame a walk accepts.
 const MAX_FRAME: usize = 1 << 20;
 

@@ -63,6 +63,18 @@ pub fn alloc(class: usize, wrapped: impl FnOnce() -> *mut u8) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn alloc_slow(wrapped: impl FnOnce() -> *mut u8, class: usize, h: *mut Heap) -> *mut u8 {
+    // A thread the heap profiler samples comes here for every allocation:
+    // it is sent on first, with nothing else done.
+    // SAFETY: the slot always points at a live heap.
+    if unsafe { (*h).kind } == Kind::ProfProxy {
+        return prof_alloc(class);
+    }
+    alloc_slow_other(wrapped, class, h)
+}
+
+/// [`alloc_slow`] for every slot but the profiler's proxy.
+#[inline(never)]
+fn alloc_slow_other(wrapped: impl FnOnce() -> *mut u8, class: usize, h: *mut Heap) -> *mut u8 {
     // SAFETY: the slot always points at a live heap.
     let p = match unsafe { (*h).kind } {
         Kind::Real if prof::sampling() => {
@@ -120,35 +132,79 @@ fn prof_alloc(class: usize) -> *mut u8 {
 
 #[inline(never)]
 fn prof_alloc_at(class: usize, at: (usize, usize)) -> *mut u8 {
-    let h = lifecycle::own_heap();
-    if !prof::sampling() {
-        lifecycle::leave_profiling();
-    }
+    let h = lifecycle::profiled_heap();
     // SAFETY: the second slot holds the thread's own heap, whose user we
     // are.
-    let p = match unsafe { (*h).alloc_fast(class) } {
-        b if !b.is_null() => b.cast(),
+    let b = unsafe { (*h).alloc_fast(class) };
+    if b.is_null() {
         // SAFETY: as above.
-        _ => unsafe { real_alloc_slow(h, class) },
-    };
+        return unsafe { prof_alloc_refill(h, class, at) };
+    }
+    // SAFETY: as above.
+    unsafe { prof_count(h, b.cast(), class, at) }
+}
+
+/// Counts a block of `class` down; samples it when the count runs out.
+///
+/// # Safety
+/// `h` must be the calling thread's own heap, `p` a block just taken from
+/// it.
+#[inline(always)]
+unsafe fn prof_count(h: *mut Heap, p: *mut u8, class: usize, at: (usize, usize)) -> *mut u8 {
+    let size = crate::size_class::class_size(class);
+    // SAFETY: by the caller, the heap's fields are ours.
+    unsafe {
+        let left = (*h).prof_left.get() - size as isize;
+        (*h).prof_left.set(left);
+        if left > 0 {
+            return p;
+        }
+        prof_sample(h, p, size, at)
+    }
+}
+
+/// The profiling path's slow path: the heap's own, with the out-of-memory
+/// retry.
+///
+/// # Safety
+/// As for [`prof_count`].
+#[cold]
+#[inline(never)]
+unsafe fn prof_alloc_refill(h: *mut Heap, class: usize, at: (usize, usize)) -> *mut u8 {
+    // SAFETY: by the caller.
+    let p = unsafe { real_alloc_slow(h, class) };
     if p.is_null() {
         os::set_errno(libc::ENOMEM);
         return p;
     }
+    // SAFETY: by the caller; `p` was just taken from `h`.
+    unsafe { prof_count(h, p, class, at) }
+}
+
+/// The count ran out: draws the next one and samples `p`. If the profiler
+/// stopped, the thread leaves its path instead (so a stop reaches each
+/// thread at its next sample).
+///
+/// # Safety
+/// As for [`prof_count`].
+#[cold]
+#[inline(never)]
+unsafe fn prof_sample(h: *mut Heap, p: *mut u8, size: usize, at: (usize, usize)) -> *mut u8 {
     if !prof::sampling() {
+        lifecycle::leave_profiling();
         return p;
     }
-    let size = crate::size_class::class_size(class);
-    // SAFETY: as above: the heap's fields are ours.
+    // SAFETY: by the caller, the heap's fields are ours.
     unsafe {
-        let left = (*h).prof_left.get() - size as isize;
-        if left > 0 {
-            (*h).prof_left.set(left);
-            return p;
-        }
         let mut rng = (*h).prof_rng.get();
+        let first = rng == 0;
         (*h).prof_left.set(prof::next_interval(&mut rng));
         (*h).prof_rng.set(rng);
+        if first {
+            // A thread's first count starts here: its first block is not a
+            // sample (it would be one in every thread, a bias).
+            return p;
+        }
     }
     if prof::record(p, size, at) {
         // A medium block may start in a later slice of its pool's run.
@@ -162,7 +218,6 @@ fn prof_alloc_at(class: usize, at: (usize, usize)) -> *mut u8 {
     }
     p
 }
-
 
 /// Allocates from the locked heap; when memory is exhausted, gives back what
 /// is held but not live and tries once more (as [`alloc`] does).
