@@ -148,5 +148,22 @@ pub mod internals {
         pub use crate::os::{align_up, page_size, resident_bytes, set_errno, Errno};
         pub use crate::size_class::{class_of, class_size};
         pub use crate::stats::print_to_stderr as print_stats;
+
+        /// Files a sample of `size` bytes at `p` with an empty stack, as if
+        /// the heap profiler had sampled it (`p` is never dereferenced); for
+        /// tests of the profiler's tables. False if it was dropped.
+        pub fn prof_record(p: *mut u8, size: usize) -> bool {
+            crate::prof::record(p, size, (0, 0))
+        }
+
+        /// Forgets a sample filed by [`prof_record`]; says whether it was one.
+        pub fn prof_forget(p: *mut u8) -> bool {
+            crate::prof::forget(p)
+        }
+
+        /// Sampled blocks now live.
+        pub fn prof_live() -> usize {
+            crate::prof::live()
+        }
     }
 }

@@ -43,9 +43,14 @@ pub const DEFAULT_INTERVAL: usize = 512 * 1024;
 
 /// Block-table shards (a power of two), each with its own lock.
 const SHARDS: usize = 64;
-/// Slots per shard (a power of two): 1M sampled blocks in all, which at the
-/// default interval stand for about 512 GiB of live memory.
-const SHARD_SLOTS: usize = 1 << 14;
+/// Slots a shard starts with (a power of two). A shard doubles when it is
+/// half full, so the table's memory follows the live samples, not every
+/// sample ever taken.
+const SHARD_START: usize = 64;
+/// The most slots a shard grows to: 4M sampled blocks in all (half of them
+/// live at most), which at the default interval stand for about 1 TiB of
+/// live memory.
+const SHARD_MAX: usize = 1 << 16;
 /// Distinct stacks kept.
 const STACKS: usize = 1 << 16;
 /// Slots of the stack index (twice `STACKS`, a power of two).
@@ -101,14 +106,22 @@ static STACK_LOCK: RawLock = RawLock::new();
 /// One lock per block-table shard.
 static SHARD_LOCKS: [RawLock; SHARDS] = [const { RawLock::new() }; SHARDS];
 /// The tables, mapped at set-up.
-static BLOCKS: Local<*mut BlockRec> = Local::new(ptr::null_mut());
+/// One shard of the block table: its slots, how many, how many used. Its
+/// lock in [`SHARD_LOCKS`].
+#[derive(Clone, Copy)]
+struct Shard {
+    slots: *mut BlockRec,
+    cap: usize,
+    len: usize,
+}
+static BLOCKS: [Local<Shard>; SHARDS] = [const { Local::new(Shard { slots: ptr::null_mut(), cap: 0, len: 0 }) }; SHARDS];
 /// A counting filter over the sampled blocks' addresses: how many live
 /// sampled blocks hash to each counter. A free whose counter is zero is not
 /// a sampled block, and is answered without a lock. Set with the tables
 /// (READY orders it); its counters are atomic.
 static FILTER: AtomicPtr<AtomicU16> = AtomicPtr::new(ptr::null_mut());
 /// Counters in the filter (a power of two).
-const FILTER_SLOTS: usize = 1 << 16;
+const FILTER_SLOTS: usize = 1 << 14;
 static STACK_TABLE: Local<*mut StackRec> = Local::new(ptr::null_mut());
 static STACK_INDEX_TABLE: Local<*mut u32> = Local::new(ptr::null_mut());
 /// Stacks in use. Stack lock.
@@ -126,6 +139,11 @@ pub fn sampling() -> bool {
 #[inline]
 pub fn has_live() -> bool {
     LIVE.load(Relaxed) != 0
+}
+
+/// Sampled blocks now live.
+pub fn live() -> usize {
+    LIVE.load(Relaxed)
 }
 
 /// The mean sampling interval in bytes.
@@ -157,7 +175,7 @@ pub fn start() -> bool {
     if !READY.load(Acquire) {
         let _g = STACK_LOCK.guard();
         if !READY.load(Relaxed) {
-            let blocks = os::map(SHARDS * SHARD_SLOTS * core::mem::size_of::<BlockRec>());
+            let blocks = os::map(SHARDS * SHARD_START * core::mem::size_of::<BlockRec>());
             let filter = os::map(FILTER_SLOTS * core::mem::size_of::<AtomicU16>());
             let stacks = os::map(STACKS * core::mem::size_of::<StackRec>());
             let index = os::map(STACK_INDEX * core::mem::size_of::<u32>());
@@ -166,20 +184,24 @@ pub fn start() -> bool {
                 // again.
                 return false;
             }
-            // The filter and the stack index are read before they are
+            // The filter and the block table are read before they are
             // written, at random places: written once now, their pages are
             // never the shared zero page, whose replacement on a later write
-            // flushes every CPU's TLB (measured: 7 % of a profiled
-            // two-thread run went to those flushes).
+            // flushes every CPU's TLB (measured: 7 to 14 % of a profiled
+            // two-thread run went to those flushes). The stack index is
+            // written before it is read (see `touch_u32`).
             // SAFETY: fresh writable mappings of these lengths.
             unsafe {
                 ptr::write_bytes(filter, 0, FILTER_SLOTS * core::mem::size_of::<AtomicU16>());
-                ptr::write_bytes(index, 0, STACK_INDEX * core::mem::size_of::<u32>());
+                ptr::write_bytes(blocks, 0, SHARDS * SHARD_START * core::mem::size_of::<BlockRec>());
             }
             // SAFETY: the stack lock is held (guard `_g`) and READY is not
             // yet set, so no other thread reads the table pointers.
             unsafe {
-                BLOCKS.set(blocks.cast());
+                for (i, b) in BLOCKS.iter().enumerate() {
+                    let slots = blocks.cast::<BlockRec>().add(i * SHARD_START);
+                    b.set(Shard { slots, cap: SHARD_START, len: 0 });
+                }
                 FILTER.store(filter.cast(), Relaxed);
                 STACK_TABLE.set(stacks.cast());
                 STACK_INDEX_TABLE.set(index.cast());
@@ -298,23 +320,7 @@ pub fn record(p: *mut u8, size: usize, at: (usize, usize)) -> bool {
     let filed = {
         let _g = SHARD_LOCKS[shard].guard();
         // SAFETY: the shard's lock is held (guard `_g`); the table exists.
-        let base = unsafe { BLOCKS.get().add(shard * SHARD_SLOTS) };
-        let mut i = (h >> 20) as usize & (SHARD_SLOTS - 1);
-        let mut filed = None;
-        for _ in 0..SHARD_SLOTS / 2 {
-            // SAFETY: `i` is a slot of this shard, whose lock we hold.
-            let slot = unsafe { touch(base.add(i)) };
-            if slot.addr == 0 || slot.addr == p as usize {
-                // A record already there is of a block the program freed
-                // without poolmalloc seeing it (it cannot happen through
-                // poolmalloc's entry points): it is replaced.
-                filed = Some(*slot);
-                *slot = BlockRec { addr: p as usize, size, stack };
-                break;
-            }
-            i = (i + 1) & (SHARD_SLOTS - 1);
-        }
-        filed
+        unsafe { insert_block(&BLOCKS[shard], BlockRec { addr: p as usize, size, stack }, h) }
     };
     match filed {
         Some(old) if old.addr == 0 => {
@@ -338,30 +344,22 @@ pub fn record(p: *mut u8, size: usize, at: (usize, usize)) -> bool {
     }
 }
 
-/// The slot at `rec`, written to before it is read: a page of the block
-/// table is first touched by a write, so it is never the shared zero page,
-/// whose replacement on a later write flushes every CPU's TLB.
+/// `p`, written to before it is read: its page is then never the shared
+/// zero page, whose replacement on a later write flushes every CPU's TLB.
 ///
 /// # Safety
-/// `rec` must be a slot of the block table whose shard lock the caller
-/// holds.
+/// `p` must be a word of the stack index; the caller holds the stack lock.
 #[inline]
-unsafe fn touch<'a>(rec: *mut BlockRec) -> &'a mut BlockRec {
+unsafe fn touch_u32<'a>(p: *mut u32) -> &'a mut u32 {
     // A locked `or` of zero writes without changing the word. In asm: the
-    // compiler turns an atomic `fetch_or(0)` into a plain load, which would
-    // map the zero page.
+    // compiler turns an atomic `fetch_or(0)` into a plain load.
     #[cfg(all(target_arch = "x86_64", not(miri)))]
-    // SAFETY: by the caller, the slot is ours and writable.
+    // SAFETY: by the caller, the word is ours and writable.
     unsafe {
-        core::arch::asm!("lock or qword ptr [{p}], 0", p = in(reg) rec, options(nostack));
+        core::arch::asm!("lock or dword ptr [{p}], 0", p = in(reg) p, options(nostack));
     }
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    // SAFETY: by the caller, the slot is ours and writable.
-    unsafe {
-        (*rec.cast::<AtomicUsize>()).fetch_or(0, Relaxed);
-    }
-    // SAFETY: by the caller, the slot is ours.
-    unsafe { &mut *rec }
+    // SAFETY: by the caller, the word is ours.
+    unsafe { &mut *p }
 }
 
 /// Takes a sampled block's live totals off its stack.
@@ -396,7 +394,7 @@ pub fn forget(p: *mut u8) -> bool {
     let found = {
         let _g = SHARD_LOCKS[shard].guard();
         // SAFETY: the shard's lock is held (guard `_g`); the table exists.
-        unsafe { remove_block(BLOCKS.get().add(shard * SHARD_SLOTS), (h >> 20) as usize, p as usize) }
+        unsafe { remove_block(&BLOCKS[shard], h, p as usize) }
     };
     match found {
         Some(rec) => {
@@ -410,19 +408,106 @@ pub fn forget(p: *mut u8) -> bool {
     }
 }
 
-/// Removes `addr` from a shard (linear probing with backward-shift
-/// deletion, so no tombstones build up).
+/// Files `rec` in a shard (linear probing; `h` is its address's hash),
+/// growing the shard when it is half full. Returns what the slot held: an
+/// empty record, or a record of the same address (a block the program freed
+/// without poolmalloc seeing it, which cannot happen through poolmalloc's
+/// entry points), which is replaced. None when the shard is full and cannot
+/// grow: the sample is dropped.
 ///
 /// # Safety
-/// The caller holds the shard's lock; `base` is the shard's first slot.
-unsafe fn remove_block(base: *mut BlockRec, start: usize, addr: usize) -> Option<BlockRec> {
-    let mask = SHARD_SLOTS - 1;
-    let mut i = start & mask;
-    // SAFETY: every index is masked into the shard, whose lock
-    // the caller holds.
+/// The caller holds the shard's lock, and the tables exist.
+unsafe fn insert_block(shard: &Local<Shard>, rec: BlockRec, h: u64) -> Option<BlockRec> {
+    // SAFETY: by the caller, the shard is ours.
+    let mut sh = unsafe { shard.get() };
+    if (sh.len + 1) * 2 > sh.cap {
+        // SAFETY: as above.
+        if let Some(grown) = unsafe { grow(sh) } {
+            sh = grown;
+            // SAFETY: as above.
+            unsafe { shard.set(sh) };
+        } else if sh.len + 1 >= sh.cap {
+            return None;
+        }
+    }
+    let mask = sh.cap - 1;
+    let mut i = (h >> 20) as usize & mask;
+    // SAFETY: indices are masked into the shard, whose slots the caller's
+    // lock makes ours; the probe ends at an empty slot, since the shard is
+    // never full.
     unsafe {
         loop {
-            let slot = *touch(base.add(i));
+            let slot = &mut *sh.slots.add(i);
+            if slot.addr == 0 || slot.addr == rec.addr {
+                let old = *slot;
+                *slot = rec;
+                if old.addr == 0 {
+                    sh.len += 1;
+                    shard.set(sh);
+                }
+                return Some(old);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+/// A shard twice the size of `sh`, its records rehashed into it, the old
+/// slots unmapped. None at the size limit or when memory is exhausted.
+///
+/// # Safety
+/// The caller holds the shard's lock.
+unsafe fn grow(sh: Shard) -> Option<Shard> {
+    let cap = sh.cap * 2;
+    if cap > SHARD_MAX {
+        return None;
+    }
+    let bytes = cap * core::mem::size_of::<BlockRec>();
+    let slots = os::map(bytes).cast::<BlockRec>();
+    if slots.is_null() {
+        return None;
+    }
+    // SAFETY: a fresh zeroed mapping of `cap` slots; the old slots are ours
+    // by the caller's lock. Written whole first, so no page of the new slots
+    // is ever the shared zero page (see `start`).
+    unsafe {
+        ptr::write_bytes(slots, 0, cap);
+        for k in 0..sh.cap {
+            let r = *sh.slots.add(k);
+            if r.addr != 0 {
+                let mut i = (hash_addr(r.addr) >> 20) as usize & (cap - 1);
+                while (*slots.add(i)).addr != 0 {
+                    i = (i + 1) & (cap - 1);
+                }
+                *slots.add(i) = r;
+            }
+        }
+        if sh.cap > SHARD_START {
+            // The first slots of every shard share one mapping, made at
+            // start, and stay; a grown shard's own mapping goes. A refused
+            // unmap leaves the memory mapped and unused.
+            let _unmapped = os::unmap(sh.slots.cast(), sh.cap * core::mem::size_of::<BlockRec>());
+        }
+    }
+    Some(Shard { slots, cap, len: sh.len })
+}
+
+/// Removes `addr` (whose hash is `h`) from a shard (linear probing with
+/// backward-shift deletion, so no tombstones build up).
+///
+/// # Safety
+/// The caller holds the shard's lock, and the tables exist.
+unsafe fn remove_block(shard: &Local<Shard>, h: u64, addr: usize) -> Option<BlockRec> {
+    // SAFETY: by the caller, the shard is ours.
+    let mut sh = unsafe { shard.get() };
+    let base = sh.slots;
+    let mask = sh.cap - 1;
+    let mut i = (h >> 20) as usize & mask;
+    // SAFETY: every index is masked into the shard, whose lock the caller
+    // holds.
+    unsafe {
+        loop {
+            let slot = *base.add(i);
             if slot.addr == 0 {
                 return None;
             }
@@ -450,6 +535,8 @@ unsafe fn remove_block(base: *mut BlockRec, start: usize, addr: usize) -> Option
             j = (j + 1) & mask;
         }
         (*base.add(hole)).addr = 0;
+        sh.len -= 1;
+        shard.set(sh);
         Some(found)
     }
 }
@@ -471,7 +558,7 @@ unsafe fn find_or_add_stack(frames: &[usize]) -> Option<usize> {
         let index = STACK_INDEX_TABLE.get();
         let table = STACK_TABLE.get();
         loop {
-            let e = *index.add(i);
+            let e = *touch_u32(index.add(i));
             if e == 0 {
                 break;
             }

@@ -100,5 +100,29 @@ fn profile_counts_allocated_and_live_bytes_across_threads() {
     assert_eq!(stopped[1], freed[1], "no sample after stop");
     drop(v);
     assert_eq!(poolmalloc::profile::dropped(), 0);
+
+    // The table of sampled blocks grows with the live samples and finds
+    // every one again: 200,000 records (fake addresses, never touched) with
+    // a sample's weight each, then all forgotten.
+    use poolmalloc::internals::{prof_forget, prof_live, prof_record};
+    let base = 0x7000_0000_0000usize;
+    let n = 200_000;
+    let live0 = prof_live();
+    for i in 0..n {
+        assert!(prof_record((base + i * 48) as *mut u8, 4096), "record {i} dropped");
+    }
+    assert_eq!(prof_live(), live0 + n);
+    let p = dir.join("many.heap");
+    poolmalloc::profile::dump(&p).unwrap();
+    let many = totals(&p);
+    // Each 4 KiB sample stands for interval / 4 KiB blocks on average.
+    let weight = 1.0 / -(-4096.0 / interval).exp_m1();
+    near(many[3] - stopped[3], n as f64 * 4096.0 * weight, 0.001, "live bytes of the filed samples");
+    assert!(!prof_forget((base + 8) as *mut u8), "an address that was never sampled");
+    for i in (0..n).rev() {
+        assert!(prof_forget((base + i * 48) as *mut u8), "record {i} lost");
+    }
+    assert_eq!(prof_live(), live0);
+    assert!(!prof_forget(base as *mut u8), "forgotten twice");
     std::fs::remove_dir_all(&dir).unwrap();
 }
