@@ -4,27 +4,10 @@
 //! to its own executable. `cargo test --workspace --release` builds both
 //! into `target/release/`.
 
-use assert_cmd::Command;
 use predicates::prelude::*;
-use std::path::{Path, PathBuf};
 
-fn poolmalloc() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_poolmalloc"));
-    cmd.env_remove("LD_PRELOAD").env_remove("POOLMALLOC_SHOW_STATS").env_remove("POOLMALLOC_THREADS");
-    cmd
-}
-
-/// The library the `run` tests need, with a clear failure when it was not built.
-fn library() -> PathBuf {
-    let lib = Path::new(env!("CARGO_BIN_EXE_poolmalloc")).with_file_name("libpoolmalloc.so");
-    assert!(
-        lib.is_file(),
-        "{} is missing: run the tests with `cargo test --workspace --release`, or build the C library \
-         first with `cargo build --release -p poolmalloc-c`",
-        lib.display()
-    );
-    lib
-}
+mod common;
+use common::{library, poolmalloc};
 
 fn have(program: &str) -> bool {
     std::process::Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())

@@ -4,32 +4,12 @@
 //! are in two functions of this process (and in the C library's malloc),
 //! so the command symbolises them from this very test binary.
 
-use assert_cmd::Command;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-fn poolmalloc() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_poolmalloc"));
-    for var in
-        ["LD_PRELOAD", "POOLMALLOC_SHOW_STATS", "POOLMALLOC_THREADS", "POOLMALLOC_PROF", "POOLMALLOC_PROF_PREFIX"]
-    {
-        cmd.env_remove(var);
-    }
-    cmd
-}
-
-/// The library that `run` preloads, with a clear failure when it was not built.
-fn library() -> PathBuf {
-    let lib = Path::new(env!("CARGO_BIN_EXE_poolmalloc")).with_file_name("libpoolmalloc.so");
-    assert!(
-        lib.is_file(),
-        "{} is missing: run the tests with `cargo test --workspace --release`, or build the C library \
-         first with `cargo build --release -p poolmalloc-c`",
-        lib.display()
-    );
-    lib
-}
+mod common;
+use common::{library, poolmalloc};
 
 /// The site that allocates the most: small, so nothing is inlined at its start.
 #[inline(never)]
