@@ -22,7 +22,8 @@
 //!
 //! [`PoolMalloc`], [`LockedPoolMalloc`] and [`DebugPoolMalloc`] (global
 //! allocators), [`Heap`] (first-class heaps), [`stats()`](stats::stats) and
-//! [`trim`], [`options`], and the object and buffer pools. Everything else is
+//! [`trim`], [`options`], the heap profiler ([`profile`]), and the object
+//! and buffer pools. Everything else is
 //! private to the crate, except the `#[doc(hidden)]` `internals` module that
 //! the C library and the tests use.
 //!
