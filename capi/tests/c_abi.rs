@@ -975,6 +975,20 @@ fn heap_profile_names_the_allocating_functions_and_the_leak() {
         check_profile(f, &functions);
     }
     assert!(files.contains(&child_file));
+    // The child draws its own sampling intervals: its samples are not a
+    // copy of the parent's.
+    let stacks = |f: &Path| {
+        let mut v: Vec<String> = std::fs::read_to_string(f)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("stack "))
+            .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+            .collect();
+        v.sort();
+        v
+    };
+    let parent_file = files.iter().find(|f| **f != child_file).unwrap();
+    assert_ne!(stacks(parent_file), stacks(&child_file), "the child sampled exactly what the parent did");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -476,6 +476,17 @@ extern "C" fn fork_parent() {
 /// mid-update: the dead threads' pools stay unused in that child.
 extern "C" fn fork_child() {
     crate::prof::fork_child();
+    let h = own_heap();
+    // SAFETY: the slot (or the profiler's second slot) points at a live
+    // heap; a real one is this thread's, the child's only one. Only the
+    // profiler's cold path reads `prof_rng`.
+    unsafe {
+        if (*h).kind == Kind::Real {
+            // The child draws its own sampling intervals, not a copy of the
+            // parent's (both would sample the same blocks).
+            (*h).prof_rng.set(0);
+        }
+    }
     let mine = FORK_MINE.load(Relaxed);
     for (i, l) in fork_locks().iter().enumerate().rev() {
         if mine & (1 << i) == 0 {
