@@ -7,20 +7,10 @@
 use predicates::prelude::*;
 
 mod common;
-use common::{library, poolmalloc};
+use common::{library, one_error_line, poolmalloc};
 
 fn have(program: &str) -> bool {
     std::process::Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())
-}
-
-/// A failure message is exactly one `poolmalloc: error:` line, with no panic.
-fn one_error_line(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr).into_owned();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{text}");
-    assert!(lines[0].starts_with("poolmalloc: error: "), "{text}");
-    assert!(!text.contains("panicked"), "{text}");
-    text
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{library, poolmalloc};
+use common::{library, one_error_line, poolmalloc};
 
 /// The site that allocates the most: small, so nothing is inlined at its start.
 #[inline(never)]
@@ -118,16 +118,6 @@ fn assert_merged(stderr: &str, prefix: &Path) {
     assert!(inuse.contains("profile::leaky_site") && !inuse.contains("small_site"));
     let alloc = fs::read_to_string(file("alloc.svg")).unwrap();
     assert!(alloc.contains("2 raw profiles merged") && alloc.contains("profile::small_site"));
-}
-
-/// A failure message is exactly one `poolmalloc: error:` line, with no panic.
-fn one_error_line(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr).into_owned();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{text}");
-    assert!(lines[0].starts_with("poolmalloc: error: "), "{text}");
-    assert!(!text.contains("panicked"), "{text}");
-    text
 }
 
 /// The part of pprof's schema these tests read back.

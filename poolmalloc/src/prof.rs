@@ -175,15 +175,26 @@ pub fn start() -> bool {
     if !READY.load(Acquire) {
         let _g = STACK_LOCK.guard();
         if !READY.load(Relaxed) {
-            let blocks = os::map(SHARDS * SHARD_START * core::mem::size_of::<BlockRec>());
-            let filter = os::map(FILTER_SLOTS * core::mem::size_of::<AtomicU16>());
-            let stacks = os::map(STACKS * core::mem::size_of::<StackRec>());
-            let index = os::map(STACK_INDEX * core::mem::size_of::<u32>());
-            if blocks.is_null() || stacks.is_null() || index.is_null() || filter.is_null() {
-                // Mappings that were made stay unused; the next start tries
-                // again.
+            let sizes = [
+                SHARDS * SHARD_START * core::mem::size_of::<BlockRec>(),
+                FILTER_SLOTS * core::mem::size_of::<AtomicU16>(),
+                STACKS * core::mem::size_of::<StackRec>(),
+                STACK_INDEX * core::mem::size_of::<u32>(),
+            ];
+            let maps = sizes.map(os::map);
+            if maps.iter().any(|m| m.is_null()) {
+                // The mappings that were made go back; the next start tries
+                // again. A refused unmap leaves one mapped and unused.
+                for (&m, &size) in maps.iter().zip(&sizes) {
+                    if !m.is_null() {
+                        // SAFETY: a mapping just made here, of this size,
+                        // that nothing else has seen.
+                        let _unmapped = unsafe { os::unmap(m, size) };
+                    }
+                }
                 return false;
             }
+            let [blocks, filter, stacks, index] = maps;
             // The filter and the block table are read before they are
             // written, at random places: written once now, their pages are
             // never the shared zero page, whose replacement on a later write

@@ -29,3 +29,14 @@ pub fn library() -> PathBuf {
     );
     lib
 }
+
+/// A failure message is exactly one `poolmalloc: error:` line, with no panic.
+#[allow(dead_code)] // not every test file checks failures
+pub fn one_error_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr).into_owned();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{text}");
+    assert!(lines[0].starts_with("poolmalloc: error: "), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    text
+}
