@@ -772,6 +772,7 @@ impl Arenas {
                 self.bucket_remove(a, before);
             }
             let k = a_ref.pools[i].slices.get() as usize;
+            a_ref.pools[i].forget_cold();
             for pool in &a_ref.pools[i..i + k] {
                 pool.hand.state.store(state::FREE, Relaxed);
                 pool.hand.owner.store(0, Relaxed);
@@ -847,13 +848,16 @@ impl Arenas {
 
     /// Free slices whose pages may stay resident while they wait out the
     /// purge delay: [`DIRTY_ALLOWANCE`] plus a sixteenth of the slices in
-    /// use. Lock held.
+    /// use, less the pages of those that went back to the OS (cold pages of
+    /// thinned pools). Lock held.
     ///
     /// # Safety
     /// The arena lock must be held.
     unsafe fn dirty_allowance(&self) -> usize {
         // SAFETY: the arena lock is held (by the caller).
-        DIRTY_ALLOWANCE / POOL_SIZE + unsafe { self.in_use_slices.get() } / 16
+        let in_use = unsafe { self.in_use_slices.get() };
+        let resident = in_use.saturating_sub(crate::pool::COLD_BYTES.load(Relaxed) / POOL_SIZE);
+        DIRTY_ALLOWANCE / POOL_SIZE + resident / 16
     }
 
     /// An arena whose pools are all free: keep as spare or unmap. Lock held.

@@ -108,6 +108,9 @@
 //! * **span**: a huge allocation's own mapping (above 1 MiB, or aligned
 //!   above 1 MiB).
 //! * **granule**: 4 MiB of address space, one ownership-map entry.
+//! * **cold page**: a page of a pool in use that holds only free blocks and
+//!   was given back to the OS; its blocks are on no list until the pool runs
+//!   out of others.
 //!
 //! # Block lifecycle
 //!
@@ -115,6 +118,16 @@
 //! popped by `malloc`, and pushed back by `free`: onto the local list if the
 //! freeing thread owns the pool, onto the pool's remote list otherwise. The
 //! owner takes the remote list over when its local list runs dry.
+//!
+//! A small pool that was full is armed: the free that brings it down to
+//! half its blocks takes the same branch as the free that empties it, and
+//! tells its heap, which keeps it waiting (one per class) until the next
+//! pool of the class thins out. If it is then at most three eighths in use,
+//! its wholly free pages go back to the OS and their blocks become cold
+//! (`Heap::pool_thinned`, `Pool::cool`); the pool puts them back on its
+//! list when it has no other free block (`Pool::warm`). Frees into a pool
+//! with cold pages take the checked path, where a free of a cold block is
+//! reported as a double free.
 //!
 //! # Pool state machine
 //!

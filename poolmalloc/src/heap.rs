@@ -155,6 +155,14 @@ pub struct Heap {
     /// Heap profiler: the state of the sampling intervals' random numbers
     /// (0 until the first draw). Heap user.
     pub prof_rng: Local<u64>,
+    /// Per small class, the last pool that thinned out (fell to half its
+    /// blocks in use after it was full), with its generation, waiting for
+    /// the next one to thin: then, if it is still thin, its free pages go
+    /// back to the OS (see [`pool_thinned`](Self::pool_thinned)). Null if
+    /// none. Heap user.
+    thin: [Local<*mut Pool>; NUM_SINGLE],
+    /// See `thin`. Heap user.
+    thin_generation: [Local<u32>; NUM_SINGLE],
 }
 
 /// Every method below but `new` reads or writes the heap's state, which
@@ -188,6 +196,8 @@ impl Heap {
             rng: Rng::new(),
             prof_left: Local::new(0),
             prof_rng: Local::new(0),
+            thin: [const { Local::new(ptr::null_mut()) }; NUM_SINGLE],
+            thin_generation: [const { Local::new(0) }; NUM_SINGLE],
         }
     }
 
@@ -258,6 +268,7 @@ impl Heap {
                     // `p` is on no list while current.
                     self.full[class].push(p);
                     self.current[class].set(empty_pool());
+                    self.arm(pr, class);
                 }
                 let mut next = self.avail[class].pop();
                 if next.is_null() && self.hints.take(class) {
@@ -416,11 +427,9 @@ impl Heap {
             let class = pr.class();
             self.full[class].remove(p);
             pr.withdraw_full(self.owner.get());
-            let used = pr.push(b);
-            if used == 0 {
-                self.release_empty(p, false);
-            } else {
-                self.avail[class].push(p);
+            self.avail[class].push(p);
+            if pr.push(b) == 0 {
+                self.pool_emptied(p);
             }
             self.check();
         }
@@ -438,6 +447,38 @@ impl Heap {
         }
         // SAFETY: by the caller.
         let pr = unsafe { &*pool };
+        if pr.hand.owner.load(Relaxed) & (OWNER_FULL | OWNER_CHECKED) != 0 {
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.free_owned_flagged(pool, b) };
+        }
+        // SAFETY: `b` is in the pool's block area, and we own the pool (the
+        // heap's user owns its pools).
+        if !unsafe { pr.may_free(b) } {
+            return;
+        }
+        // SAFETY: a handed-out block of a pool of this heap, which we own.
+        if unsafe { pr.push(b) } == 0 {
+            // SAFETY: a USED pool of this heap, not full; we are its user.
+            unsafe { self.pool_emptied(pool) };
+        }
+    }
+
+    /// [`free_owned`](Self::free_owned) into a pool whose owner word has a
+    /// flag: a full pool, or a checked one, which may have cold pages (a
+    /// block on one is free already).
+    ///
+    /// # Safety
+    /// As for [`free_owned`](Self::free_owned), outside secure mode.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_owned_flagged(&self, pool: *mut Pool, b: *mut Block) {
+        // SAFETY: by the caller.
+        let pr = unsafe { &*pool };
+        if pr.in_cold(b.cast()) {
+            // Its mark went with the page, so `may_free` could not tell.
+            crate::fault::invalid_free(b.cast(), "double free");
+            return;
+        }
         // SAFETY: `b` is in the pool's block area, and we own the pool (the
         // heap's user owns its pools).
         if !unsafe { pr.may_free(b) } {
@@ -518,6 +559,8 @@ impl Heap {
     /// # Safety
     /// The caller must be the heap's user.
     pub unsafe fn release_everything(&self) {
+        // SAFETY: by the caller, we are the heap's user.
+        unsafe { self.forget_all_thin() };
         // Held-back blocks are this heap's own (a first-class heap frees
         // only into its own pools), dead with it.
         for slot in &self.ring {
@@ -569,7 +612,8 @@ impl Heap {
         self.hints.clear();
     }
 
-    /// A local free left `p` with no block in use.
+    /// A local free left `p` with no block in use, or, if the pool is
+    /// armed, at its floor (the fast path's one branch serves both).
     ///
     /// # Safety
     /// The caller must be the heap's user; `p` must be a USED pool of this
@@ -581,6 +625,9 @@ impl Heap {
         // `avail`; once off it, on no list.
         unsafe {
             let pr = &*p;
+            if pr.floor() != 0 {
+                return self.pool_thinned(p);
+            }
             let class = pr.class();
             if self.current[class].get() == p {
                 return; // keep the pool we allocate from
@@ -588,6 +635,118 @@ impl Heap {
             self.avail[class].remove(p);
             self.release_empty(p, false);
             self.check();
+        }
+    }
+
+    /// Arms a small pool just filed as full, so that the heap hears when
+    /// frees bring it down to half its blocks (see [`Pool::arm`]). Not in
+    /// secure mode, whose frees all take the checked path.
+    ///
+    /// # Safety
+    /// The caller must be the heap's user and `pr` a pool of this heap.
+    #[inline]
+    unsafe fn arm(&self, pr: &Pool, class: usize) {
+        if class < NUM_SINGLE && !crate::options::secure() {
+            // SAFETY: by the caller, we own the pool. A single-slice pool
+            // holds at most 4,096 blocks, so half of them fits 16 bits.
+            unsafe { pr.arm((pr.capacity() / 2) as u16) };
+        }
+    }
+
+    /// An armed pool fell to its floor, half its blocks: it is disarmed,
+    /// and it waits (one per class) until the next pool of its class does
+    /// the same. That pool comes after it in the program's order of frees,
+    /// so by then the frees that were thinning the first one have usually
+    /// passed it. If it is still at most three eighths in use, its wholly
+    /// free pages go back to the OS at once ([`Pool::cool`]). This is how
+    /// the memory of a burst that left a few blocks in every pool it used
+    /// goes back without another call, the fast paths unchanged: a program
+    /// that then sleeps keeps at most one waiting pool per class.
+    ///
+    /// A pool that keeps emptying is released before its turn and costs a
+    /// compare; one that is refilled meanwhile is skipped; the walk of its
+    /// free list happens once per thinning, after at least half a pool of
+    /// frees.
+    ///
+    /// # Safety
+    /// The caller must be the heap's user; `p` a USED pool of this heap.
+    #[cold]
+    unsafe fn pool_thinned(&self, p: *mut Pool) {
+        // SAFETY: by the caller, we own `p` and are the heap's user.
+        unsafe {
+            let pr = &*p;
+            pr.disarm();
+            let class = pr.class();
+            if class >= NUM_SINGLE {
+                return;
+            }
+            let (waiting, generation) = (self.thin[class].get(), self.thin_generation[class].get());
+            self.thin[class].set(p);
+            self.thin_generation[class].set(pr.generation());
+            if !waiting.is_null() && waiting != p {
+                self.cool_if_thin(waiting, generation, class);
+            }
+        }
+    }
+
+    /// Gives back the free pages of `p` if it is still this heap's pool of
+    /// `class` in the same generation, not current, not full, and at most
+    /// three eighths in use (see [`pool_thinned`](Self::pool_thinned)).
+    /// Returns the bytes given back.
+    ///
+    /// # Safety
+    /// The caller must be the heap's user; `p` must be a pool record in a
+    /// live arena (a pool this heap held and has not released, which
+    /// `forget_thin` ensures).
+    unsafe fn cool_if_thin(&self, p: *mut Pool, generation: u32, class: usize) -> usize {
+        // SAFETY: `p` is in a live arena (by the caller). Once the owner word
+        // names this heap, with neither the full nor the stashed flag, the
+        // pool is ours: a USED pool that is current or on `avail`.
+        unsafe {
+            let pr = &*p;
+            let owner = self.owner.get();
+            if pr.hand.owner.load(Relaxed) & !OWNER_CHECKED != owner
+                || pr.generation() != generation
+                || pr.class() != class
+                || self.current[class].get() == p
+            {
+                return 0;
+            }
+            let used = pr.used() as usize;
+            if used == 0 || used * 8 > pr.capacity() * 3 {
+                return 0;
+            }
+            let given = pr.cool();
+            // The cold pages call for checked frees.
+            pr.set_owner_word(owner);
+            given
+        }
+    }
+
+    /// Forgets `p` as a pool waiting to be cooled: it leaves the heap.
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
+    #[inline]
+    unsafe fn forget_thin(&self, p: *mut Pool) {
+        // SAFETY: by the caller, the waiting slots are ours.
+        unsafe {
+            for slot in &self.thin {
+                if slot.get() == p {
+                    slot.set(ptr::null_mut());
+                }
+            }
+        }
+    }
+
+    /// Forgets every pool waiting to be cooled.
+    ///
+    /// # Safety
+    /// The caller must be the heap's user.
+    unsafe fn forget_all_thin(&self) {
+        for slot in &self.thin {
+            // SAFETY: by the caller, the waiting slots are ours.
+            unsafe { slot.set(ptr::null_mut()) };
         }
     }
 
@@ -648,6 +807,7 @@ impl Heap {
         // SAFETY: by the caller, `p` is ours, empty and on no list, and we
         // are the heap's user (the stash is ours).
         unsafe {
+            self.forget_thin(p);
             let pr = &*p;
             let room = self.stash.len() < STASH_MAX
                 && self.stash_slices() + pr.slices.get() as usize <= STASH_MAX_SLICES;
@@ -678,8 +838,9 @@ impl Heap {
         }
     }
 
-    /// Collects remote frees everywhere and gives every empty pool (and the
-    /// stash) back to the arenas.
+    /// Collects remote frees everywhere, gives every empty pool (and the
+    /// stash) back to the arenas, and gives back the wholly free pages of
+    /// the pools in use, the current ones aside ([`Pool::cool`]).
     ///
     /// # Safety
     /// The caller must be the heap's user.
@@ -708,6 +869,10 @@ impl Heap {
                     if pr.is_empty() {
                         self.avail[class].remove(p);
                         self.release_empty(p, true);
+                    } else if class < NUM_SINGLE && pr.cool() > 0 {
+                        // Its wholly free pages went back; its frees are
+                        // checked now.
+                        pr.set_owner_word(self.owner.get());
                     }
                     p = next;
                 }
@@ -743,6 +908,7 @@ impl Heap {
         // lists are ours, and each pool taken from them is ours and on no
         // list.
         unsafe {
+            self.forget_all_thin();
             self.flush_ring();
             self.flush_remote();
             for class in 0..NUM_CLASSES {
@@ -778,6 +944,7 @@ impl Heap {
         // SAFETY: by the caller, `p` is ours (we own it) and on no list, and
         // we are the heap's user.
         unsafe {
+            self.forget_thin(p);
             let pr = &*p;
             pr.collect_remote();
             if pr.is_empty() {
@@ -799,6 +966,7 @@ impl Heap {
         // SAFETY: by the caller we are the heap's user: every field here is
         // ours.
         unsafe {
+            self.forget_all_thin();
             for slot in &self.ring {
                 slot.set(ptr::null_mut());
             }
@@ -974,8 +1142,7 @@ impl Heap {
         // a USED one that is not full is current or on `avail`.
         unsafe {
             pr.secure_push(b);
-            let used = pr.used() - 1;
-            pr.used.store(used, Relaxed);
+            let used = pr.drop_used(1);
             let class = pr.class();
             if word & OWNER_FULL != 0 {
                 self.full[class].remove(pool);
@@ -1144,12 +1311,14 @@ unsafe fn check_pool(p: &Pool, class: usize) {
             let a = b as usize;
             assert!(a >= p.start.get() as usize && a < p.bump.get() as usize, "free block inside carved area");
             assert_eq!((a - p.start.get() as usize) % bs, 0, "free block on a block boundary");
+            assert!(!p.in_cold(b.cast()), "no free block on a cold page is listed");
             free += 1;
             b = (*b).next;
         }
         free += p.store_len();
         let uncarved = (p.end() as usize - p.bump.get() as usize) / bs;
-        assert_eq!(free + p.used() as usize + uncarved, p.capacity(), "blocks add up to capacity");
+        let cold = p.cold_blocks();
+        assert_eq!(free + p.used() as usize + uncarved + cold, p.capacity(), "blocks add up to capacity: {free} free, {} used ({} floor), {uncarved} uncarved, {cold} cold, bs {bs}", p.used(), p.floor());
     }
 }
 
@@ -1357,6 +1526,91 @@ mod tests {
             for b in live {
                 check_and_free(&h, b);
             }
+            h.release_everything();
+        }
+    }
+
+    /// A burst that leaves a cluster of live blocks in the middle of every
+    /// pool it filled, freed in the order it was allocated (the shape of a
+    /// server after a burst of requests): once the next pool of the class
+    /// thins out, the one before gives its wholly free pages back, with no
+    /// further call. The cluster is intact, the given-back pages read as
+    /// zero, frees into the pool are checked, and refilling reuses the cold
+    /// blocks before any new pool.
+    #[test]
+    fn a_thinned_pool_gives_its_free_pages_back() {
+        let class = crate::size_class::class_of(if cfg!(miri) { 512 } else { 64 });
+        let bs = class_size(class);
+        let per_pool = crate::pool::POOL_SIZE / bs;
+        let unit = crate::pool::cold_unit();
+        let h = test_heap();
+        let mut live = Vec::new();
+        // SAFETY: the test's own heap (see above); every block freed is a
+        // live one that `fill` made, freed once. Pool records are read for
+        // pools the heap holds, whose owner we are. Freed blocks on cold
+        // pages are read as raw pool memory, which stays mapped.
+        unsafe {
+            fill(&h, class, per_pool * 5 + 1, &mut live);
+            let taken = pools_of(&h, class);
+            // In each pool, keep the 8 blocks from the middle of its blocks.
+            let mut kept = Vec::new();
+            let mut freed = Vec::new();
+            let mut seen: Vec<(*mut Pool, usize)> = Vec::new();
+            for &b in &live {
+                let pool = arena::pool_of(b.0);
+                let k = match seen.iter_mut().find(|(p, _)| *p == pool) {
+                    Some((_, k)) => {
+                        *k += 1;
+                        *k
+                    }
+                    None => {
+                        seen.push((pool, 0));
+                        0
+                    }
+                };
+                let n = (*pool).capacity();
+                if (n / 2..n / 2 + 8).contains(&k) {
+                    kept.push(b);
+                } else {
+                    freed.push(b.0);
+                    check_and_free(&h, b);
+                }
+            }
+            // Every pool that was full and thinned out before another one
+            // did has cold pages: all of them but the last two.
+            let full_pools: Vec<*mut Pool> = seen.iter().map(|s| s.0).filter(|&p| (*p).capacity() == per_pool).collect();
+            assert!(full_pools.len() >= 4);
+            let cooled: Vec<*mut Pool> = full_pools.iter().copied().filter(|&p| (*p).in_cold((*p).start.get())).collect();
+            assert!(cooled.len() + 2 >= full_pools.len(), "{} of {} pools cooled", cooled.len(), full_pools.len());
+            for &p in &cooled {
+                let pr = &*p;
+                assert_ne!(pr.hand.owner.load(Relaxed) & OWNER_CHECKED, 0, "frees into a cold pool are checked");
+                assert_eq!(pr.used(), 8);
+                // The first page holds only freed blocks: it went back and
+                // reads as zero.
+                let first = pr.start.get();
+                assert!((0..unit).all(|i| first.add(i).read() == 0), "a cold page reads as zero");
+            }
+            for &b in &kept {
+                assert_eq!((b.0.read(), b.0.add(bs - 1).read()), (b.2, b.2), "kept blocks survive");
+            }
+            h.check_invariants();
+            // Refill every block the pools hold: the cold blocks come back
+            // before any new pool.
+            let room: usize = seen.iter().map(|s| (*s.0).capacity()).sum::<usize>() - kept.len();
+            assert_eq!(seen.len(), taken);
+            let mut again = Vec::new();
+            fill(&h, class, room, &mut again);
+            assert_eq!(pools_of(&h, class), taken, "the cold blocks are reused before any new pool");
+            for &p in &cooled {
+                assert!(!(*p).in_cold((*p).start.get()), "no pool is cold once refilled");
+                assert_eq!((*p).hand.owner.load(Relaxed) & OWNER_CHECKED, 0, "and its frees are fast again");
+            }
+            h.check_invariants();
+            for b in kept.into_iter().chain(again) {
+                check_and_free(&h, b);
+            }
+            h.check_invariants();
             h.release_everything();
         }
     }

@@ -53,7 +53,7 @@ use crate::list::{Links, List};
 use crate::size_class;
 use crate::sync::Local;
 use core::ptr;
-use crate::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::*};
+use crate::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 
 /// log2 of the pool size (one arena slice).
 pub const POOL_SHIFT: usize = size_class::SLICE_SHIFT;
@@ -139,15 +139,27 @@ pub struct Pool {
     /// Head of the local free list. Owner only.
     pub free: Local<*mut Block>,
     /// Blocks handed out and not yet freed locally or collected from the
-    /// remote list. Written by the owner only; read by statistics.
+    /// remote list, less `floor` (see [`used`](Self::used)). Written by the
+    /// owner only; read by statistics.
     pub used: AtomicU32,
     /// Size class. Geometry: written by the owner when the pool is
     /// (re)initialised, before any of its blocks can reach another thread.
     class: AtomicU32,
     /// Next never-used byte. Owner only.
     pub bump: Local<*mut u8>,
-    /// End of the last whole block. As `class`.
-    end: AtomicPtr<u8>,
+    /// While non-zero, a watermark of blocks in use: `used` counts only the
+    /// blocks above it, so the free that brings the pool down to `floor`
+    /// blocks in use takes the branch of the free that empties it (see
+    /// [`arm`](Self::arm)). Written by the owner only; read by statistics.
+    floor: AtomicU16,
+    /// Pages of the block area given back to the OS while the pool is in
+    /// use: bit j stands for the j-th [`cold_unit`] of the pool's slice.
+    /// Every block that overlaps one is free and on no list (see
+    /// [`cool`](Self::cool)). Written by the owner only; any thread may
+    /// read it.
+    cold: AtomicU16,
+    /// Bytes from `start` to the end of the last whole block. As `class`.
+    span: AtomicU32,
     /// Block size in bytes. As `class`.
     block_size: AtomicU32,
     /// Blocks that fit in this pool. As `class`.
@@ -208,7 +220,9 @@ impl Pool {
             class: AtomicU32::new(0),
             hand: Handover::new(),
             bump: Local::new(ptr::null_mut()),
-            end: AtomicPtr::new(ptr::null_mut()),
+            floor: AtomicU16::new(0),
+            cold: AtomicU16::new(0),
+            span: AtomicU32::new(0),
             block_size: AtomicU32::new(0),
             capacity: AtomicU32::new(0),
             next: Local::new(ptr::null_mut()),
@@ -226,15 +240,21 @@ impl Pool {
 
     /// Flags every owner word of this pool carries: [`OWNER_CHECKED`] for a
     /// class above 32 KiB, for every class in secure mode (whose frees all
-    /// take the checked path), and while the pool holds a block the heap
-    /// profiler sampled.
+    /// take the checked path), while the pool holds a block the heap
+    /// profiler sampled, and while it has cold pages (a free of a block in
+    /// one is a double free, which the mark cannot show: the page reads as
+    /// zero).
     ///
     /// # Safety
     /// As for [`is_medium`](Self::is_medium).
     #[inline]
     pub unsafe fn owner_flags(&self) -> usize {
         // SAFETY: forwarded from the caller.
-        if unsafe { self.is_medium() } || crate::options::secure() || self.prof_samples.load(Relaxed) != 0 {
+        if unsafe { self.is_medium() }
+            || crate::options::secure()
+            || self.prof_samples.load(Relaxed) != 0
+            || self.cold.load(Relaxed) != 0
+        {
             OWNER_CHECKED
         } else {
             0
@@ -346,16 +366,19 @@ impl Pool {
             self.class.store(class as u32, Relaxed);
             self.block_size.store(bs as u32, Relaxed);
             self.capacity.store(cap as u32, Relaxed);
+            self.span.store((cap * bs) as u32, Relaxed);
             self.free.set(ptr::null_mut());
             self.store.set(ptr::null_mut());
             if crate::options::secure() {
                 self.skey.set(new_key(self as *const Pool as usize));
             }
             self.bump.set(start);
-            // SAFETY (arithmetic): cap * bs <= the pool area, so this stays in the pool.
-            self.end.store(start.wrapping_add(cap * bs), Relaxed);
         }
         self.used.store(0, Relaxed);
+        self.floor.store(0, Relaxed);
+        // SAFETY: by the caller, we hold the pool with no block out (an
+        // empty pool from a stash may still have cold pages).
+        unsafe { self.forget_cold() };
         self.hand.reset();
         // SAFETY: we own the pool (see above); `class` was just written by
         // us. `hints` lives in a heap, and heaps are never unmapped (by the
@@ -406,7 +429,8 @@ impl Pool {
     /// The end of the last whole block (geometry).
     #[inline(always)]
     pub fn end(&self) -> *mut u8 {
-        self.end.load(Relaxed)
+        // SAFETY: `start` is written once, before the record is visible.
+        unsafe { self.start.get() }.wrapping_add(self.span.load(Relaxed) as usize)
     }
 
     /// How many times the pool was initialised (geometry).
@@ -415,10 +439,59 @@ impl Pool {
         self.generation.load(Relaxed)
     }
 
-    /// Blocks in use as seen by the owner.
+    /// Blocks in use as seen by the owner: the counter plus the floor.
     #[inline(always)]
     pub fn used(&self) -> u32 {
-        self.used.load(Relaxed)
+        self.used.load(Relaxed).wrapping_add(u32::from(self.floor.load(Relaxed)))
+    }
+
+    /// The thinning watermark (0 when the pool is not armed).
+    #[inline]
+    pub fn floor(&self) -> u32 {
+        u32::from(self.floor.load(Relaxed))
+    }
+
+    /// Arms the pool: the free that leaves `floor` blocks in use will call
+    /// the same hook as the one that empties it (the fast path's one
+    /// branch serves both), so that the heap learns the pool thinned out.
+    /// Does nothing unless more than `floor` blocks are in use. Owner only.
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn arm(&self, floor: u16) {
+        let used = self.used();
+        if floor != 0 && used > u32::from(floor) {
+            self.floor.store(floor, Relaxed);
+            self.used.store(used - u32::from(floor), Relaxed);
+        }
+    }
+
+    /// Takes the floor down, so that `used` counts every block in use again.
+    /// Owner only.
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn disarm(&self) {
+        let used = self.used();
+        self.floor.store(0, Relaxed);
+        self.used.store(used, Relaxed);
+    }
+
+    /// Counts `n` blocks as no longer in use and returns how many are;
+    /// takes the floor down first if they reach it. Owner only.
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn drop_used(&self, n: u32) -> u32 {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            if self.used.load(Relaxed) <= n {
+                self.disarm();
+            }
+        }
+        let left = self.used() - n;
+        self.used.store(left - self.floor(), Relaxed);
+        left
     }
 
     /// Whether the pool has no block handed out (remote frees collected).
@@ -563,7 +636,12 @@ impl Pool {
     pub unsafe fn handed_out(&self, p: *const u8) -> bool {
         // SAFETY: by the caller, we own the pool: its bump pointer, local
         // list and store are ours.
-        unsafe { (p as usize) < self.bump.get() as usize && !self.on_local_list(p.cast()) && !self.in_store(p) }
+        unsafe {
+            (p as usize) < self.bump.get() as usize
+                && !self.in_cold(p)
+                && !self.on_local_list(p.cast())
+                && !self.in_store(p)
+        }
     }
 
     /// Recomputes `used` from the local list and the bump pointer. For a
@@ -593,8 +671,9 @@ impl Pool {
         // SAFETY: we own the pool (by the caller): the store, the bump
         // pointer and the geometry are ours; `start` never changes.
         unsafe {
-            free += self.store_len() as u32;
+            free += self.store_len() as u32 + self.cold_blocks() as u32;
             let carved = (self.bump.get() as usize - self.start.get() as usize) / self.block_size();
+            self.floor.store(0, Relaxed);
             self.used.store(carved as u32 - free, Relaxed);
         }
     }
@@ -628,7 +707,7 @@ impl Pool {
                 self.take_mark(b);
                 self.free.set((*b).next);
             }
-            self.used.store(self.used() + 1, Relaxed);
+            self.used.store(self.used.load(Relaxed) + 1, Relaxed);
         }
         b
     }
@@ -654,8 +733,9 @@ impl Pool {
         }
     }
 
-    /// Pushes a block onto the local list and returns the new used count.
-    /// Owner only.
+    /// Pushes a block onto the local list and returns the new value of the
+    /// `used` counter: 0 when the pool emptied or, if armed, reached its
+    /// floor (see [`arm`](Self::arm)). Owner only.
     ///
     /// # Safety
     /// `b` must be a block of this pool that is handed out, and the caller
@@ -669,13 +749,14 @@ impl Pool {
             (*b).mark = self.mark();
             self.free.set(b);
         }
-        let u = self.used() - 1;
+        let u = self.used.load(Relaxed) - 1;
         self.used.store(u, Relaxed);
         u
     }
 
     /// Pushes a block onto the local list and calls `emptied` if the pool
-    /// then has no block in use. Owner only.
+    /// then has no block in use or, if armed, reached its floor (the `used`
+    /// counter reached zero; see [`arm`](Self::arm)). Owner only.
     ///
     /// # Safety
     /// `b` must be a block of this pool that is handed out, and the caller
@@ -709,7 +790,7 @@ impl Pool {
         }
         #[cfg(not(all(target_arch = "x86_64", not(miri))))]
         {
-            let u = self.used() - 1;
+            let u = self.used.load(Relaxed) - 1;
             self.used.store(u, Relaxed);
             if u == 0 {
                 emptied();
@@ -763,6 +844,204 @@ impl Pool {
         (left != 0).then(|| (bump, bs, (left / bs).min((CARVE_BYTES / bs).max(1))))
     }
 
+    /// The page units of the pool's slice that the block starting at `a`
+    /// overlaps, as a mask (see [`cold`](Self::cold)). Arithmetic only.
+    #[inline]
+    fn units_of(&self, a: usize) -> u32 {
+        let unit = cold_unit();
+        let first = (a & (POOL_SIZE - 1)) / unit;
+        let last = ((a & (POOL_SIZE - 1)) + self.block_size() - 1) / unit;
+        let last = last.min(31);
+        ((u64::MAX >> (63 - last)) as u32) & !((1u32 << first) - 1)
+    }
+
+    /// Whether `p` lies in a block that overlaps a cold page (a free block
+    /// on no list). Any thread; exact for the owner.
+    #[inline(always)]
+    pub fn in_cold(&self, p: *const u8) -> bool {
+        let cold = u32::from(self.cold.load(Relaxed));
+        cold != 0 && self.overlaps(p as usize, cold)
+    }
+
+    /// Whether the block starting at `a` overlaps the page units in `mask`.
+    #[cold]
+    #[inline(never)]
+    fn overlaps(&self, a: usize, mask: u32) -> bool {
+        self.units_of(a) & mask != 0
+    }
+
+    /// The carved blocks that overlap cold pages. Owner only.
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn cold_blocks(&self) -> usize {
+        let cold = u32::from(self.cold.load(Relaxed));
+        if cold == 0 {
+            return 0;
+        }
+        // SAFETY: by the caller, we own the pool; `start` never changes.
+        let (start, bump) = unsafe { (self.start.get() as usize, self.bump.get() as usize) };
+        let bs = self.block_size();
+        (start..bump).step_by(bs).filter(|&a| self.units_of(a) & cold != 0).count()
+    }
+
+    /// Gives back to the OS every page of the carved area that holds only
+    /// free blocks, and takes the blocks that overlap those pages off the
+    /// local list: they become cold, free and on no list, until
+    /// [`warm`](Self::warm) puts them back. Returns the bytes given back.
+    ///
+    /// This is how a pool that the program thinned out, and left so, stops
+    /// costing memory for its free blocks while it still holds live ones.
+    /// It walks the local list once and costs one `madvise` per run of
+    /// pages. Pages past the bump pointer are left to the carve, and the
+    /// cold mask puts `OWNER_CHECKED` into the owner word (see
+    /// [`owner_flags`](Self::owner_flags)), which the caller must store.
+    /// Nothing happens for a medium pool, in secure mode, or where a page
+    /// is more than half a pool.
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn cool(&self) -> usize {
+        const WORDS: usize = POOL_SIZE / size_class::ALIGNMENT / 64;
+        let unit = cold_unit();
+        let units = POOL_SIZE / unit;
+        // SAFETY: by the caller, we own the pool.
+        if units < 2 || crate::options::secure() || unsafe { self.is_medium() } {
+            return 0;
+        }
+        // SAFETY: by the caller, we own the pool: its bump pointer and local
+        // list are ours; `start` never changes.
+        let (origin, bump, head) = unsafe { (self.start.get(), self.bump.get() as usize, self.free.get()) };
+        let (start, bs) = (origin as usize, self.block_size());
+        let base = start & !(POOL_SIZE - 1);
+        let cold = u32::from(self.cold.load(Relaxed));
+        // One bit per carved block: free (on the list, or cold already).
+        let mut free = [0u64; WORDS];
+        let mut b = head;
+        while !b.is_null() {
+            let i = (b as usize - start) / bs;
+            free[i / 64] |= 1 << (i % 64);
+            // SAFETY: blocks on the local list are free blocks of this pool.
+            b = unsafe { (*b).next };
+        }
+        if cold != 0 {
+            for (i, a) in (start..bump).step_by(bs).enumerate() {
+                if self.units_of(a) & cold != 0 {
+                    free[i / 64] |= 1 << (i % 64);
+                }
+            }
+        }
+        let all_free = |first: usize, last: usize| (first..=last).all(|i| free[i / 64] & (1 << (i % 64)) != 0);
+        let mut fresh = 0u32;
+        for j in 0..units {
+            let (lo, hi) = (base + j * unit, base + (j + 1) * unit);
+            if lo < start || hi > bump || cold & (1 << j) != 0 {
+                continue;
+            }
+            if all_free((lo - start) / bs, (hi - 1 - start) / bs) {
+                fresh |= 1 << j;
+            }
+        }
+        if fresh == 0 {
+            return 0;
+        }
+        // The list first: its links lie in the pages about to read as zero.
+        let now = cold | fresh;
+        let (mut first, mut last): (*mut Block, *mut Block) = (ptr::null_mut(), ptr::null_mut());
+        let mut b = head;
+        while !b.is_null() {
+            // SAFETY: as above; a kept block's link is rewritten only once
+            // the block it follows is known.
+            unsafe {
+                let next = (*b).next;
+                if self.units_of(b as usize) & now == 0 {
+                    if last.is_null() {
+                        first = b;
+                    } else {
+                        (*last).next = b;
+                    }
+                    last = b;
+                }
+                b = next;
+            }
+        }
+        // SAFETY: `last` is a free block of ours (by the caller, the list is).
+        unsafe {
+            if !last.is_null() {
+                (*last).next = ptr::null_mut();
+            }
+            self.free.set(first);
+        }
+        self.cold.store(now as u16, Relaxed);
+        COLD_BYTES.fetch_add(fresh.count_ones() as usize * unit, Relaxed);
+        let mut given = 0;
+        let mut m = fresh;
+        while m != 0 {
+            let j = m.trailing_zeros() as usize;
+            let run = (m >> j).trailing_ones() as usize;
+            // SAFETY: these pages lie in our pool's carved area and hold only
+            // free blocks, now on no list: nothing reads them until `warm`
+            // writes them again. If the call fails they keep their bytes and
+            // stay cold all the same.
+            if unsafe { crate::os::decommit(origin.wrapping_add(base + j * unit - start), run * unit) } {
+                given += run * unit;
+            }
+            m &= !(((1u64 << run) - 1) << j) as u32;
+        }
+        given
+    }
+
+    /// Forgets the pool's cold pages: it is being given back to its arena,
+    /// with no block in use, so they are simply free pages now. Called by
+    /// whoever gives the pool back (under the arena lock).
+    ///
+    /// # Safety
+    /// The caller must hold the pool off every heap and list with no block
+    /// of it in use.
+    pub unsafe fn forget_cold(&self) {
+        let cold = u32::from(self.cold.swap(0, Relaxed));
+        if cold != 0 {
+            COLD_BYTES.fetch_sub(cold.count_ones() as usize * cold_unit(), Relaxed);
+        }
+    }
+
+    /// Puts the blocks of the cold pages back on the local list, in address
+    /// order (the pages fill with zeros as they are written). Returns false
+    /// if the pool has no cold page. Owner only.
+    ///
+    /// # Safety
+    /// The caller must be the pool's owner (see [`Pool`]).
+    pub unsafe fn warm(&self) -> bool {
+        let cold = u32::from(self.cold.load(Relaxed));
+        if cold == 0 {
+            return false;
+        }
+        // SAFETY: by the caller, we own the pool: its bump pointer and local
+        // list are ours; `start` never changes.
+        let (origin, bump, mut next) = unsafe { (self.start.get(), self.bump.get() as usize, self.free.get()) };
+        let (start, bs) = (origin as usize, self.block_size());
+        let mut a = bump;
+        while a > start {
+            a -= bs;
+            if self.units_of(a) & cold != 0 {
+                let b = origin.wrapping_add(a - start).cast::<Block>();
+                // SAFETY: a cold block of our pool: free and on no list.
+                unsafe { *b = Block { next, mark: self.mark() } };
+                next = b;
+            }
+        }
+        self.cold.store(0, Relaxed);
+        COLD_BYTES.fetch_sub(cold.count_ones() as usize * cold_unit(), Relaxed);
+        // SAFETY: by the caller, we own the pool and its list; the owner
+        // word is ours to store while the pool is not filed as full (a pool
+        // being refilled is current).
+        unsafe {
+            self.free.set(next);
+            self.drop_stale_check(self.hand.owner.load(Relaxed));
+        }
+        true
+    }
+
     /// Whether there are never-used blocks left.
     ///
     /// # Safety
@@ -785,8 +1064,9 @@ impl Pool {
     /// not own them, where a write after free can change them. So the chain
     /// is walked before it joins the local list: each block must lie in the
     /// carved part of this pool, be aligned, and carry the remote mark, and
-    /// the chain must be exactly as long as the count the pushers kept. A
-    /// block that fails ends in the corrupted-free-list report. The walk
+    /// the chain must be exactly as long as the count the pushers kept, and
+    /// no block may lie on a cold page (it would be free already: freed
+    /// twice). A block that fails ends in the corrupted-free-list report. The walk
     /// also gives each block the local mark that [`pop`](Self::pop) checks
     /// (in secure mode, it puts each block in the store instead).
     ///
@@ -815,7 +1095,12 @@ impl Pool {
             // and marks before the Release CAS we synchronised with. We own
             // the pool (by the caller), as `secure_push` requires.
             unsafe {
-                if a < lo || a >= hi || a & (size_class::ALIGNMENT - 1) != 0 || (*tail).mark != remote_mark {
+                if a < lo
+                    || a >= hi
+                    || a & (size_class::ALIGNMENT - 1) != 0
+                    || (*tail).mark != remote_mark
+                    || self.in_cold(tail.cast())
+                {
                     crate::fault::corrupted_free_list(self.mark(), a);
                 }
                 let next = (*tail).next;
@@ -847,7 +1132,8 @@ impl Pool {
                 self.free.set(head);
             }
         }
-        self.used.store(self.used() - n, Relaxed);
+        // SAFETY: by the caller, we own the pool.
+        unsafe { self.drop_used(n) };
         n
     }
 
@@ -901,6 +1187,19 @@ impl Pool {
         self.hand.withdraw_full(unsafe { self.with_flags(word) });
     }
 }
+
+/// Bytes of cold pages in every pool of the process (pages of pools in use
+/// given back to the OS; see [`Pool::cool`]). The arenas scale what they
+/// let free pools keep resident with the memory in use that is resident.
+pub static COLD_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// The unit of a pool's cold pages: the system page, at least 4 KiB.
+#[inline]
+pub fn cold_unit() -> usize {
+    crate::os::page_size().max(4096)
+}
+
+const _: () = assert!(POOL_SIZE / 4096 <= 16, "a pool's pages fit the 16-bit cold mask");
 
 /// Blocks a secure-mode refill moves from the store to the local list at
 /// once: the local list's plain links (checked by `pop` all the same) cover
@@ -1109,8 +1408,8 @@ impl Pool {
     }
 
     /// Makes free blocks reachable from the local list, from wherever they
-    /// are: the local list itself, the remote list, never-used blocks, and
-    /// in secure mode the store (with `rng` for the carve order). Returns
+    /// are: the local list itself, the remote list, never-used blocks, cold
+    /// pages, and in secure mode the store (with `rng` for the carve order). Returns
     /// false if the pool has none. Owner only.
     ///
     /// # Safety
@@ -1124,7 +1423,7 @@ impl Pool {
                 return true;
             }
             if !crate::options::secure() {
-                return self.collect_remote() > 0 || self.carve();
+                return self.collect_remote() > 0 || self.carve() || self.warm();
             }
             self.secure_refill()
                 || (self.collect_remote() > 0 && self.secure_refill())
@@ -1139,7 +1438,12 @@ impl Pool {
     /// The caller must be the pool's owner (see [`Pool`]).
     pub unsafe fn has_free(&self) -> bool {
         // SAFETY: by the caller, we own the pool.
-        unsafe { !self.free.get().is_null() || !self.store.get().is_null() || self.can_carve() }
+        unsafe {
+            !self.free.get().is_null()
+                || !self.store.get().is_null()
+                || self.can_carve()
+                || self.cold.load(Relaxed) != 0
+        }
     }
 
     /// Calls `f` on every block in the store, in order, checking each.
@@ -1252,6 +1556,10 @@ pub struct PoolStats {
     pub bytes_unused: usize,
     /// Bytes at the end of pools too small for one more block ("rounding").
     pub bytes_quantization: usize,
+    /// Bytes of used pools' pages given back to the OS while the pools hold
+    /// live blocks (cold pages, see [`Pool::cool`]); part of
+    /// `bytes_available`.
+    pub bytes_cold: usize,
 }
 
 /// What one pool in a heap holds, for the per-class and per-heap tallies.
@@ -1303,6 +1611,7 @@ impl PoolStats {
                 self.bytes_in_blocks += in_use * bs;
                 self.bytes_available += (capacity - in_use) * bs;
                 self.bytes_quantization += area - capacity * bs;
+                self.bytes_cold += p.cold.load(Relaxed).count_ones() as usize * cold_unit();
                 let abandoned = st == state::ABANDONED;
                 Some(Holding { owner, abandoned, area, class: Some((class, bs)), in_use, capacity })
             }

@@ -313,6 +313,7 @@ impl fmt::Display for Stats {
         writeln!(f)?;
         line(f, "# pools in use", self.pools.used)?;
         line(f, "# pools abandoned (thread exited)", self.pools.abandoned)?;
+        line(f, "# bytes of their pages given back", self.pools.bytes_cold)?;
         line(f, "# pools free in arenas", self.pools.free)?;
         line(f, "#   of which not resident", self.pools.decommitted)?;
         line(f, "# pools stashed in heaps", self.pools.stashed)?;
@@ -446,7 +447,7 @@ mod json {
     /// up.
     impl Serialize for Stats {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("Stats", 39)?;
+            let mut st = s.serialize_struct("Stats", 40)?;
             st.serialize_field("classes", &Classes(self))?;
             st.serialize_field("arenas_allocated", &self.arenas.allocated)?;
             st.serialize_field("arenas_reclaimed", &self.arenas.reclaimed)?;
@@ -457,6 +458,7 @@ mod json {
             st.serialize_field("pools_stashed", &self.pools.stashed)?;
             st.serialize_field("pools_free", &self.pools.free)?;
             st.serialize_field("pools_not_resident", &self.pools.decommitted)?;
+            st.serialize_field("bytes_cold_in_used_pools", &self.pools.bytes_cold)?;
             st.serialize_field("bytes_in_blocks", &self.pools.bytes_in_blocks)?;
             st.serialize_field("bytes_available", &self.pools.bytes_available)?;
             st.serialize_field("bytes_unused_pools", &self.pools.bytes_unused)?;

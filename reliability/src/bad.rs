@@ -60,6 +60,12 @@ pub enum Pointer {
     /// A small block freed already, after `.1 % 8` of its neighbours were
     /// freed around it.
     DoubleFree(u16, u8),
+    /// A small block (of 16 to 1024 bytes) freed already, whose page then
+    /// went back to the OS: a burst of blocks is freed in order except a
+    /// cluster in the middle of each pool, so the pools thin out and give
+    /// their free pages back; the block is one of those pages' (its mark is
+    /// gone with the page).
+    ColdDoubleFree(u16),
 }
 
 /// The entry point the pointer goes to.
@@ -110,7 +116,10 @@ impl Case {
         if !self.c && self.entry == Entry::UsableSize {
             self.entry = Entry::Free;
         }
-        if !self.debug && matches!(self.pointer, Pointer::DoubleFree(..)) && self.entry != Entry::FreeSized {
+        if !self.debug
+            && matches!(self.pointer, Pointer::DoubleFree(..) | Pointer::ColdDoubleFree(..))
+            && self.entry != Entry::FreeSized
+        {
             self.entry = Entry::Free;
         }
         self
@@ -133,6 +142,7 @@ pub fn all_pointers() -> Vec<Pointer> {
             Pointer::ArenaHeader(i * 100 + 1, i * 4000),
             Pointer::FreedLarge(x),
             Pointer::DoubleFree(i * 300 + 1, i as u8 * 3),
+            Pointer::ColdDoubleFree(i * 400 + 40),
         ]);
     }
     // Found by fuzzing: a misaligned pointer into a block of about 700 KB,
@@ -265,6 +275,40 @@ fn make(pointer: Pointer, api: &Api) -> (*mut u8, usize) {
             let victim = blocks[3];
             api.free(victim, size);
             for &b in blocks.iter().filter(|&&b| b != victim).take(others as usize % 8) {
+                api.free(b, size);
+            }
+            (victim, size)
+        }
+        Pointer::ColdDoubleFree(n) => {
+            const POOL: usize = 64 << 10;
+            let size = 16 + n as usize % (SMALL_MAX - 15);
+            let per_pool = POOL / size.next_multiple_of(16);
+            let blocks: Vec<*mut u8> = (0..per_pool * 6).map(|_| api.alloc(size)).collect();
+            let pool_of = |p: *mut u8| p as usize & !(POOL - 1);
+            // Pools in the order the burst reached them; the first may be
+            // shared with earlier blocks of the class, so it is left alone.
+            let mut pools: Vec<usize> = Vec::new();
+            for &b in &blocks {
+                if pools.last() != Some(&pool_of(b)) {
+                    pools.push(pool_of(b));
+                }
+            }
+            let victim_pool = pools[2];
+            let mut victim: *mut u8 = core::ptr::null_mut();
+            let mut index = 0;
+            for (i, &b) in blocks.iter().enumerate() {
+                if i > 0 && pool_of(b) != pool_of(blocks[i - 1]) {
+                    index = 0;
+                }
+                let keep = (per_pool / 2..per_pool / 2 + 4).contains(&index);
+                index += 1;
+                if keep {
+                    continue;
+                }
+                if victim.is_null() && pool_of(b) == victim_pool {
+                    // The pool's first block: its page holds only freed ones.
+                    victim = b;
+                }
                 api.free(b, size);
             }
             (victim, size)
