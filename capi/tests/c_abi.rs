@@ -267,6 +267,11 @@ fn threads_free_each_others_aligned_blocks() {
 }
 
 #[test]
+fn threads_that_first_allocate_in_the_last_tls_destructor_round_leave_no_heap_behind() {
+    run_c("late_tls", &[]);
+}
+
+#[test]
 fn threads_in_locked_mode() {
     let program = compile("threads", &[]);
     let env = [("POOLMALLOC_THREADS", "locked"), ("POOLMALLOC_VERBOSE", "1")];

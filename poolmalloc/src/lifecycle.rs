@@ -15,7 +15,10 @@
 //! * **Thread exit.** A pthread key destructor abandons the heap: empty pools
 //!   go back to the arenas, the others to the abandoned lists, and the slot
 //!   points at [`DEAD_HEAP`], which sends any later allocation of the exiting
-//!   thread (from other destructors) to the locked heap.
+//!   thread (from other destructors) to the locked heap. A thread whose
+//!   first allocation comes after that destructor's last chance (in the
+//!   last round of TLS destructors) leaves its heap registered; the next
+//!   thread with the same id takes it over (`Registry::new_heap`).
 //! * **First-class heaps** get their heap structures here too.
 //! * **Trim** ([`trim`]) returns free memory at once.
 //! * **Fork.** `pthread_atfork` handlers take every lock before `fork` and

@@ -129,6 +129,13 @@ impl Registry {
     /// user. Null if out of memory.
     pub(crate) fn new_heap(&self, owner: usize) -> *mut Heap {
         let _g = self.lock.guard();
+        if owner & USER_OWNER_BIT == 0 {
+            // SAFETY: the registry lock is held (guard `_g`).
+            let h = unsafe { self.left_behind(owner) };
+            if !h.is_null() {
+                return h;
+            }
+        }
         // SAFETY: the registry lock is held (guard `_g`).
         let h = unsafe { self.free.get() };
         if !h.is_null() {
@@ -165,6 +172,34 @@ impl Registry {
             self.live.set(self.live.get() + 1);
             h
         }
+    }
+
+    /// A live heap whose owner is the thread id `owner`, when the caller is
+    /// a new thread with that id: the heap of an earlier thread that had the
+    /// same thread control block (ids are thread pointers, unique among
+    /// live threads) and exited without giving its heap up. That happens to
+    /// a thread whose first allocation comes in the last round of TLS
+    /// destructors, too late for the thread-exit destructor to run. The new
+    /// thread takes that heap over as it is, pools and all: their owner
+    /// words already name it, and the old thread will never touch them
+    /// again. C libraries reuse the control blocks of exited threads, so
+    /// such heaps do not pile up. Null if there is none. Lock held.
+    ///
+    /// # Safety
+    /// The registry lock must be held.
+    unsafe fn left_behind(&self, owner: usize) -> *mut Heap {
+        let mut found: *mut Heap = ptr::null_mut();
+        // SAFETY: by the caller, the registry lock is held: the list of all
+        // heaps and each heap's `owner` are guarded by it (a thread's heap's
+        // owner is written only by the registry).
+        unsafe {
+            self.for_each(|h| {
+                if h.owner.get() == owner && h.kind == Kind::Real && found.is_null() {
+                    found = h as *const Heap as *mut Heap;
+                }
+            });
+        }
+        found
     }
 
     /// Takes back a heap whose user gave it up (it holds no pools).

@@ -299,7 +299,15 @@ unsafe fn free_suspect(p: *mut u8, pool: *mut Pool) {
 #[cold]
 #[inline(never)]
 unsafe fn pool_emptied(pool: *mut Pool) {
-    let h = lifecycle::own_heap();
+    let mut h = lifecycle::own_heap();
+    // SAFETY: the slot points at a live heap.
+    if unsafe { (*h).kind } == Kind::Uninit {
+        // A thread that has not allocated yet owns a pool: it came with a
+        // heap an earlier thread with the same id left behind, which
+        // setting the thread up takes over (see `Registry::new_heap`).
+        lifecycle::init_thread();
+        h = lifecycle::own_heap();
+    }
     // SAFETY: the pool's owner is this thread, so the slot holds its heap.
     unsafe { (*h).pool_emptied(pool) }
 }
