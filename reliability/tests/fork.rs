@@ -65,6 +65,14 @@ extern "C" fn on_alarm(_: libc::c_int) {
     }
 }
 
+/// A child forked by the signal handler: keeps allocating for a while,
+/// checks the blocks it inherited, and leaves.
+fn child_work(i: usize, live: &[Box<[u8]>]) -> ! {
+    let ok = churn(i, 2000) && live.iter().all(|b| b.iter().all(|&x| x == b[0]));
+    // SAFETY: ends the child.
+    unsafe { libc::_exit(if ok { 0 } else { 3 }) }
+}
+
 fn fork_from_signal_handler() -> Result<usize, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let other = {
@@ -114,10 +122,7 @@ fn fork_from_signal_handler() -> Result<usize, String> {
         }
         i += 1;
         if IN_CHILD.load(Relaxed) {
-            // The child: keep allocating for a while, check, leave.
-            let ok = churn(i, 2000) && live.iter().all(|b| b.iter().all(|&x| x == b[0]));
-            // SAFETY: ends the child.
-            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+            child_work(i, &live);
         }
         let pid = FORKED.load(Relaxed);
         if pid != 0 {
@@ -127,6 +132,11 @@ fn fork_from_signal_handler() -> Result<usize, String> {
             forks += 1;
             FORKED.store(0, Relaxed);
         }
+    }
+    if IN_CHILD.load(Relaxed) {
+        // Forked by a signal that came after the last count, before the
+        // loop's test: the child has no timer thread to join.
+        child_work(i, &live);
     }
     ticking.store(false, Relaxed);
     timer.join().unwrap();
