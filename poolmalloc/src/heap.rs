@@ -1652,6 +1652,63 @@ mod tests {
         }
     }
 
+    /// `trim` gives back the wholly free pages of every pool in use but the
+    /// current one, armed or not, and the blocks left live are intact.
+    #[test]
+    fn trim_gives_back_the_free_pages_of_pools_in_use() {
+        let class = crate::size_class::class_of(if cfg!(miri) { 512 } else { 64 });
+        let per_pool = crate::pool::POOL_SIZE / class_size(class);
+        let h = test_heap();
+        let mut live = Vec::new();
+        // SAFETY: the test's own heap (see above); every block freed is a
+        // live one that `fill` made, freed once; pool records are read for
+        // pools the heap holds.
+        unsafe {
+            fill(&h, class, per_pool * 3, &mut live);
+            // Keep the first 4 blocks of each pool and free the rest, last
+            // first.
+            let mut kept = Vec::new();
+            let mut counts: Vec<(*mut Pool, usize)> = Vec::new();
+            for b in live.into_iter().rev() {
+                let pool = arena::pool_of(b.0);
+                let i = (b.0.addr() - (*pool).start.get().addr()) / class_size(class);
+                if !counts.iter().any(|c| c.0 == pool) {
+                    counts.push((pool, 0));
+                }
+                if i < 4 {
+                    kept.push(b);
+                } else {
+                    check_and_free(&h, b);
+                }
+            }
+            let last_block = |pr: &Pool| pr.start.get().wrapping_add((pr.capacity() - 1) * class_size(class));
+            // Thinning cooled each pool but the last to thin (the first
+            // one): trim must do that one too.
+            let before: Vec<bool> = counts.iter().map(|&(p, _)| (*p).in_cold(last_block(&*p))).collect();
+            h.trim();
+            let current = h.current[class].get();
+            let mut by_trim = 0;
+            for (&(pool, _), &was) in counts.iter().zip(&before) {
+                let pr = &*pool;
+                if pool == current || pr.used() == 0 {
+                    continue;
+                }
+                assert!(pr.in_cold(last_block(pr)), "the last page of a pool with 4 blocks in use went back");
+                by_trim += usize::from(!was);
+            }
+            assert!(by_trim >= 1, "trim cooled a pool that thinning had not");
+            for &b in &kept {
+                assert_eq!((b.0.read(), b.0.add(class_size(class) - 1).read()), (b.2, b.2), "kept blocks survive");
+            }
+            h.check_invariants();
+            for b in kept {
+                check_and_free(&h, b);
+            }
+            h.check_invariants();
+            h.release_everything();
+        }
+    }
+
     #[test]
     fn a_dropped_heap_gives_its_pools_back_with_blocks_in_them() {
         let h = test_heap();
