@@ -171,6 +171,8 @@ pub struct Heap {
     thin: [Local<*mut Pool>; NUM_SINGLE],
     /// See `thin`. Heap user.
     thin_generation: [Local<u32>; NUM_SINGLE],
+    /// The registry's fork count when the heap got its user. Registry lock.
+    pub epoch: Local<u64>,
     /// See `thin`: the class's `switches` when its waiting pool thinned.
     /// Heap user.
     thin_switches: [Local<u32>; NUM_SINGLE],
@@ -215,6 +217,7 @@ impl Heap {
             prof_rng: Local::new(0),
             thin: [const { Local::new(ptr::null_mut()) }; NUM_SINGLE],
             thin_generation: [const { Local::new(0) }; NUM_SINGLE],
+            epoch: Local::new(0),
             thin_switches: [const { Local::new(0) }; NUM_SINGLE],
             thin_in_current: [const { Local::new(0) }; NUM_SINGLE],
             switches: [const { Local::new(0) }; NUM_SINGLE],
@@ -785,6 +788,28 @@ impl Heap {
             // SAFETY: by the caller, the waiting slots are ours.
             unsafe { slot.set(ptr::null_mut()) };
         }
+    }
+
+    /// Whether `p` is on this heap's list of available pools of its class
+    /// (a walk: for a rare path).
+    ///
+    /// # Safety
+    /// The caller must be the heap's user; `p` a pool record in a live
+    /// arena that the caller owns.
+    pub unsafe fn is_available(&self, p: *mut Pool) -> bool {
+        // SAFETY: by the caller, we own `p` (its class is ours to read) and
+        // are the heap's user (its lists are ours).
+        unsafe {
+            let class = (*p).class();
+            let mut q = self.avail[class].head();
+            while !q.is_null() {
+                if q == p {
+                    return true;
+                }
+                q = (*q).next.get();
+            }
+        }
+        false
     }
 
     /// A stashed pool that can serve `class` (as many slices, as long, since

@@ -478,6 +478,9 @@ extern "C" fn fork_parent() {
 /// the calling thread was inside the allocator, whose structures may then be
 /// mid-update: the dead threads' pools stay unused in that child.
 extern "C" fn fork_child() {
+    // Heaps the fork may have caught mid-update are never taken over by a
+    // thread of the child (see `Registry::new_heap`).
+    crate::registry::FORK_EPOCH.fetch_add(1, Relaxed);
     crate::prof::fork_child();
     let h = own_heap();
     // SAFETY: the slot (or the profiler's second slot) points at a live
@@ -533,6 +536,13 @@ unsafe fn reclaim_after_fork() {
             REGISTRY.for_each(|h| {
                 let hp = h as *const Heap as *mut Heap;
                 if hp == mine {
+                    live += 1;
+                    return;
+                }
+                if h.owner.get() == me {
+                    // A heap an earlier thread with our id left behind, whose
+                    // pools name us: kept for this thread to take over.
+                    h.epoch.set(crate::registry::FORK_EPOCH.load(Relaxed));
                     live += 1;
                     return;
                 }

@@ -972,8 +972,9 @@ impl Pool {
             }
             self.free.set(first);
         }
-        self.cold.store(now as u16, Relaxed);
+        // Counted first: a fork child must never subtract what was not added.
         COLD_BYTES.fetch_add(fresh.count_ones() as usize * unit, Relaxed);
+        self.cold.store(now as u16, Relaxed);
         let mut given = 0;
         let mut m = fresh;
         while m != 0 {

@@ -22,7 +22,7 @@ use crate::heap::{Heap, Kind};
 use crate::lock::RawLock;
 use crate::os;
 use crate::pool::LOCKED_OWNER;
-use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use crate::sync::Local;
 use core::ptr;
 
@@ -123,6 +123,12 @@ pub(crate) fn snapshot() -> HeapStats {
     s
 }
 
+/// Counts the forks this process came through (bumped in each fork child).
+/// A heap records it when it gets its user; only a heap of the current
+/// count can be taken over by a new thread, so a child never takes over a
+/// heap that the fork caught in the middle of an update.
+pub(crate) static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
+
 impl Registry {
     /// A heap for a new user (a thread, or a first-class heap) with the
     /// owner id `owner`: a free heap, or a new one. The caller becomes its
@@ -145,6 +151,7 @@ impl Registry {
                 let hr = &*h;
                 self.free.set(hr.free_next.get());
                 hr.owner.set(owner);
+                hr.epoch.set(FORK_EPOCH.load(Relaxed));
                 hr.hints.clear();
                 self.live.set(self.live.get() + 1);
             }
@@ -167,6 +174,7 @@ impl Registry {
             let h = self.slab.get().cast::<Heap>();
             self.slab.set(self.slab.get().wrapping_add(size));
             h.write(Heap::new(Kind::Real, owner));
+            (*h).epoch.set(FORK_EPOCH.load(Relaxed));
             (*h).reg_next.set(self.all.get());
             self.all.set(h);
             self.live.set(self.live.get() + 1);
@@ -183,7 +191,9 @@ impl Registry {
     /// thread takes that heap over as it is, pools and all: their owner
     /// words already name it, and the old thread will never touch them
     /// again. C libraries reuse the control blocks of exited threads, so
-    /// such heaps do not pile up. Null if there is none. Lock held.
+    /// such heaps do not pile up. A heap from before a fork is not taken
+    /// (see [`FORK_EPOCH`]; the fork child re-stamps the one it knows to be
+    /// whole). Null if there is none. Lock held.
     ///
     /// # Safety
     /// The registry lock must be held.
@@ -194,7 +204,8 @@ impl Registry {
         // owner is written only by the registry).
         unsafe {
             self.for_each(|h| {
-                if h.owner.get() == owner && h.kind == Kind::Real && found.is_null() {
+                let now = FORK_EPOCH.load(Relaxed);
+                if h.owner.get() == owner && h.kind == Kind::Real && h.epoch.get() == now && found.is_null() {
                     found = h as *const Heap as *mut Heap;
                 }
             });

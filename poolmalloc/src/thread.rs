@@ -307,6 +307,12 @@ unsafe fn pool_emptied(pool: *mut Pool) {
         // setting the thread up takes over (see `Registry::new_heap`).
         lifecycle::init_thread();
         h = lifecycle::own_heap();
+        // A heap that could not be taken over (a fork came in between)
+        // keeps the pool: it is left where it is.
+        // SAFETY: the slot points at a live heap; the pool is ours.
+        if unsafe { (*h).kind != Kind::Real || !(*h).is_available(pool) } {
+            return;
+        }
     }
     // SAFETY: the pool's owner is this thread, so the slot holds its heap.
     unsafe { (*h).pool_emptied(pool) }

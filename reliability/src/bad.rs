@@ -211,7 +211,7 @@ impl Api<'_> {
 /// needs). Returns it and the size to pass to sized entry points: the size
 /// of the block it points into, so that only the pointer is wrong (for the
 /// Rust front, a wrong layout is a different contract breach).
-fn make(pointer: Pointer, api: &Api) -> (*mut u8, usize) {
+fn make(pointer: Pointer, api: &Api, debug: bool) -> (*mut u8, usize) {
     let small = |n: u16| 1 + n as usize % SMALL_MAX;
     let large = |n: u32| LARGE_MIN + n as usize % (8 << 20);
     match pointer {
@@ -293,7 +293,19 @@ fn make(pointer: Pointer, api: &Api) -> (*mut u8, usize) {
                     pools.push(pool_of(b));
                 }
             }
-            let victim_pool = pools[2];
+            // The third pool or a later one whose blocks start its slice (an
+            // arena's first pool starts after the arena's header), with two
+            // more after it: it thins out, and the next one's thinning gives
+            // its free pages back.
+            // (In debug mode blocks sit behind the wrapper's header.)
+            let victim_pool = if debug {
+                pools[2]
+            } else {
+                *pools[2..pools.len() - 2]
+                    .iter()
+                    .find(|&&pool| blocks.iter().any(|&b| b as usize == pool))
+                    .expect("setting up the case: a pool whose blocks start its slice")
+            };
             let mut victim: *mut u8 = core::ptr::null_mut();
             let mut index = 0;
             for (i, &b) in blocks.iter().enumerate() {
@@ -310,6 +322,17 @@ fn make(pointer: Pointer, api: &Api) -> (*mut u8, usize) {
                     victim = b;
                 }
                 api.free(b, size);
+            }
+            // Its page went back to the OS: it reads as zero, mark and all
+            // (on the local list it would carry the pool's mark). In debug
+            // mode the blocks are the wrapper's, inside raw blocks of their
+            // own, and the wrapper catches the double free itself.
+            if !debug {
+                // SAFETY: pool memory stays mapped; reading a freed block
+                // here is the point of the case.
+                let words =
+                    unsafe { [victim.cast::<u64>().read_volatile(), victim.cast::<u64>().add(1).read_volatile()] };
+                assert_eq!(words, [0, 0], "setting up the case: the block's page did not go back to the OS");
             }
             (victim, size)
         }
@@ -334,7 +357,7 @@ fn child(case: Case, lib: Option<&Path>) {
         (false, _) if case.debug => Api::Rust(&debug_alloc),
         (false, _) => Api::Rust(&PoolMalloc),
     };
-    let (p, size) = make(case.pointer, &api);
+    let (p, size) = make(case.pointer, &api, case.debug);
     eprintln!("bad pointer {p:p}");
     // SAFETY: none: this is the bad call under test.
     unsafe {
