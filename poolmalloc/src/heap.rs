@@ -164,21 +164,12 @@ pub struct Heap {
     /// (0 until the first draw). Heap user.
     pub prof_rng: Local<u64>,
     /// Per small class, the last pool that thinned out (fell to half its
-    /// blocks in use after it was full), with its generation, waiting for
-    /// the next one to thin: then, if it is still thin, its free pages go
-    /// back to the OS (see [`pool_thinned`](Self::pool_thinned)). Null if
-    /// none. Heap user.
-    thin: [Local<*mut Pool>; NUM_SINGLE],
-    /// See `thin`. Heap user.
-    thin_generation: [Local<u32>; NUM_SINGLE],
+    /// blocks in use after it was full), waiting for the next one to thin:
+    /// then, if it is still thin, its free pages go back to the OS (see
+    /// [`pool_thinned`](Self::pool_thinned)). Heap user.
+    thin: [Waiting; NUM_SINGLE],
     /// The registry's fork count when the heap got its user. Registry lock.
     pub epoch: Local<u64>,
-    /// See `thin`: the class's `switches` when its waiting pool thinned.
-    /// Heap user.
-    thin_switches: [Local<u32>; NUM_SINGLE],
-    /// See `thin`: the blocks in use in the class's current pool then.
-    /// Heap user.
-    thin_in_current: [Local<u32>; NUM_SINGLE],
     /// Per small class, how many times the slow path took another pool to
     /// allocate from. Heap user.
     switches: [Local<u32>; NUM_SINGLE],
@@ -215,11 +206,8 @@ impl Heap {
             rng: Rng::new(),
             prof_left: Local::new(0),
             prof_rng: Local::new(0),
-            thin: [const { Local::new(ptr::null_mut()) }; NUM_SINGLE],
-            thin_generation: [const { Local::new(0) }; NUM_SINGLE],
+            thin: [const { Waiting::new() }; NUM_SINGLE],
             epoch: Local::new(0),
-            thin_switches: [const { Local::new(0) }; NUM_SINGLE],
-            thin_in_current: [const { Local::new(0) }; NUM_SINGLE],
             switches: [const { Local::new(0) }; NUM_SINGLE],
         }
     }
@@ -711,16 +699,17 @@ impl Heap {
             if class >= NUM_SINGLE {
                 return;
             }
-            let (waiting, generation) = (self.thin[class].get(), self.thin_generation[class].get());
+            let w = &self.thin[class];
+            let (waiting, generation) = (w.pool.get(), w.generation.get());
             let switches = self.switches[class].get();
             let in_current = (*self.current[class].get()).used();
             // Whether the program allocated blocks of the class meanwhile:
             // from another pool, or more than it freed from the current one.
-            let allocated = switches != self.thin_switches[class].get() || in_current > self.thin_in_current[class].get();
-            self.thin[class].set(p);
-            self.thin_generation[class].set(pr.generation());
-            self.thin_switches[class].set(switches);
-            self.thin_in_current[class].set(in_current);
+            let allocated = switches != w.switches.get() || in_current > w.in_current.get();
+            w.pool.set(p);
+            w.generation.set(pr.generation());
+            w.switches.set(switches);
+            w.in_current.set(in_current);
             // A class the program allocates from (churn) will want the pages
             // again soon: they stay.
             if !waiting.is_null() && waiting != p && !allocated {
@@ -756,10 +745,7 @@ impl Heap {
             if used == 0 || used * 8 > pr.capacity() * 3 {
                 return 0;
             }
-            let given = pr.cool();
-            // The cold pages call for checked frees.
-            pr.set_owner_word(owner);
-            given
+            pr.cool()
         }
     }
 
@@ -771,9 +757,9 @@ impl Heap {
     unsafe fn forget_thin(&self, p: *mut Pool) {
         // SAFETY: by the caller, the waiting slots are ours.
         unsafe {
-            for slot in &self.thin {
-                if slot.get() == p {
-                    slot.set(ptr::null_mut());
+            for w in &self.thin {
+                if w.pool.get() == p {
+                    w.pool.set(ptr::null_mut());
                 }
             }
         }
@@ -784,9 +770,9 @@ impl Heap {
     /// # Safety
     /// The caller must be the heap's user.
     unsafe fn forget_all_thin(&self) {
-        for slot in &self.thin {
+        for w in &self.thin {
             // SAFETY: by the caller, the waiting slots are ours.
-            unsafe { slot.set(ptr::null_mut()) };
+            unsafe { w.pool.set(ptr::null_mut()) };
         }
     }
 
@@ -931,10 +917,8 @@ impl Heap {
                     if pr.is_empty() {
                         self.avail[class].remove(p);
                         self.release_empty(p, true);
-                    } else if class < NUM_SINGLE && pr.cool() > 0 {
-                        // Its wholly free pages went back; its frees are
-                        // checked now.
-                        pr.set_owner_word(self.owner.get());
+                    } else if class < NUM_SINGLE {
+                        pr.cool();
                     }
                     p = next;
                 }
@@ -1249,6 +1233,30 @@ struct RemoteBatch {
     head: Local<*mut Block>,
     tail: Local<*mut Block>,
     len: Local<u32>,
+}
+
+/// A heap's pool of one small class waiting to be cooled (see
+/// [`Heap::pool_thinned`]). Heap user.
+struct Waiting {
+    /// The pool, or null.
+    pool: Local<*mut Pool>,
+    /// Its generation when it thinned.
+    generation: Local<u32>,
+    /// The class's pool switches then.
+    switches: Local<u32>,
+    /// The blocks in use in the class's current pool then.
+    in_current: Local<u32>,
+}
+
+impl Waiting {
+    const fn new() -> Self {
+        Waiting {
+            pool: Local::new(ptr::null_mut()),
+            generation: Local::new(0),
+            switches: Local::new(0),
+            in_current: Local::new(0),
+        }
+    }
 }
 
 /// Most remote frees a heap holds back before pushing them.
@@ -1607,10 +1615,11 @@ mod tests {
         let unit = crate::pool::cold_unit();
         let h = test_heap();
         let mut live = Vec::new();
+        // Freed blocks on cold pages are read below as raw pool memory,
+        // which stays mapped.
         // SAFETY: the test's own heap (see above); every block freed is a
-        // live one that `fill` made, freed once. Pool records are read for
-        // pools the heap holds, whose owner we are. Freed blocks on cold
-        // pages are read as raw pool memory, which stays mapped.
+        // live one that `fill` made, freed once; pool records are read for
+        // pools the heap holds, whose owner we are.
         unsafe {
             fill(&h, class, per_pool * 5 + 1, &mut live);
             let taken = pools_of(&h, class);

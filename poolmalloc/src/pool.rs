@@ -893,14 +893,15 @@ impl Pool {
     /// This is how a pool that the program thinned out, and left so, stops
     /// costing memory for its free blocks while it still holds live ones.
     /// It walks the local list once and costs one `madvise` per run of
-    /// pages. Pages past the bump pointer are left to the carve, and the
-    /// cold mask puts `OWNER_CHECKED` into the owner word (see
-    /// [`owner_flags`](Self::owner_flags)), which the caller must store.
+    /// pages. Pages past the bump pointer are left to the carve. The pool's
+    /// owner word gets `OWNER_CHECKED` (see [`owner_flags`](Self::owner_flags)),
+    /// which [`warm`](Self::warm) drops again.
     /// Nothing happens for a medium pool, in secure mode, or where a page
     /// is more than half a pool.
     ///
     /// # Safety
-    /// The caller must be the pool's owner (see [`Pool`]).
+    /// The caller must be the pool's owner (see [`Pool`]), and the pool
+    /// must not be filed as full.
     pub unsafe fn cool(&self) -> usize {
         const WORDS: usize = POOL_SIZE / size_class::ALIGNMENT / 64;
         let unit = cold_unit();
@@ -975,15 +976,19 @@ impl Pool {
         // Counted first: a fork child must never subtract what was not added.
         COLD_BYTES.fetch_add(fresh.count_ones() as usize * unit, Relaxed);
         self.cold.store(now as u16, Relaxed);
+        // Frees into the pool are checked from now on (the owner word is the
+        // owner's to store while the pool is not filed as full, which a pool
+        // with free blocks is not).
+        self.hand.owner.store(self.hand.owner.load(Relaxed) | OWNER_CHECKED, Relaxed);
         let mut given = 0;
         let mut m = fresh;
         while m != 0 {
             let j = m.trailing_zeros() as usize;
             let run = (m >> j).trailing_ones() as usize;
-            // SAFETY: these pages lie in our pool's carved area and hold only
-            // free blocks, now on no list: nothing reads them until `warm`
-            // writes them again. If the call fails they keep their bytes and
-            // stay cold all the same.
+            // If the call fails the pages keep their bytes and stay cold all
+            // the same.
+            // SAFETY: pages of our pool's carved area holding only free
+            // blocks, on no list: nothing reads them until `warm` writes them.
             if unsafe { crate::os::decommit(origin.wrapping_add(base + j * unit - start), run * unit) } {
                 given += run * unit;
             }

@@ -203,8 +203,8 @@ impl Registry {
         // heaps and each heap's `owner` are guarded by it (a thread's heap's
         // owner is written only by the registry).
         unsafe {
+            let now = FORK_EPOCH.load(Relaxed);
             self.for_each(|h| {
-                let now = FORK_EPOCH.load(Relaxed);
                 if h.owner.get() == owner && h.kind == Kind::Real && h.epoch.get() == now && found.is_null() {
                     found = h as *const Heap as *mut Heap;
                 }
