@@ -41,6 +41,46 @@ size_t pm_stats_json(char *buf, size_t cap);
  * way as pm_stats_json. */
 size_t pm_stats_report(char *buf, size_t cap);
 
+/* Byte counters of the whole process, read by pm_counters. */
+struct pm_counters {
+    size_t allocated; /* bytes of live blocks */
+    size_t active;    /* bytes of the pages that hold live blocks */
+    size_t mapped;    /* bytes mapped from the operating system */
+    size_t resident;  /* mapped bytes less those given back while mapped */
+};
+
+/* Fills *out: O(1), takes no lock, allocates nothing, so it can be called on
+ * every request. mapped is exact; active and resident are exact at page
+ * granularity (resident counts pages in use or once used, so it is an upper
+ * bound of the resident set poolmalloc causes); allocated counts each pool's
+ * blocks as its thread last counted them on a slow path, so it lags by the
+ * blocks allocated from each thread's current pools and may still count some
+ * freed blocks of pools that frees brought below half (the README's "Cheap
+ * counters" section). pm_stats_json gives exact figures at a higher cost.
+ * Returns PM_OK, or PM_EINVAL when out is NULL. */
+int pm_counters(struct pm_counters *out);
+
+/* Return codes of pm_counters, pm_option_set and pm_option_get. */
+#define PM_OK 0
+#define PM_EUNKNOWN (-1) /* no option of that name */
+#define PM_EVALUE (-2)   /* the value does not parse for that option */
+#define PM_EFIXED (-3)   /* the option cannot change at run time */
+#define PM_EINVAL (-4)   /* a NULL argument, or a name or value not UTF-8 */
+
+/* Sets an option while the program runs. name is the environment variable
+ * ("POOLMALLOC_PURGE_DELAY") or its lower-case suffix ("purge_delay"); value
+ * is the text the variable would hold ("0"). The options that can change at
+ * run time: PURGE_DELAY, SHOW_STATS, DEBUG_QUARANTINE, INVALID_FREE and THP
+ * (the README's options table). Returns PM_OK or a negative code; a refused
+ * call changes nothing. */
+int pm_option_set(const char *name, const char *value);
+
+/* Writes the text of an option's value now into buf, which has cap bytes,
+ * NUL-terminated, as pm_stats_json does. Returns the length of the text
+ * without the NUL, or a negative code (and writes nothing). buf may be NULL
+ * when cap is 0. */
+long pm_option_get(const char *name, char *buf, size_t cap);
+
 /* 1 if p points into memory poolmalloc handed out (a live block, or a bad
  * pointer into its memory, which its free reports), 0 for memory of any
  * other allocator and for NULL. Never dereferences another allocator's

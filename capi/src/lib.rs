@@ -270,6 +270,101 @@ pub unsafe extern "C" fn pm_stats_report(buf: *mut c_char, cap: usize) -> usize 
     sink.finish()
 }
 
+/// `struct pm_counters` of `poolmalloc.h`: [`pm::Counters`] in C.
+#[repr(C)]
+pub struct PmCounters {
+    /// Bytes of live blocks.
+    pub allocated: usize,
+    /// Bytes of the pages that hold live blocks.
+    pub active: usize,
+    /// Bytes mapped from the OS.
+    pub mapped: usize,
+    /// Mapped bytes less those given back to the OS while still mapped.
+    pub resident: usize,
+}
+
+/// Success.
+pub const PM_OK: c_int = 0;
+/// No option of that name.
+pub const PM_EUNKNOWN: c_int = -1;
+/// The value does not parse for that option.
+pub const PM_EVALUE: c_int = -2;
+/// The option cannot change at run time.
+pub const PM_EFIXED: c_int = -3;
+/// A null pointer, or a name or value that is not UTF-8.
+pub const PM_EINVAL: c_int = -4;
+
+fn option_code(e: pm::options::OptionError) -> c_int {
+    match e {
+        pm::options::OptionError::Unknown => PM_EUNKNOWN,
+        pm::options::OptionError::BadValue => PM_EVALUE,
+        pm::options::OptionError::Fixed => PM_EFIXED,
+    }
+}
+
+/// A C string as `&str`, or `None` for null or bytes that are not UTF-8.
+///
+/// # Safety
+/// `s` must be null or a NUL-terminated string.
+unsafe fn c_str<'a>(s: *const c_char) -> Option<&'a str> {
+    if s.is_null() {
+        return None;
+    }
+    // SAFETY: by the caller, `s` is NUL-terminated.
+    unsafe { core::ffi::CStr::from_ptr(s) }.to_str().ok()
+}
+
+/// Fills `*out` with the byte counters of [`pm::counters`]: O(1), no lock,
+/// no allocation. `PM_EINVAL` if `out` is null.
+#[no_mangle]
+pub unsafe extern "C" fn pm_counters(out: *mut PmCounters) -> c_int {
+    if out.is_null() {
+        return PM_EINVAL;
+    }
+    let c = pm::counters();
+    // SAFETY: by the caller, a non-null `out` points to a writable struct.
+    unsafe {
+        out.write(PmCounters { allocated: c.allocated, active: c.active, mapped: c.mapped, resident: c.resident })
+    };
+    PM_OK
+}
+
+/// Sets option `name` (`"POOLMALLOC_PURGE_DELAY"` or `"purge_delay"`) to
+/// `value`, as [`pm::options::set`] does. A refused call changes nothing.
+#[no_mangle]
+pub unsafe extern "C" fn pm_option_set(name: *const c_char, value: *const c_char) -> c_int {
+    // SAFETY: by the C contract, each is null or a NUL-terminated string.
+    let (Some(name), Some(value)) = (unsafe { c_str(name) }, unsafe { c_str(value) }) else {
+        return PM_EINVAL;
+    };
+    match pm::options::set(name, value) {
+        Ok(()) => PM_OK,
+        Err(e) => option_code(e),
+    }
+}
+
+/// Writes the text of option `name`'s value into `buf` (`cap` bytes,
+/// NUL-terminated, as [`pm_stats_json`] does) and returns its length
+/// without the NUL, or a negative `PM_E*` code with nothing written.
+#[no_mangle]
+pub unsafe extern "C" fn pm_option_get(name: *const c_char, buf: *mut c_char, cap: usize) -> core::ffi::c_long {
+    // SAFETY: by the C contract, `name` is null or a NUL-terminated string.
+    let Some(name) = (unsafe { c_str(name) }) else {
+        return PM_EINVAL.into();
+    };
+    if buf.is_null() && cap > 0 {
+        return PM_EINVAL.into();
+    }
+    match pm::options::get(name) {
+        Ok(v) => {
+            let mut sink = Sink { buf: buf.cast(), cap, len: 0 };
+            let _ = core::fmt::Write::write_fmt(&mut sink, format_args!("{v}"));
+            sink.finish() as core::ffi::c_long
+        }
+        Err(e) => option_code(e).into(),
+    }
+}
+
 /// 1 if `p` points into memory poolmalloc handed out (a live block, or a
 /// bad pointer into poolmalloc's memory, which its `free` reports), 0 for
 /// memory of any other allocator and for null. Never dereferences a

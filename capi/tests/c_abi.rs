@@ -239,20 +239,34 @@ fn malloc_usable_size_covers_the_request() {
 #[test]
 fn free_sized_and_header_extras() {
     // Linked against the library through poolmalloc.h, and preloaded too.
-    let lib = library();
-    let dir = lib.parent().expect("library directory");
-    let link = [
-        OsStr::new("-L").to_owned(),
-        dir.as_os_str().to_owned(),
-        format!("-Wl,-rpath,{}", dir.display()).into(),
-        OsStr::new("-lpoolmalloc").to_owned(),
-    ];
+    let link = link_flags();
     let link: Vec<&OsStr> = link.iter().map(|s| s.as_os_str()).collect();
     let program = compile("free_sized", &link);
     let outcome = run(preloaded(&program, &[]), TIMEOUT);
     outcome.assert_success("free_sized");
     assert!(outcome.stderr.is_empty(), "free_sized wrote to stderr\n{}", outcome.describe());
     println!("free_sized: ok in {:.2?}", outcome.elapsed);
+}
+
+/// Flags that link a test program against the library, as a C user would.
+fn link_flags() -> Vec<std::ffi::OsString> {
+    let dir = library().parent().expect("library directory");
+    vec![
+        OsStr::new("-L").to_owned(),
+        dir.as_os_str().to_owned(),
+        format!("-Wl,-rpath,{}", dir.display()).into(),
+        OsStr::new("-lpoolmalloc").to_owned(),
+    ]
+}
+
+#[test]
+fn control_api_counts_sets_and_refuses() {
+    let link = link_flags();
+    let link: Vec<&OsStr> = link.iter().map(|s| s.as_os_str()).collect();
+    let program = compile("control", &link);
+    let outcome = run(preloaded(&program, &[]), TIMEOUT);
+    outcome.assert_success("control");
+    assert!(outcome.stderr.is_empty(), "control wrote to stderr\n{}", outcome.describe());
 }
 
 #[test]

@@ -33,6 +33,11 @@ pub enum Allocator {
     /// --with-profile`.
     #[value(name = "poolmalloc-prof")]
     PoolMallocProf,
+    /// poolmalloc with transparent huge pages asked for (`PoolMalloc` with
+    /// `POOLMALLOC_THP=always` in the worker's environment): only with
+    /// `bench --with-thp`.
+    #[value(name = "poolmalloc-thp")]
+    PoolMallocThp,
     /// `mimalloc::MiMalloc` (the mimalloc crate's bundled build).
     #[value(name = "mimalloc")]
     MiMalloc,
@@ -53,8 +58,8 @@ impl Allocator {
     ];
 
     /// Every allocator a worker can run: the default ones, then debug and
-    /// secure mode, and the profiler.
-    pub const EVERY: [Allocator; 8] = [
+    /// secure mode, the profiler and huge pages.
+    pub const EVERY: [Allocator; 9] = [
         Allocator::PoolMalloc,
         Allocator::PoolMallocLocked,
         Allocator::MiMalloc,
@@ -63,6 +68,7 @@ impl Allocator {
         Allocator::PoolMallocDebug,
         Allocator::PoolMallocSecure,
         Allocator::PoolMallocProf,
+        Allocator::PoolMallocThp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +78,7 @@ impl Allocator {
             Allocator::PoolMallocDebug => "poolmalloc-debug",
             Allocator::PoolMallocSecure => "poolmalloc-secure",
             Allocator::PoolMallocProf => "poolmalloc-prof",
+            Allocator::PoolMallocThp => "poolmalloc-thp",
             Allocator::MiMalloc => "mimalloc",
             Allocator::Jemalloc => "jemalloc",
             Allocator::System => "system",
@@ -102,8 +109,9 @@ macro_rules! with_allocator {
                 let $a = &$crate::alloc::POOLMALLOC;
                 $body
             }
-            // The same allocator: the worker runs with POOLMALLOC_PROF=1.
-            $crate::alloc::Allocator::PoolMallocProf => {
+            // The same allocator: the worker runs with POOLMALLOC_PROF=1
+            // or POOLMALLOC_THP=always.
+            $crate::alloc::Allocator::PoolMallocProf | $crate::alloc::Allocator::PoolMallocThp => {
                 let $a = &$crate::alloc::POOLMALLOC;
                 $body
             }

@@ -48,6 +48,7 @@ impl Comparator {
             Comparator::InProcess(Allocator::PoolMallocDebug) => Role::Debug,
             Comparator::InProcess(Allocator::PoolMallocSecure) => Role::Secure,
             Comparator::InProcess(Allocator::PoolMallocProf) => Role::Profile,
+            Comparator::InProcess(Allocator::PoolMallocThp) => Role::Thp,
             Comparator::InProcess(_) | Comparator::Python(_) => Role::Allocator,
             Comparator::Api(_) => Role::Api,
         }
@@ -122,7 +123,8 @@ pub fn main(args: &BenchArgs) -> Result<ExitCode> {
         eprintln!("poolmalloc: note: {k}={v} is set and applies to every poolmalloc run");
     }
 
-    let modes = Modes { debug: args.with_debug, secure: args.with_secure, profile: args.with_profile };
+    let modes =
+        Modes { debug: args.with_debug, secure: args.with_secure, profile: args.with_profile, thp: args.with_thp };
     let cases = build_cases(&selected, &python, threads, modes);
     if cases.is_empty() {
         bail!("nothing to run: every selected workload was skipped");
@@ -137,6 +139,7 @@ pub fn main(args: &BenchArgs) -> Result<ExitCode> {
     let debug_cost = report::mode_cost(&results, Role::Debug);
     let secure_cost = report::mode_cost(&results, Role::Secure);
     let profile_cost = report::mode_cost(&results, Role::Profile);
+    let thp_cost = report::mode_cost(&results, Role::Thp);
     let subtitle = format!(
         "poolmalloc bench, {} size, {runs} runs, {threads} threads, {}",
         size.name(),
@@ -146,7 +149,7 @@ pub fn main(args: &BenchArgs) -> Result<ExitCode> {
         &results,
         &geomeans,
         &apis,
-        [debug_cost.as_ref(), secure_cost.as_ref(), profile_cost.as_ref()],
+        [debug_cost.as_ref(), secure_cost.as_ref(), profile_cost.as_ref(), thp_cost.as_ref()],
         baseline,
         &subtitle,
     );
@@ -177,6 +180,7 @@ pub fn main(args: &BenchArgs) -> Result<ExitCode> {
         debug_cost,
         secure_cost,
         profile_cost,
+        thp_cost,
     };
     write_outputs(&mut outputs, &report, &subtitle)?;
 
@@ -219,6 +223,7 @@ struct Modes {
     debug: bool,
     secure: bool,
     profile: bool,
+    thp: bool,
 }
 
 /// Every case of the selected workloads, with the comparators that run it:
@@ -244,6 +249,9 @@ fn build_cases(selected: &[&'static Workload], python: &PythonSetup, threads: us
                         }
                         if modes.profile {
                             list.push(Comparator::InProcess(Allocator::PoolMallocProf));
+                        }
+                        if modes.thp {
+                            list.push(Comparator::InProcess(Allocator::PoolMallocThp));
                         }
                     }
                     list.extend(v.apis.iter().map(|&a| Comparator::Api(a)));
@@ -410,7 +418,7 @@ fn print_summary(
     results: &[CaseResult],
     geomeans: &[report::Geomean],
     apis: &[report::CaseRatio],
-    mode_costs: [Option<&report::ModeCost>; 3],
+    mode_costs: [Option<&report::ModeCost>; 4],
     baseline: Option<u64>,
     subtitle: &str,
 ) {
@@ -496,6 +504,9 @@ fn case_worker(plan: &Plan, case: &Case, comparator: &Comparator) -> Command {
     }
     if matches!(comparator, Comparator::InProcess(Allocator::PoolMallocSecure)) {
         cmd.env("POOLMALLOC_SECURE", "1");
+    }
+    if matches!(comparator, Comparator::InProcess(Allocator::PoolMallocThp)) {
+        cmd.env("POOLMALLOC_THP", "always");
     }
     if let (Comparator::InProcess(Allocator::PoolMallocProf), Some(dir)) = (comparator, &plan.prof_dir) {
         // The profile each worker writes at exit goes to a directory removed

@@ -147,8 +147,12 @@ pub struct BenchArgs {
     #[arg(long)]
     pub with_profile: bool,
 
+    /// Also run poolmalloc with transparent huge pages asked for (poolmalloc-thp: PoolMalloc with POOLMALLOC_THP=always) on the in-process workloads and report what they cost.
+    #[arg(long)]
+    pub with_thp: bool,
+
     /// Count instructions per malloc+free pair under valgrind instead of timing the suite.
-    #[arg(long, conflicts_with_all = ["only", "threads", "runs", "with_debug", "with_secure", "with_profile"])]
+    #[arg(long, conflicts_with_all = ["only", "threads", "runs", "with_debug", "with_secure", "with_profile", "with_thp"])]
     pub instructions: bool,
 
     /// List the workloads and what each one stresses, then exit.

@@ -34,6 +34,9 @@ pub enum Role {
     /// poolmalloc with its heap profiler on: reported as what profiling
     /// costs instead.
     Profile,
+    /// poolmalloc with transparent huge pages asked for: reported as what
+    /// they cost instead.
+    Thp,
     /// A poolmalloc API doing the same work (`typed-pool`, `buffer-pool`):
     /// reported against the allocators instead.
     Api,
@@ -264,6 +267,9 @@ pub struct Report {
     /// With `--with-profile`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile_cost: Option<ModeCost>,
+    /// With `--with-thp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thp_cost: Option<ModeCost>,
 }
 
 fn median(values: &mut [f64]) -> f64 {

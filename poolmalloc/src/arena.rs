@@ -74,9 +74,9 @@ use crate::os;
 use crate::ownership::{self, GRANULE, GRANULE_SHIFT, TAG_ARENA};
 use crate::pool::{state, Pool, POOL_SHIFT, POOL_SIZE};
 use crate::size_class::{self, SLICE_POOL_ALIGN_SHIFT};
-use crate::sync::Local;
+use crate::sync::{Counter, Local};
 use core::ptr;
-use crate::sync::atomic::Ordering::Relaxed;
+use crate::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 /// log2 of the arena size.
 pub const ARENA_SHIFT: usize = GRANULE_SHIFT;
@@ -111,6 +111,11 @@ pub struct Arena {
     /// The longest run of free slices (slice 0 not counted) while the arena
     /// is in a bucket; the index of its run list. Arena lock.
     run_len: Local<u8>,
+    /// For the lead record of each pool in use: the blocks in use that its
+    /// holder last reported ([`report_in_use`]), which [`BLOCK_BYTES`]
+    /// counts. Written by the pool's holder, or under the lock when the
+    /// pool comes back (0).
+    reported: [AtomicU32; POOLS_PER_ARENA],
 }
 
 impl Arena {
@@ -315,8 +320,8 @@ pub struct Arenas {
     all: List<Arena, AllLinks>,
     /// The one arena kept with all its pools free, or null.
     spare: Local<*mut Arena>,
-    /// Arenas currently mapped.
-    pub count: Local<usize>,
+    /// Arenas currently mapped (read without the lock by `counters`).
+    pub count: Counter,
     /// Arenas ever mapped.
     pub allocated: Local<usize>,
     /// Arenas ever unmapped.
@@ -326,9 +331,9 @@ pub struct Arenas {
     /// When the next delayed decommit is due (ms), or 0 if none pending.
     purge_due: Local<u64>,
     /// Free pools whose pages may still be resident, over all arenas.
-    dirty_pools: Local<usize>,
+    dirty_pools: Counter,
     /// Slices held by heaps (in pools), over all arenas.
-    in_use_slices: Local<usize>,
+    in_use_slices: Counter,
 }
 
 /// The arenas of the process.
@@ -340,13 +345,13 @@ pub static ARENAS: Arenas = Arenas {
     runs_nonempty: Local::new(0),
     all: List::new(),
     spare: Local::new(ptr::null_mut()),
-    count: Local::new(0),
+    count: Counter::new(0),
     allocated: Local::new(0),
     reclaimed: Local::new(0),
     high_water: Local::new(0),
     purge_due: Local::new(0),
-    dirty_pools: Local::new(0),
-    in_use_slices: Local::new(0),
+    dirty_pools: Counter::new(0),
+    in_use_slices: Counter::new(0),
 };
 
 /// Every method of `Arenas` reads or writes what the arena lock guards: the
@@ -457,7 +462,10 @@ impl Arenas {
             let start = if i == 0 { hdr.min(POOL_SIZE) } else { i * POOL_SIZE };
             // SAFETY: the header lies inside the fresh mapping we own; nothing
             // else can see this arena yet.
-            unsafe { ptr::addr_of_mut!((*a).pools[i]).write(Pool::new(base.wrapping_add(start))) };
+            unsafe {
+                ptr::addr_of_mut!((*a).pools[i]).write(Pool::new(base.wrapping_add(start)));
+                ptr::addr_of_mut!((*a).reported[i]).write(AtomicU32::new(0));
+            }
         }
         // SAFETY: as above: the new arena's fields are ours alone until it
         // is on the all-list, and the arena lock is held for that list and
@@ -773,6 +781,7 @@ impl Arenas {
             }
             let k = a_ref.pools[i].slices.get() as usize;
             a_ref.pools[i].forget_cold();
+            report(p, 0);
             for pool in &a_ref.pools[i..i + k] {
                 pool.hand.state.store(state::FREE, Relaxed);
                 pool.hand.owner.store(0, Relaxed);
@@ -849,13 +858,9 @@ impl Arenas {
     /// Free slices whose pages may stay resident while they wait out the
     /// purge delay: [`DIRTY_ALLOWANCE`] plus a sixteenth of the slices in
     /// use, less the pages of those that went back to the OS (cold pages of
-    /// thinned pools). Lock held.
-    ///
-    /// # Safety
-    /// The arena lock must be held.
-    unsafe fn dirty_allowance(&self) -> usize {
-        // SAFETY: the arena lock is held (by the caller).
-        let in_use = unsafe { self.in_use_slices.get() };
+    /// thinned pools).
+    fn dirty_allowance(&self) -> usize {
+        let in_use = self.in_use_slices.get();
         let resident = in_use.saturating_sub(crate::pool::COLD_BYTES.load(Relaxed) / POOL_SIZE);
         DIRTY_ALLOWANCE / POOL_SIZE + resident / 16
     }
@@ -1071,6 +1076,55 @@ pub fn acquire_pool(class: usize) -> *mut Pool {
         ARENAS.purge(os::now_ms(), false);
         p
     }
+}
+
+/// Bytes of the blocks in use in pools, each pool counted as its holder
+/// last reported it ([`report_in_use`]): the pool part of
+/// [`crate::counters`]' `allocated`.
+pub static BLOCK_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Brings the count of `p`'s blocks in [`BLOCK_BYTES`] up to its blocks in
+/// use now. Its holder calls this on its slow paths: when the pool becomes
+/// current or full, when frees thin it or reach it while full, when it is released, and
+/// after remote frees are collected. Between two such events the count
+/// lags by the blocks allocated or freed meanwhile.
+///
+/// # Safety
+/// `p` must be the lead record of a pool in use, with its arena's
+/// provenance (as [`acquire_pool`] hands it out), and the caller must hold
+/// it (its owner, or the heap user of its heap).
+#[inline]
+pub unsafe fn report_in_use(p: *const Pool) {
+    // SAFETY: by the caller, `p` is a live pool record we hold.
+    report(p, unsafe { (*p).used() });
+}
+
+/// Sets the blocks `p` counts in [`BLOCK_BYTES`] to `now`.
+fn report(p: *const Pool, now: u32) {
+    let a = Arena::of(p);
+    // SAFETY: `p` is a pool record inside a live arena, with the arena's
+    // provenance (by the callers), so its header is live and `reported` is
+    // made of atomics; `block_size` is set while the pool is in use and
+    // only read here.
+    let (slot, bs) = unsafe { (&(*a).reported[(*a).index_of(p)], (*p).block_size()) };
+    let was = slot.swap(now, Relaxed);
+    if now > was {
+        BLOCK_BYTES.fetch_add((now - was) as usize * bs, Relaxed);
+    } else if now < was {
+        BLOCK_BYTES.fetch_sub((was - now) as usize * bs, Relaxed);
+    }
+}
+
+/// The arenas' part of [`crate::counters`], read without the lock:
+/// `(pool_bytes, decommitted)`, the bytes of the slices that pools in use
+/// hold and the bytes of free slices whose pages went back to the OS. Each
+/// count is exact when read; read one after the other while arenas change,
+/// they may come from moments a lock hand-over apart.
+pub fn counters() -> (usize, usize) {
+    let usable = usable_mask().count_ones() as usize;
+    let in_use = ARENAS.in_use_slices.get();
+    let free = (ARENAS.count.get() * usable).saturating_sub(in_use);
+    (in_use * POOL_SIZE, free.saturating_sub(ARENAS.dirty_pools.get()) * POOL_SIZE)
 }
 
 /// Gives pools back to their arenas.

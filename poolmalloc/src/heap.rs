@@ -279,6 +279,7 @@ impl Heap {
                     // `p` is on no list while current.
                     self.full[class].push(p);
                     self.current[class].set(empty_pool());
+                    arena::report_in_use(p);
                     self.arm(pr, class);
                 }
                 let mut next = self.avail[class].pop();
@@ -296,6 +297,7 @@ impl Heap {
                     n.set(n.get().wrapping_add(1));
                 }
                 self.current[class].set(next);
+                arena::report_in_use(next);
             }
         }
     }
@@ -322,6 +324,7 @@ impl Heap {
                     if pr.is_empty() {
                         self.release_empty(p, false);
                     } else {
+                        arena::report_in_use(p);
                         self.avail[class].push(p);
                     }
                 }
@@ -394,6 +397,7 @@ impl Heap {
                 let pr = &*p;
                 pr.adopt(owner, &self.hints);
                 pr.collect_remote();
+                arena::report_in_use(p);
                 let has_free = pr.has_free();
                 if has_free && result.is_null() {
                     result = p;
@@ -421,6 +425,7 @@ impl Heap {
                 self.full[class].push(p);
             } else {
                 pr.collect_remote();
+                arena::report_in_use(p);
                 self.avail[class].push(p);
             }
         }
@@ -444,6 +449,8 @@ impl Heap {
             self.avail[class].push(p);
             if pr.push(b) == 0 {
                 self.pool_emptied(p);
+            } else {
+                arena::report_in_use(p);
             }
             self.check();
         }
@@ -640,6 +647,7 @@ impl Heap {
         unsafe {
             let pr = &*p;
             if pr.floor() != 0 {
+                arena::report_in_use(p);
                 return self.pool_thinned(p);
             }
             let class = pr.class();
@@ -856,6 +864,7 @@ impl Heap {
         // are the heap's user (the stash is ours).
         unsafe {
             self.forget_thin(p);
+            arena::report_in_use(p);
             let pr = &*p;
             let room = self.stash.len() < STASH_MAX
                 && self.stash_slices() + pr.slices.get() as usize <= STASH_MAX_SLICES;
@@ -904,6 +913,7 @@ impl Heap {
                 if cur != empty_pool() {
                     let pr = &*cur;
                     pr.collect_remote();
+                    arena::report_in_use(cur);
                     if pr.is_empty() {
                         self.current[class].set(empty_pool());
                         self.release_empty(cur, true);
@@ -914,6 +924,7 @@ impl Heap {
                     let pr = &*p;
                     let next = pr.next.get();
                     pr.collect_remote();
+                    arena::report_in_use(p);
                     if pr.is_empty() {
                         self.avail[class].remove(p);
                         self.release_empty(p, true);
@@ -993,6 +1004,7 @@ impl Heap {
             self.forget_thin(p);
             let pr = &*p;
             pr.collect_remote();
+            arena::report_in_use(p);
             if pr.is_empty() {
                 self.release_empty(p, true);
                 return;

@@ -272,11 +272,11 @@ fn global_init_slow() {
         unsafe { libc::atexit(crate::prof::write_at_exit) };
     }
     INIT_STATE.store(INIT_DONE, Release);
-    if options::show_stats() {
-        // SAFETY: `print_stats_at_exit` is an `extern "C"` function that never
-        // unwinds.
-        unsafe { libc::atexit(print_stats_at_exit) };
-    }
+    // Registered whatever the option says now: it can be switched on at
+    // run time (`options::set`).
+    // SAFETY: `print_stats_at_exit` is an `extern "C"` function that never
+    // unwinds.
+    unsafe { libc::atexit(print_stats_at_exit) };
 }
 
 #[cold]
@@ -316,7 +316,9 @@ pub(crate) fn init_thread() {
 }
 
 extern "C" fn print_stats_at_exit() {
-    crate::stats::print_to_stderr();
+    if options::show_stats() {
+        crate::stats::print_to_stderr();
+    }
 }
 
 extern "C" fn thread_exit(arg: *mut libc::c_void) {

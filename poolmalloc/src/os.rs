@@ -36,7 +36,7 @@
 
 #[cfg(not(miri))]
 use core::ptr;
-use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use crate::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 /// Counters of system calls and mapped bytes, for the statistics report.
 pub(crate) struct OsCounters {
@@ -217,6 +217,54 @@ pub unsafe fn keep_unreleased(p: *mut u8, size: usize) {
     COUNTERS.unreleased.fetch_add(size, Relaxed);
 }
 
+/// Transparent huge pages for poolmalloc's mappings (`POOLMALLOC_THP`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Thp {
+    /// `never`: each mapping is marked `MADV_NOHUGEPAGE`, so the kernel
+    /// backs it with 4 KiB pages even where THP is `always`.
+    Never = 0,
+    /// `default`: mappings are left as the system's THP setting has them.
+    Default = 1,
+    /// `always`: each mapping is marked `MADV_HUGEPAGE`, so the kernel may
+    /// back it with huge pages even where THP is `madvise`.
+    Always = 2,
+}
+
+static THP: AtomicU8 = AtomicU8::new(Thp::Default as u8);
+
+/// The THP mode of new mappings.
+pub fn thp() -> Thp {
+    match THP.load(Relaxed) {
+        0 => Thp::Never,
+        1 => Thp::Default,
+        _ => Thp::Always,
+    }
+}
+
+/// Sets the THP mode of new mappings.
+pub(crate) fn set_thp(t: Thp) {
+    THP.store(t as u8, Relaxed);
+}
+
+/// Gives the kernel the THP advice of the current mode for a fresh
+/// mapping. A kernel built without THP refuses the advice (`EINVAL`); the
+/// mapping then has 4 KiB pages whatever the mode, and nothing is lost.
+#[cfg(not(miri))]
+fn advise_thp(p: *mut u8, size: usize) {
+    let advice = match thp() {
+        Thp::Default => return,
+        Thp::Never => libc::MADV_NOHUGEPAGE,
+        Thp::Always => libc::MADV_HUGEPAGE,
+    };
+    COUNTERS.madvise_calls.fetch_add(1, Relaxed);
+    let e = Errno::save();
+    // SAFETY: `[p, p + size)` is a mapping we just made; THP advice changes
+    // how it is backed, never its contents.
+    unsafe { libc::madvise(p.cast(), size, advice) };
+    e.restore();
+}
+
 /// Maps `size` bytes of zeroed read-write memory anywhere. Null on failure.
 #[cfg(not(miri))]
 pub fn map(size: usize) -> *mut u8 {
@@ -239,6 +287,7 @@ pub fn map(size: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     add_mapped(size);
+    advise_thp(p.cast(), size);
     p.cast()
 }
 

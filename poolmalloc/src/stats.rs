@@ -34,6 +34,7 @@ use crate::pool::{owner_id, Holding, LOCKED_OWNER, POOL_SIZE};
 use crate::registry::{self, USER_OWNER_BIT};
 use crate::size_class::{class_size, MAX_CLASS_SIZE, NUM_CLASSES};
 use core::fmt;
+use core::sync::atomic::Ordering::Relaxed;
 
 pub use crate::arena::ArenaStats;
 pub use crate::large::LargeStats;
@@ -95,6 +96,62 @@ pub struct HeapOccupancy {
     pub pool_bytes: usize,
     /// Bytes of the blocks in use in them.
     pub live_bytes: usize,
+}
+
+/// The process-wide byte counts of [`crate::counters`]: four loads and a
+/// little arithmetic, with no lock and no walk, so a program can read them
+/// as often as it likes (the role of jemalloc's `stats.allocated`,
+/// `stats.active`, `stats.mapped` and `stats.resident`).
+///
+/// How fresh each figure is:
+/// - `mapped` is exact: every mapping and unmapping updates it.
+/// - `active` and `resident` are exact at page granularity for the pools
+///   and huge blocks, as of the last time a pool was taken from or given
+///   back to an arena, or its pages were given back; the pages of pools
+///   and arenas count as resident once they are in use or were, whether or
+///   not the program touched them since, so `resident` is an upper bound of
+///   the resident set poolmalloc causes.
+/// - `allocated` counts huge blocks exactly, and the blocks of each pool as
+///   its heap last counted them: when the pool became its heap's current
+///   pool or was filed full, when a free reached it while full, when frees
+///   brought a pool of 16 blocks or more down to half or emptied a pool
+///   other than a current one, and when remote frees were collected. So it
+///   is off by the blocks each thread allocated from or freed into its
+///   current pools since it took them (at most one pool per size class and
+///   thread), and it still counts the blocks
+///   freed into a pool since frees halved it (fewer than half of the
+///   pool's blocks) until the pool empties or its heap takes it again.
+///   [`crate::stats`] counts every block, at the cost of a walk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Bytes of live blocks at their block size (huge blocks at their
+    /// mapped length).
+    pub allocated: usize,
+    /// Bytes of the pages that hold live blocks: the pools in use (less
+    /// the pages of theirs given back to the OS) and the huge blocks.
+    pub active: usize,
+    /// Bytes mapped from the OS: arenas, huge blocks and their cache, and
+    /// poolmalloc's own metadata.
+    pub mapped: usize,
+    /// Mapped bytes less those given back to the OS while still mapped:
+    /// decommitted free pools, pages of pools in use given back, and
+    /// ranges kept after a failed `munmap`.
+    pub resident: usize,
+}
+
+/// Reads the [`Counters`]. O(1), lock-free, and it allocates nothing.
+pub fn counters() -> Counters {
+    let (pool_bytes, decommitted) = arena::counters();
+    let cold = crate::pool::COLD_BYTES.load(Relaxed);
+    let huge = large::COUNTERS.live_bytes.load(Relaxed);
+    let mapped = os::COUNTERS.mapped.load(Relaxed);
+    let given_back = decommitted + cold + os::COUNTERS.unreleased.load(Relaxed);
+    Counters {
+        allocated: arena::BLOCK_BYTES.load(Relaxed) + huge,
+        active: pool_bytes.saturating_sub(cold) + huge,
+        mapped,
+        resident: mapped.saturating_sub(given_back),
+    }
 }
 
 /// Heaps the snapshot lists one by one; the rest are summed in one line.

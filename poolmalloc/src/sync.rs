@@ -103,3 +103,31 @@ impl<T: Copy> Local<T> {
         self.0.with_mut(|p| unsafe { *p = v });
     }
 }
+
+/// A count that one party at a time writes (the holder of the lock that
+/// guards it) and anyone may read without that lock: a relaxed atomic, so a
+/// lock-free reader sees some value the count has had, never a torn one.
+/// What [`crate::counters`] reads.
+#[cfg(not(loom))]
+pub struct Counter(atomic::AtomicUsize);
+
+#[cfg(not(loom))]
+impl Counter {
+    /// A count of `v`.
+    pub const fn new(v: usize) -> Self {
+        Counter(atomic::AtomicUsize::new(v))
+    }
+
+    /// The count.
+    #[inline(always)]
+    pub fn get(&self) -> usize {
+        self.0.load(atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the count. Only its writer (the holder of its lock) calls this:
+    /// a load and a store, not an atomic update.
+    #[inline(always)]
+    pub fn set(&self, v: usize) {
+        self.0.store(v, atomic::Ordering::Relaxed)
+    }
+}

@@ -282,6 +282,72 @@ fn stats_report_counts_a_known_pattern() {
     assert!(after.adds_up());
 }
 
+/// `counters()` follows a known pattern: what it says is allocated moves by
+/// the bytes allocated and freed, to within the lag it documents (one pool
+/// per size class), and its four figures nest as they should.
+#[test]
+fn counters_follow_a_known_pattern() {
+    let _s = serial();
+    poolmalloc::trim();
+    let c0 = poolmalloc::counters();
+    // 512-byte blocks: 128 per 64 KiB pool (fewer, but an even number, in
+    // the pool shortened by its arena's header), so 40,000 of them fill
+    // about 313 pools, and freeing every other block halves each pool.
+    let l = Layout::from_size_align(500, 8).unwrap();
+    let bs = poolmalloc::internals::class_size(poolmalloc::internals::class_of(500));
+    assert_eq!(bs, 512);
+    let big = Layout::from_size_align(5 << 20, 16).unwrap();
+    let mut blocks = Vec::with_capacity(40_000);
+    // SAFETY: valid layouts; each block is freed once with its layout below.
+    let huge = unsafe {
+        for _ in 0..40_000 {
+            blocks.push(PoolMalloc.alloc(l));
+        }
+        PoolMalloc.alloc(big)
+    };
+    assert!(!huge.is_null() && blocks.iter().all(|p| !p.is_null()));
+    let c1 = poolmalloc::counters();
+    let grew = c1.allocated as isize - c0.allocated as isize;
+    let want = (40_000 * bs + (5 << 20)) as isize;
+    // The lag: the current pool of the class (64 KiB), and the harness's
+    // threads and the vector's own block (320 KB) on the side.
+    let slack = (64 << 10) + (1 << 20);
+    assert!((grew - want).abs() <= slack, "allocated grew by {grew}, expected {want}");
+    assert!(c1.active >= c1.allocated - slack as usize, "{c1:?}");
+    assert!(c1.resident >= c1.active && c1.mapped >= c1.resident, "{c1:?}");
+    let s1 = poolmalloc::stats();
+    assert_eq!(c1.mapped, s1.os.mapped, "mapped is exact when nothing else allocates");
+
+    // Free every other block: each pool falls to half, which its heap hears
+    // of at once (a pool is counted again when frees halve it).
+    // SAFETY: each block freed once, with its layout.
+    unsafe {
+        for p in blocks.iter().step_by(2) {
+            PoolMalloc.dealloc(*p, l);
+        }
+        PoolMalloc.dealloc(huge, big);
+    }
+    let c2 = poolmalloc::counters();
+    let fell = c1.allocated as isize - c2.allocated as isize;
+    let want = (20_000 * bs + (5 << 20)) as isize;
+    assert!((fell - want).abs() <= slack, "allocated fell by {fell}, expected {want}");
+
+    // Free the rest: every pool empties and counts nothing.
+    // SAFETY: the other half, each freed once.
+    unsafe {
+        for p in blocks.iter().skip(1).step_by(2) {
+            PoolMalloc.dealloc(*p, l);
+        }
+    }
+    drop(blocks);
+    poolmalloc::trim();
+    let c3 = poolmalloc::counters();
+    let left = c3.allocated as isize - c0.allocated as isize;
+    assert!(left.abs() <= slack, "allocated is {left} bytes off the start after freeing everything");
+    assert!(c3.active < c1.active && c3.resident < c1.resident, "{c1:?} then {c3:?}");
+    assert!(c3.resident >= c3.active && c3.mapped >= c3.resident, "{c3:?}");
+}
+
 #[test]
 fn locked_mode_serves_many_threads() {
     let _s = serial();
