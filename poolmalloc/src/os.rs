@@ -231,7 +231,7 @@ pub enum Thp {
     Always = 2,
 }
 
-static THP: AtomicU8 = AtomicU8::new(Thp::Default as u8);
+static THP: AtomicU8 = AtomicU8::new(Thp::Never as u8);
 
 /// The THP mode of new mappings.
 pub fn thp() -> Thp {
@@ -250,10 +250,15 @@ pub(crate) fn set_thp(t: Thp) {
 /// Gives the kernel the THP advice of the current mode for a fresh
 /// mapping. A kernel built without THP refuses the advice (`EINVAL`); the
 /// mapping then has 4 KiB pages whatever the mode, and nothing is lost.
+///
+/// `never` costs no call where the system's THP setting is not `always`
+/// (read once from sysfs): the kernel then gives huge pages only to ranges
+/// marked `MADV_HUGEPAGE`, so the mapping is already what `never` asks for.
 #[cfg(not(miri))]
 fn advise_thp(p: *mut u8, size: usize) {
     let advice = match thp() {
         Thp::Default => return,
+        Thp::Never if !system_thp_always() => return,
         Thp::Never => libc::MADV_NOHUGEPAGE,
         Thp::Always => libc::MADV_HUGEPAGE,
     };
@@ -263,6 +268,41 @@ fn advise_thp(p: *mut u8, size: usize) {
     // how it is backed, never its contents.
     unsafe { libc::madvise(p.cast(), size, advice) };
     e.restore();
+}
+
+/// Whether the system's THP setting is `always`: read once from
+/// `/sys/kernel/mm/transparent_hugepage/enabled` (with `open` and `read`,
+/// which allocate nothing). If the file cannot be read, the answer is yes,
+/// so that `never` still gives its advice.
+#[cfg(not(miri))]
+pub fn system_thp_always() -> bool {
+    // 0: not read yet; 1: always; 2: not always.
+    static SYSTEM: AtomicU8 = AtomicU8::new(0);
+    match SYSTEM.load(Relaxed) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    let e = Errno::save();
+    let mut buf = [0u8; 64];
+    // SAFETY: a NUL-terminated path and flags; the result is checked.
+    let fd = unsafe { libc::open(c"/sys/kernel/mm/transparent_hugepage/enabled".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let always = if fd < 0 {
+        true
+    } else {
+        // SAFETY: `buf` has `buf.len()` writable bytes; `fd` is ours and
+        // closed once.
+        let n = unsafe {
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fd);
+            n
+        };
+        // The setting in effect is the bracketed word: "[always] madvise never".
+        n <= 0 || buf[..n as usize].starts_with(b"[always]")
+    };
+    e.restore();
+    SYSTEM.store(if always { 1 } else { 2 }, Relaxed);
+    always
 }
 
 /// Maps `size` bytes of zeroed read-write memory anywhere. Null on failure.
