@@ -53,10 +53,11 @@ struct pm_counters {
  * every request. mapped is exact; active and resident are exact at page
  * granularity (resident counts pages in use or once used, so it is an upper
  * bound of the resident set poolmalloc causes); allocated counts each pool's
- * blocks as its thread last counted them on a slow path, so it lags by the
- * blocks allocated from each thread's current pools and may still count some
- * freed blocks of pools that frees brought below half (the README's "Cheap
- * counters" section). pm_stats_json gives exact figures at a higher cost.
+ * blocks as its thread last counted them on a slow path: never below the
+ * bytes of live blocks, above them by the free blocks of each thread's
+ * current pools and by blocks freed since a pool was last counted (the
+ * README's "Cheap counters" section). pm_stats_json gives exact figures at a
+ * higher cost.
  * Returns PM_OK, or PM_EINVAL when out is NULL. */
 int pm_counters(struct pm_counters *out);
 

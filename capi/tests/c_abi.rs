@@ -269,6 +269,57 @@ fn control_api_counts_sets_and_refuses() {
     assert!(outcome.stderr.is_empty(), "control wrote to stderr\n{}", outcome.describe());
 }
 
+/// `capi/install.sh` installs the libraries, the header and the pkg-config
+/// files; a C program built with `pkg-config --cflags --libs` against each
+/// file links and runs on poolmalloc with nothing preloaded.
+#[test]
+fn installed_library_links_through_pkg_config() {
+    let lib_dir = library().parent().expect("library directory");
+    assert!(lib_dir.join("libpoolmalloc.a").is_file(), "the static library is built beside the shared one");
+    let prefix = scratch_dir().join("install");
+    let _ = std::fs::remove_dir_all(&prefix);
+    let out = Command::new("sh")
+        .arg(manifest_dir().join("install.sh"))
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--from")
+        .arg(lib_dir)
+        .output()
+        .expect("run capi/install.sh");
+    assert!(out.status.success(), "install.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["lib/libpoolmalloc.so", "lib/libpoolmalloc.a", "include/poolmalloc.h", "lib/pkgconfig/poolmalloc.pc"] {
+        assert!(prefix.join(f).is_file(), "{f} not installed");
+    }
+    let pkg_path = prefix.join("lib").join("pkgconfig");
+    for (pc, kind) in [("poolmalloc", "shared"), ("poolmalloc-static", "static")] {
+        let flags = Command::new("pkg-config")
+            .args(["--cflags", "--libs", pc])
+            .env("PKG_CONFIG_PATH", &pkg_path)
+            .output()
+            .expect("pkg-config is needed (CI installs it)");
+        assert!(flags.status.success(), "pkg-config {pc}: {}", String::from_utf8_lossy(&flags.stderr));
+        let flags = String::from_utf8(flags.stdout).unwrap();
+        let program = bin_dir().join(format!("installed-{kind}"));
+        let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+        let built = Command::new(&cc)
+            .args(["-std=gnu11", "-O2", "-Wall", "-Wextra", "-o"])
+            .arg(&program)
+            .arg(manifest_dir().join("tests").join("c").join("installed.c"))
+            .args(flags.split_whitespace())
+            .arg("-ldl")
+            .output()
+            .expect("run the C compiler");
+        assert!(built.status.success(), "building against {pc}.pc failed:\n{}", String::from_utf8_lossy(&built.stderr));
+        let mut cmd = Command::new(&program);
+        // Cargo points LD_LIBRARY_PATH at the build's own library, which
+        // would be found before the installed one.
+        cmd.arg(kind).env_remove("LD_PRELOAD").env_remove("LD_LIBRARY_PATH");
+        let outcome = run(cmd, TIMEOUT);
+        outcome.assert_success(&format!("a program built against {pc}.pc"));
+        assert!(outcome.stdout.contains(&format!("({kind})")), "{}", outcome.describe());
+    }
+}
+
 #[test]
 fn free_preserves_errno() {
     run_c("errno_free", &[]);

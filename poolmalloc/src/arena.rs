@@ -1083,11 +1083,13 @@ pub fn acquire_pool(class: usize) -> *mut Pool {
 /// [`crate::counters`]' `allocated`.
 pub static BLOCK_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// Brings the count of `p`'s blocks in [`BLOCK_BYTES`] up to its blocks in
-/// use now. Its holder calls this on its slow paths: when the pool becomes
-/// current or full, when frees thin it or reach it while full, when it is released, and
-/// after remote frees are collected. Between two such events the count
-/// lags by the blocks allocated or freed meanwhile.
+/// Brings the count of `p`'s blocks in [`BLOCK_BYTES`] to its blocks in
+/// use now. Its holder calls this on its slow paths for a pool that is not
+/// current: when the pool is filed full, when frees thin it or reach it
+/// while full, when it is released, and after remote frees are collected.
+/// Blocks are allocated only from current pools, which count all their
+/// blocks ([`report_current`]), so between two such events the count can
+/// only be above the blocks in use, by those freed meanwhile.
 ///
 /// # Safety
 /// `p` must be the lead record of a pool in use, with its arena's
@@ -1097,6 +1099,18 @@ pub static BLOCK_BYTES: AtomicUsize = AtomicUsize::new(0);
 pub unsafe fn report_in_use(p: *const Pool) {
     // SAFETY: by the caller, `p` is a live pool record we hold.
     report(p, unsafe { (*p).used() });
+}
+
+/// Counts every block of `p` in [`BLOCK_BYTES`], for a pool that becomes
+/// its heap's current pool: the blocks it hands out from then on are
+/// counted in advance, so the count never falls below the blocks in use.
+///
+/// # Safety
+/// As for [`report_in_use`].
+#[inline]
+pub unsafe fn report_current(p: *const Pool) {
+    // SAFETY: by the caller, `p` is a live pool record we hold.
+    report(p, unsafe { (*p).capacity() } as u32);
 }
 
 /// Sets the blocks `p` counts in [`BLOCK_BYTES`] to `now`.

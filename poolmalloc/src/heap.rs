@@ -297,7 +297,7 @@ impl Heap {
                     n.set(n.get().wrapping_add(1));
                 }
                 self.current[class].set(next);
-                arena::report_in_use(next);
+                arena::report_current(next);
             }
         }
     }
@@ -647,7 +647,9 @@ impl Heap {
         unsafe {
             let pr = &*p;
             if pr.floor() != 0 {
-                arena::report_in_use(p);
+                if self.current[pr.class()].get() != p {
+                    arena::report_in_use(p);
+                }
                 return self.pool_thinned(p);
             }
             let class = pr.class();
@@ -913,7 +915,6 @@ impl Heap {
                 if cur != empty_pool() {
                     let pr = &*cur;
                     pr.collect_remote();
-                    arena::report_in_use(cur);
                     if pr.is_empty() {
                         self.current[class].set(empty_pool());
                         self.release_empty(cur, true);

@@ -112,15 +112,16 @@ pub struct HeapOccupancy {
 ///   not the program touched them since, so `resident` is an upper bound of
 ///   the resident set poolmalloc causes.
 /// - `allocated` counts huge blocks exactly, and the blocks of each pool as
-///   its heap last counted them: when the pool became its heap's current
-///   pool or was filed full, when a free reached it while full, when frees
-///   brought a pool of 16 blocks or more down to half or emptied a pool
-///   other than a current one, and when remote frees were collected. So it
-///   is off by the blocks each thread allocated from or freed into its
-///   current pools since it took them (at most one pool per size class and
-///   thread), and it still counts the blocks
-///   freed into a pool since frees halved it (fewer than half of the
-///   pool's blocks) until the pool empties or its heap takes it again.
+///   its heap last counted them on a slow path. A pool that becomes a
+///   thread's current pool counts all its blocks, since blocks are handed
+///   out only from current pools; other pools are counted again when filed
+///   full, when a free reaches a full pool, when frees bring a pool of 16
+///   blocks or more down to half, when remote frees are collected, and
+///   when a pool is released. So `allocated` is never below the bytes of
+///   live blocks: it is above them by the free blocks of each thread's
+///   current pools (at most one pool per size class and thread) and by
+///   the blocks freed into other pools since they were last counted (fewer
+///   than half of a pool of 16 blocks or more).
 ///   [`crate::stats`] counts every block, at the cost of a walk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {

@@ -48,7 +48,7 @@ fn build(target_dir: &Path) -> PathBuf {
     let messages = String::from_utf8_lossy(&out.stdout);
     let path = messages
         .lines()
-        .filter(|l| l.contains(r#""reason":"compiler-artifact""#) && l.contains(r#""kind":["cdylib"]"#))
+        .filter(|l| l.contains(r#""reason":"compiler-artifact""#) && l.contains(r#""kind":["cdylib""#))
         .find_map(cdylib_file)
         .unwrap_or_else(|| panic!("cargo build did not report libpoolmalloc.so:\n{messages}"));
     assert!(path.is_file(), "{} was not built", path.display());
