@@ -15,75 +15,53 @@
 use core::ffi::{c_char, c_int, c_void};
 use core::ptr;
 use pm::internals as core_alloc;
-use pm::internals::set_errno;
 
-const ENOMEM: c_int = libc::ENOMEM;
-const EINVAL: c_int = libc::EINVAL;
+use pm::cabi;
 
-#[inline(always)]
-fn nomem(p: *mut u8) -> *mut c_void {
-    if p.is_null() {
-        set_errno(ENOMEM);
-    }
-    p.cast()
-}
+const _: () = assert!(
+    !pm::OVERRIDE,
+    "libpoolmalloc.so defines the C allocation functions itself: build it without poolmalloc's `override` feature"
+);
 
 /// `malloc(3)`.
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    // The core sets ENOMEM itself on failure.
-    core_alloc::malloc(size).cast()
+    cabi::malloc(size)
 }
 
 /// `free(3)`; preserves `errno`.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    // SAFETY: the C contract: `p` is null or a live block.
-    unsafe { core_alloc::free(p.cast()) }
+    // SAFETY: the C contract, forwarded.
+    unsafe { cabi::free(p) }
 }
 
 /// `cfree(3)`, an old alias of `free`.
 #[no_mangle]
 pub unsafe extern "C" fn cfree(p: *mut c_void) {
-    // SAFETY: as for free.
-    unsafe { core_alloc::free(p.cast()) }
+    // SAFETY: the C contract, forwarded.
+    unsafe { cabi::cfree(p) }
 }
 
 /// `calloc(3)`: ENOMEM on multiplication overflow.
 #[no_mangle]
 pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
-    let Some(total) = n.checked_mul(size) else {
-        set_errno(ENOMEM);
-        return ptr::null_mut();
-    };
-    nomem(core_alloc::calloc(total))
+    cabi::calloc(n, size)
 }
 
 /// `realloc(3)`: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees
 /// `p` and returns NULL; on failure the old block is left intact.
 #[no_mangle]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    if p.is_null() {
-        return malloc(size);
-    }
-    if size == 0 {
-        // SAFETY: the C contract: `p` is a live block.
-        unsafe { core_alloc::free(p.cast()) };
-        return ptr::null_mut();
-    }
-    // SAFETY: the C contract: `p` is a live block.
-    nomem(unsafe { core_alloc::realloc(p.cast(), size) })
+    // SAFETY: the C contract, forwarded.
+    unsafe { cabi::realloc(p, size) }
 }
 
 /// `reallocarray(3)`: ENOMEM on multiplication overflow.
 #[no_mangle]
 pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
-    let Some(total) = n.checked_mul(size) else {
-        set_errno(ENOMEM);
-        return ptr::null_mut();
-    };
-    // SAFETY: forwarded.
-    unsafe { realloc(p, total) }
+    // SAFETY: the C contract, forwarded.
+    unsafe { cabi::reallocarray(p, n, size) }
 }
 
 /// `posix_memalign(3)`: EINVAL unless `align` is a power of two multiple of
@@ -91,90 +69,66 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
 /// failure, and `errno` is not changed.
 #[no_mangle]
 pub unsafe extern "C" fn posix_memalign(memptr: *mut *mut c_void, align: usize, size: usize) -> c_int {
-    if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
-        return EINVAL;
-    }
-    let e = pm::internals::Errno::save();
-    let p = core_alloc::malloc_aligned(size, align);
-    e.restore();
-    if p.is_null() {
-        return ENOMEM;
-    }
-    // SAFETY: the caller gives a writable pointer slot.
-    unsafe { *memptr = p.cast() };
-    0
+    // SAFETY: the C contract, forwarded.
+    unsafe { cabi::posix_memalign(memptr, align, size) }
 }
 
 /// `aligned_alloc(3)`: EINVAL unless `align` is a power of two.
 #[no_mangle]
 pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    if !align.is_power_of_two() {
-        set_errno(EINVAL);
-        return ptr::null_mut();
-    }
-    nomem(core_alloc::malloc_aligned(size, align))
+    cabi::aligned_alloc(align, size)
 }
 
 /// `memalign(3)`: like glibc, an alignment that is not a power of two is
 /// rounded up to one; an impossible one gives EINVAL.
 #[no_mangle]
 pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    let Some(a) = align.max(1).checked_next_power_of_two() else {
-        set_errno(EINVAL);
-        return ptr::null_mut();
-    };
-    nomem(core_alloc::malloc_aligned(size, a))
+    cabi::memalign(align, size)
 }
 
 /// `valloc(3)`: page-aligned.
 #[no_mangle]
 pub extern "C" fn valloc(size: usize) -> *mut c_void {
-    nomem(core_alloc::malloc_aligned(size, pm::internals::page_size()))
+    cabi::valloc(size)
 }
 
 /// `pvalloc(3)`: page-aligned, size rounded up to whole pages.
 #[no_mangle]
 pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    let page = pm::internals::page_size();
-    let Some(rounded) = pm::internals::align_up(size.max(1), page) else {
-        set_errno(ENOMEM);
-        return ptr::null_mut();
-    };
-    nomem(core_alloc::malloc_aligned(rounded, page))
+    cabi::pvalloc(size)
 }
 
 /// `malloc_usable_size(3)`: 0 for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
-    // SAFETY: the C contract: `p` is null or a live block.
-    unsafe { core_alloc::usable_size(p.cast(), "malloc_usable_size") }
+    // SAFETY: the C contract, forwarded.
+    unsafe { cabi::malloc_usable_size(p) }
 }
 
 /// C23 `free_sized`.
 #[no_mangle]
 pub unsafe extern "C" fn free_sized(p: *mut c_void, size: usize) {
-    // SAFETY: the C contract: `p` is null or a live block.
-    unsafe { core_alloc::free_sized(p.cast(), size, "free_sized") }
+    // SAFETY: the C contract, forwarded.
+    unsafe { cabi::free_sized(p, size) }
 }
 
 /// C23 `free_aligned_sized`.
 #[no_mangle]
-pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, size: usize) {
-    // SAFETY: the C contract: `p` is null or a live block.
-    unsafe { core_alloc::free_sized(p.cast(), size, "free_aligned_sized") }
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: usize, size: usize) {
+    // SAFETY: the C contract, forwarded.
+    unsafe { cabi::free_aligned_sized(p, align, size) }
 }
 
 /// glibc's `malloc_trim(3)`: returns 1 (memory may have been released).
 #[no_mangle]
 pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
-    pm::trim();
-    1
+    cabi::malloc_trim(_pad)
 }
 
 /// glibc's `malloc_stats(3)`: prints poolmalloc's report to stderr.
 #[no_mangle]
 pub extern "C" fn malloc_stats() {
-    pm::internals::print_stats();
+    cabi::malloc_stats()
 }
 
 /// Prints the statistics report to stderr.

@@ -1082,3 +1082,72 @@ fn tempfile_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Builds `tests/override` (a Rust program whose C `malloc` is poolmalloc
+/// through the `override` feature) as a static binary for `target`, on its
+/// own (never with the workspace: feature unification would turn
+/// `override` on for libpoolmalloc.so too).
+fn override_program(target: &str, rustflags: &str) -> PathBuf {
+    let dir = scratch_dir().join(format!("override-{target}"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--target", target, "--manifest-path"])
+        .arg(manifest_dir().join("tests/override/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&dir)
+        .env("RUSTFLAGS", rustflags)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo to build the override program");
+    assert!(
+        out.status.success(),
+        "building tests/override for {target} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join(target).join("release/poolmalloc-override-test")
+}
+
+/// Whether a 64-bit little-endian ELF file has a `PT_INTERP` program
+/// header (a dynamic loader to run it).
+fn has_interpreter(elf: &[u8]) -> bool {
+    assert!(elf.len() > 0x40 && elf.starts_with(b"\x7fELF") && elf[4] == 2 && elf[5] == 1, "not an ELF64 LE file");
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count).any(|i| {
+        let at = phoff + i * size;
+        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3 // PT_INTERP
+    })
+}
+
+/// The `override` feature makes poolmalloc the C `malloc` of a statically
+/// linked Rust program: glibc with `crt-static` always, and musl where its
+/// standard library is installed (`rustup target add
+/// x86_64-unknown-linux-musl`; CI installs it when the network allows).
+/// The program checks with poolmalloc's statistics that C calls, the C
+/// library's own allocations and Rust's `System` allocator all land in it.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn override_feature_makes_poolmalloc_the_c_malloc_of_static_binaries() {
+    let musl = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "x86_64-unknown-linux-musl"));
+    let mut targets = vec![("x86_64-unknown-linux-gnu", "-C target-feature=+crt-static")];
+    if musl {
+        targets.push(("x86_64-unknown-linux-musl", ""));
+    } else {
+        eprintln!("skipping the musl build: the x86_64-unknown-linux-musl standard library is not installed");
+    }
+    for (target, flags) in targets {
+        let program = override_program(target, flags);
+        let bytes = std::fs::read(&program).expect("read the program");
+        assert!(!has_interpreter(&bytes), "{target}: the program asks for a dynamic loader, so it is not static");
+        let mut cmd = Command::new(&program);
+        cmd.env_remove("LD_PRELOAD");
+        let outcome = run(cmd, TIMEOUT);
+        outcome.assert_success(&format!("the override program ({target})"));
+        assert!(outcome.stdout.contains("all served by poolmalloc"), "{target}: {}", outcome.describe());
+    }
+}

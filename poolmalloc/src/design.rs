@@ -12,7 +12,7 @@
 //! ```text
 //!  row  layer  modules                           owns
 //!  14   8+     pools                             TypedPool, PoolBox, BufferPool: above the public API
-//!  13   8      global owned profile              PoolMalloc, LockedPoolMalloc (GlobalAlloc); first-class Heap; the heap profiler's API
+//!  13   8      global owned profile cabi         PoolMalloc, LockedPoolMalloc (GlobalAlloc); first-class Heap; the heap profiler's API; the C functions
 //!  12   8      front                             the C and Rust entry points; the one choice of engine or debug wrapper
 //!  11   x      debug                             the debug wrapper and DebugPoolMalloc: guard bytes, fill, serials, quarantine
 //!  10   8      engine                            the routing engine: size and alignment (or a layout) → pools or large
@@ -63,6 +63,7 @@
 //! | to find | look in |
 //! |---|---|
 //! | `malloc`, `free`, `realloc`: the entry points, and debug mode's choice | `front.rs` |
+//! | the C allocation API with C semantics (errno, glibc's edge cases), exported by `libpoolmalloc.so` and by the `override` feature | `cabi.rs` |
 //! | routing a size, alignment or layout to pools or huge spans | `engine.rs` |
 //! | the `#[global_allocator]` types | `global.rs` |
 //! | first-class heaps (`Heap`, allocator-api2) | `owned.rs` |

@@ -55,6 +55,7 @@ macro_rules! not_under_loom {
 
 not_under_loom! {
     pub(crate) mod arena;
+    pub mod cabi;
     pub(crate) mod debug;
     pub mod design;
     pub(crate) mod engine;
@@ -94,6 +95,10 @@ not_under_loom! {
 
 /// The library version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Whether this build has the `override` feature: [`cabi`]'s functions
+/// are then exported as the process's `malloc`, `free` and the rest.
+pub const OVERRIDE: bool = cfg!(feature = "override");
 
 #[cfg(not(loom))]
 /// Takes a snapshot of the whole allocator (see [`Stats`]).
