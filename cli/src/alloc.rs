@@ -43,7 +43,9 @@ pub enum Allocator {
     MiMalloc,
     /// `tikv_jemallocator::Jemalloc` (jemalloc 5.3, prefixed symbols).
     Jemalloc,
-    /// `std::alloc::System`: glibc malloc.
+    /// `std::alloc::System`: glibc malloc, named as in the CPython rows
+    /// (`system` is accepted too).
+    #[value(name = "glibc", alias = "system")]
     System,
 }
 
@@ -81,7 +83,7 @@ impl Allocator {
             Allocator::PoolMallocThp => "poolmalloc-thp",
             Allocator::MiMalloc => "mimalloc",
             Allocator::Jemalloc => "jemalloc",
-            Allocator::System => "system",
+            Allocator::System => "glibc",
         }
     }
 }

@@ -432,30 +432,41 @@ fn print_summary(
     if let Some(t) = report::memory_table(results) {
         println!("{t}");
     }
-    println!("Medians over all runs. Ratios are comparator ÷ poolmalloc (or ÷ pymalloc): above 1.00× means poolmalloc");
-    println!(
-        "took less time or memory; for ops/s workloads the time ratio is poolmalloc's throughput ÷ the comparator's."
-    );
+    say("Medians over all runs. Every ratio is poolmalloc ÷ the comparator (pm ÷ time: time, or time per operation for Mop/s workloads; pm ÷ RSS: peak RSS): below 1.00× poolmalloc took less.");
     for line in report::syscall_lines(results) {
-        println!("{line}");
+        say(&line);
     }
     if let Some(b) = baseline.filter(|_| results.iter().any(|c| !c.python)) {
-        println!("Peak RSS of in-process workloads includes the harness's own {} (an idle worker).", format::bytes(b));
+        say(&format!(
+            "Peak RSS of in-process workloads includes the harness's own {} (an idle worker).",
+            format::bytes(b)
+        ));
     }
     for line in report::memory_lines(results, baseline) {
-        println!("{line}");
+        say(&line);
     }
     for line in report::geomean_lines(geomeans) {
-        println!("{line}");
+        say(&line);
     }
     for line in report::api_lines(apis) {
-        println!("{line}");
+        say(&line);
     }
     for cost in mode_costs.into_iter().flatten() {
         for line in report::mode_lines(cost) {
-            println!("{line}");
+            say(&line);
         }
     }
+}
+
+/// Prints a line of the summary wrapped to the tables' width, its
+/// continuation lines indented.
+fn say(line: &str) {
+    let indent = if line.starts_with("  ") { "    " } else { "  " };
+    // Lines break at spaces only, never inside a name like typed-pool/mimalloc.
+    let options = textwrap::Options::new(report::WIDTH.into())
+        .subsequent_indent(indent)
+        .word_splitter(textwrap::WordSplitter::NoHyphenation);
+    println!("{}", textwrap::fill(line, options));
 }
 
 fn write_outputs(outputs: &mut Outputs, report: &Report, subtitle: &str) -> Result<()> {

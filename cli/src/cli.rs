@@ -274,6 +274,8 @@ pub enum InstrTarget {
     #[value(name = "mimalloc")]
     MiMalloc,
     Jemalloc,
+    /// `std::alloc::System` (glibc), named as in the benchmark tables.
+    #[value(name = "glibc", alias = "system")]
     System,
 }
 

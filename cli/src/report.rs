@@ -532,14 +532,26 @@ fn ratio_cell(r: Option<f64>) -> String {
     r.map_or_else(|| "-".to_string(), format::ratio)
 }
 
+/// A cell of poolmalloc ÷ the comparator, from a comparator ÷ poolmalloc
+/// ratio: the one direction the printed tables and the chart use.
+fn inverse_cell(r: Option<f64>) -> String {
+    ratio_cell(r.filter(|r| *r > 0.0).map(|r| 1.0 / r))
+}
+
 fn rss_cell(c: &ComparatorResult) -> String {
     c.median.map_or_else(|| "-".to_string(), |m| format::bytes(m.peak_rss_bytes))
 }
 
+/// Columns the printed tables and lines fit in.
+pub const WIDTH: u16 = 100;
+
 fn new_table(header: &[&str]) -> Table {
     let mut t = Table::new();
+    // Cells wrap (a long case name first) so the table fits WIDTH columns,
+    // whether or not stdout is a terminal.
     t.load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(WIDTH)
         .set_header(header);
     t
 }
@@ -566,29 +578,41 @@ fn any_syscalls(cases: &[CaseResult]) -> bool {
     cases.iter().filter(|c| !c.python).flat_map(|c| &c.comparators).any(ComparatorResult::counts_syscalls)
 }
 
+/// The header over the time-ratio column, and the one over the RSS-ratio
+/// column, of the printed tables: poolmalloc ÷ the row's comparator.
+const TIME_RATIO: &str = "pm ÷ time";
+const RSS_RATIO: &str = "pm ÷ RSS";
+
+/// A case's name in the tables, with its thread count where above one.
+fn case_label(case: &CaseResult) -> String {
+    if case.threads > 1 {
+        format!("{} ({}t)", case.case, case.threads)
+    } else {
+        case.case.clone()
+    }
+}
+
 /// The table of in-process cases, or `None` if there are none. It has a
-/// `syscalls/Mop` column when some case counted system calls.
+/// `sys/Mop` column (system calls per million operations) when some case
+/// counted them. It fits 100 columns.
 pub fn in_process_table(cases: &[CaseResult]) -> Option<Table> {
     let syscalls = any_syscalls(cases);
-    let mut header =
-        vec!["workload", "threads", "allocator", "median", "time vs poolmalloc", "peak RSS", "RSS vs poolmalloc"];
+    let mut header = vec!["workload", "allocator", "median", TIME_RATIO, "peak RSS", RSS_RATIO];
     if syscalls {
-        header.push("syscalls/Mop");
+        header.push("sys/Mop");
     }
     let mut t = new_table(&header);
     let mut any = false;
     for case in cases.iter().filter(|c| !c.python) {
         for (i, c) in case.comparators.iter().enumerate() {
-            let (name, threads) =
-                if i == 0 { (case.case.clone(), case.threads.to_string()) } else { Default::default() };
+            let name = if i == 0 { case_label(case) } else { String::new() };
             let mut row = vec![
                 name,
-                threads,
                 c.allocator.clone(),
                 median_cell(case.metric, c),
-                ratio_cell(c.time_ratio_to_poolmalloc),
+                inverse_cell(c.time_ratio_to_poolmalloc),
                 rss_cell(c),
-                ratio_cell(c.rss_ratio_to_poolmalloc),
+                inverse_cell(c.rss_ratio_to_poolmalloc),
             ];
             if syscalls {
                 row.push(syscalls_cell(c));
@@ -597,22 +621,13 @@ pub fn in_process_table(cases: &[CaseResult]) -> Option<Table> {
             any = true;
         }
     }
-    align_numbers(&mut t, 3);
+    align_numbers(&mut t, 2);
     any.then_some(t)
 }
 
 /// The table of CPython cases, or `None` if there are none.
 pub fn python_table(cases: &[CaseResult]) -> Option<Table> {
-    let mut t = new_table(&[
-        "python",
-        "allocator",
-        "median wall",
-        "vs pymalloc",
-        "vs poolmalloc",
-        "peak RSS",
-        "RSS vs pymalloc",
-        "RSS vs poolmalloc",
-    ]);
+    let mut t = new_table(&["python", "allocator", "median wall", TIME_RATIO, "peak RSS", RSS_RATIO]);
     let mut any = false;
     for case in cases.iter().filter(|c| c.python) {
         for (i, c) in case.comparators.iter().enumerate() {
@@ -620,11 +635,9 @@ pub fn python_table(cases: &[CaseResult]) -> Option<Table> {
                 if i == 0 { case.case.clone() } else { String::new() },
                 c.allocator.clone(),
                 median_cell(case.metric, c),
-                ratio_cell(c.time_ratio_to_pymalloc),
-                ratio_cell(c.time_ratio_to_poolmalloc),
+                inverse_cell(c.time_ratio_to_poolmalloc),
                 rss_cell(c),
-                ratio_cell(c.rss_ratio_to_pymalloc),
-                ratio_cell(c.rss_ratio_to_poolmalloc),
+                inverse_cell(c.rss_ratio_to_poolmalloc),
             ]);
             any = true;
         }

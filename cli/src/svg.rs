@@ -1,25 +1,33 @@
-//! The `--svg` chart: time ratios (comparator ÷ poolmalloc) per case as
-//! grouped bars on a logarithmic axis, so 2× slower and 2× faster are the
-//! same distance from poolmalloc's line at 1. Written by hand; no plotting
-//! crate.
+//! The `--svg` chart: two panels side by side, time and peak RSS, each as
+//! poolmalloc ÷ comparator per case (below 1: poolmalloc took less), in
+//! grouped bars on a logarithmic axis, so 2× less and 2× more are the same
+//! distance from the line at 1. Only the allocators are drawn: locked mode
+//! (up to 100× here, which would squash the rest), the other poolmalloc
+//! modes and the poolmalloc APIs stay in the tables. Written by hand; no
+//! plotting crate.
 
-use crate::report::{CaseResult, POOLMALLOC};
+use crate::report::{CaseResult, Role, POOLMALLOC};
 use std::fmt::Write as _;
 
-/// Okabe-Ito colours, distinguishable with the common colour-vision deficiencies.
-const COLOURS: [&str; 8] = ["#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2", "#D55E00", "#999999", "#F0E442"];
+/// Okabe-Ito colours, distinguishable with the common colour-vision
+/// deficiencies, ordered so that the first five differ most (no two blues
+/// or two oranges among them).
+const COLOURS: [&str; 8] = ["#E69F00", "#0072B2", "#009E73", "#CC79A7", "#999999", "#D55E00", "#56B4E9", "#F0E442"];
 const NICE_TICKS: [f64; 23] = [
     0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 8.0, 10.0, 16.0, 20.0, 32.0, 50.0, 64.0,
     100.0, 200.0, 500.0,
 ];
+/// The comparator the chart leaves out.
+const LOCKED: &str = "poolmalloc-locked";
 
-const LEFT: f64 = 80.0;
+const LEFT: f64 = 70.0;
 const RIGHT: f64 = 30.0;
-const TOP: f64 = 90.0;
-const PLOT_HEIGHT: f64 = 320.0;
+const PANEL_GAP: f64 = 40.0;
+const TOP: f64 = 100.0;
+const PLOT_HEIGHT: f64 = 300.0;
 const BOTTOM: f64 = 130.0;
-const BAR: f64 = 13.0;
-const GROUP_GAP: f64 = 18.0;
+const BAR: f64 = 9.0;
+const GROUP_GAP: f64 = 12.0;
 
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -28,47 +36,45 @@ pub fn escape(s: &str) -> String {
 /// One group of bars: a case and its (comparator, ratio) pairs.
 type Group<'a> = (&'a str, Vec<(&'a str, f64)>);
 
-/// The chart, or `None` when no case has a ratio to draw.
-pub fn chart(cases: &[CaseResult], subtitle: &str) -> Option<String> {
-    let groups: Vec<Group> = cases
+/// The groups of one panel: poolmalloc ÷ each allocator, from the
+/// comparator ÷ poolmalloc ratio that `pick` reads.
+fn groups<'a>(
+    cases: &'a [CaseResult],
+    pick: impl Fn(&crate::report::ComparatorResult) -> Option<f64>,
+) -> Vec<Group<'a>> {
+    cases
         .iter()
         .map(|case| {
             let bars = case
                 .comparators
                 .iter()
-                .filter(|c| c.allocator != POOLMALLOC)
-                .filter_map(|c| c.time_ratio_to_poolmalloc.map(|r| (c.allocator.as_str(), r)))
-                .filter(|(_, r)| *r > 0.0)
+                .filter(|c| c.allocator != POOLMALLOC && c.allocator != LOCKED && c.role == Role::Allocator)
+                .filter_map(|c| pick(c).filter(|r| *r > 0.0).map(|r| (c.allocator.as_str(), 1.0 / r)))
                 .collect();
             (case.case.as_str(), bars)
         })
         .filter(|(_, bars): &Group| !bars.is_empty())
-        .collect();
-    if groups.is_empty() {
+        .collect()
+}
+
+/// The chart, or `None` when no case has a ratio to draw.
+pub fn chart(cases: &[CaseResult], subtitle: &str) -> Option<String> {
+    let time = groups(cases, |c| c.time_ratio_to_poolmalloc);
+    let rss = groups(cases, |c| c.rss_ratio_to_poolmalloc);
+    if time.is_empty() && rss.is_empty() {
         return None;
     }
     let mut series: Vec<&str> = Vec::new();
-    for (_, bars) in &groups {
+    for (_, bars) in time.iter().chain(&rss) {
         for (name, _) in bars {
             if !series.contains(name) {
                 series.push(name);
             }
         }
     }
-    let colour = |name: &str| COLOURS[series.iter().position(|s| *s == name).unwrap_or(0) % COLOURS.len()];
-
-    // The axis spans every ratio and 1, with a little room, in log scale.
-    let (lo, hi) = groups
-        .iter()
-        .flat_map(|(_, bars)| bars.iter().map(|(_, r)| *r))
-        .fold((1.0f64, 1.0f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
-    let (lo, hi) = ((lo / 1.15).max(0.05), (hi * 1.15).min(500.0));
-    let (llo, lhi) = (lo.ln(), hi.ln());
-    let y = |r: f64| TOP + PLOT_HEIGHT * (lhi - r.clamp(lo, hi).ln()) / (lhi - llo);
-
-    let widths: Vec<f64> = groups.iter().map(|(_, bars)| bars.len() as f64 * BAR + GROUP_GAP).collect();
-    let plot_width: f64 = widths.iter().sum::<f64>().max(360.0);
-    let width = LEFT + plot_width + RIGHT;
+    let width_of = |g: &[Group]| g.iter().map(|(_, bars)| bars.len() as f64 * BAR + GROUP_GAP).sum::<f64>().max(300.0);
+    let (tw, rw) = (width_of(&time), width_of(&rss));
+    let width = LEFT + tw + PANEL_GAP + LEFT + rw + RIGHT;
     let height = TOP + PLOT_HEIGHT + BOTTOM;
 
     let mut s = String::new();
@@ -79,11 +85,14 @@ pub fn chart(cases: &[CaseResult], subtitle: &str) -> Option<String> {
     let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="white"/>"##);
     let _ = writeln!(
         s,
-        r##"<text x="{LEFT}" y="24" font-size="15" font-weight="bold">Time relative to poolmalloc (comparator ÷ poolmalloc; above 1: poolmalloc is faster)</text>"##
+        r##"<text x="{LEFT}" y="24" font-size="15" font-weight="bold">poolmalloc ÷ each allocator: time (left) and peak RSS (right); below 1, poolmalloc took less</text>"##
     );
-    let _ = writeln!(s, r##"<text x="{LEFT}" y="42" fill="#555">{}</text>"##, escape(subtitle));
-
-    // Legend.
+    let _ = writeln!(
+        s,
+        r##"<text x="{LEFT}" y="42" fill="#555">{} (locked mode, the other poolmalloc modes and the APIs are in the tables)</text>"##,
+        escape(subtitle)
+    );
+    let colour = |name: &str| COLOURS[series.iter().position(|s| *s == name).unwrap_or(0) % COLOURS.len()];
     let mut lx = LEFT;
     for name in &series {
         let _ = writeln!(
@@ -95,8 +104,36 @@ pub fn chart(cases: &[CaseResult], subtitle: &str) -> Option<String> {
         );
         lx += 16.0 + 7.5 * name.len() as f64 + 18.0;
     }
+    panel(&mut s, LEFT, tw, &time, "time", &colour);
+    panel(&mut s, LEFT + tw + PANEL_GAP + LEFT, rw, &rss, "peak RSS", &colour);
+    s.push_str("</svg>\n");
+    Some(s)
+}
 
-    // Axis, grid and ticks.
+/// Draws one panel whose plot area starts at `left` and is `plot_width`
+/// wide.
+fn panel(
+    s: &mut String,
+    left: f64,
+    plot_width: f64,
+    groups: &[Group],
+    what: &str,
+    colour: &dyn Fn(&str) -> &'static str,
+) {
+    let _ = writeln!(s, r##"<text x="{left:.1}" y="{:.1}" font-weight="bold">{what}</text>"##, TOP - 12.0);
+    if groups.is_empty() {
+        let _ = writeln!(s, r##"<text x="{left:.1}" y="{:.1}" fill="#555">no figures</text>"##, TOP + 20.0);
+        return;
+    }
+    // The axis spans every ratio and 1, with a little room, in log scale.
+    let (lo, hi) = groups
+        .iter()
+        .flat_map(|(_, bars)| bars.iter().map(|(_, r)| *r))
+        .fold((1.0f64, 1.0f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
+    let (lo, hi) = ((lo / 1.15).max(0.05), (hi * 1.15).min(500.0));
+    let (llo, lhi) = (lo.ln(), hi.ln());
+    let y = |r: f64| TOP + PLOT_HEIGHT * (lhi - r.clamp(lo, hi).ln()) / (lhi - llo);
+
     let ticks: Vec<f64> = {
         let inside: Vec<f64> = NICE_TICKS.iter().copied().filter(|t| (lo..=hi).contains(t)).collect();
         if inside.len() > 10 {
@@ -110,34 +147,33 @@ pub fn chart(cases: &[CaseResult], subtitle: &str) -> Option<String> {
         let (stroke, dash) = if *t == 1.0 { ("#333", "") } else { ("#ddd", r##" stroke-dasharray="3,3""##) };
         let _ = writeln!(
             s,
-            r##"<line x1="{LEFT}" y1="{ty:.1}" x2="{:.1}" y2="{ty:.1}" stroke="{stroke}"{dash}/><text x="{:.1}" y="{:.1}" text-anchor="end">{t}×</text>"##,
-            LEFT + plot_width,
-            LEFT - 6.0,
+            r##"<line x1="{left:.1}" y1="{ty:.1}" x2="{:.1}" y2="{ty:.1}" stroke="{stroke}"{dash}/><text x="{:.1}" y="{:.1}" text-anchor="end">{t}×</text>"##,
+            left + plot_width,
+            left - 6.0,
             ty + 4.0
         );
     }
-    let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{:.1}" stroke="#333"/>"##, TOP + PLOT_HEIGHT);
     let _ = writeln!(
         s,
-        r##"<text transform="translate(18,{:.1}) rotate(-90)" text-anchor="middle">time ratio (log scale)</text>"##,
-        TOP + PLOT_HEIGHT / 2.0
+        r##"<line x1="{left:.1}" y1="{TOP}" x2="{left:.1}" y2="{:.1}" stroke="#333"/>"##,
+        TOP + PLOT_HEIGHT
     );
     let _ = writeln!(
         s,
-        r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#333">poolmalloc = 1</text>"##,
-        LEFT + plot_width - 4.0,
-        y(1.0) - 5.0
+        r##"<text transform="translate({:.1},{:.1}) rotate(-90)" text-anchor="middle">{what} ratio (log scale)</text>"##,
+        left - 52.0,
+        TOP + PLOT_HEIGHT / 2.0
     );
 
     // Bars, from the line at 1 to the ratio.
-    let mut gx = LEFT + GROUP_GAP / 2.0;
-    for ((label, bars), w) in groups.iter().zip(&widths) {
+    let mut gx = left + GROUP_GAP / 2.0;
+    for (label, bars) in groups {
         for (i, (name, r)) in bars.iter().enumerate() {
             let x = gx + i as f64 * BAR;
             let (top, bottom) = if *r >= 1.0 { (y(*r), y(1.0)) } else { (y(1.0), y(*r)) };
             let _ = writeln!(
                 s,
-                r##"<rect x="{x:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {}: {r:.3}×</title></rect>"##,
+                r##"<rect x="{x:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {what}: poolmalloc ÷ {} = {r:.3}×</title></rect>"##,
                 BAR - 1.0,
                 (bottom - top).max(0.5),
                 colour(name),
@@ -152,10 +188,8 @@ pub fn chart(cases: &[CaseResult], subtitle: &str) -> Option<String> {
             r##"<text transform="translate({cx:.1},{ly:.1}) rotate(-40)" text-anchor="end">{}</text>"##,
             escape(label)
         );
-        gx += w;
+        gx += bars.len() as f64 * BAR + GROUP_GAP;
     }
-    s.push_str("</svg>\n");
-    Some(s)
 }
 
 #[cfg(test)]
@@ -178,6 +212,7 @@ mod tests {
                 .map(|(n, r)| {
                     let mut c = ComparatorResult::new(n, String::new(), Role::Allocator);
                     c.time_ratio_to_poolmalloc = *r;
+                    c.rss_ratio_to_poolmalloc = r.map(|r| r * 2.0);
                     c
                 })
                 .collect(),
@@ -187,16 +222,29 @@ mod tests {
     }
 
     #[test]
-    fn draws_one_bar_per_ratio_with_a_legend() {
+    fn draws_time_and_rss_bars_per_ratio_with_a_legend() {
         let cases = [
-            case("a<b", &[("poolmalloc", Some(1.0)), ("mimalloc", Some(1.5)), ("system", Some(0.5))]),
+            case(
+                "a<b",
+                &[
+                    ("poolmalloc", Some(1.0)),
+                    ("mimalloc", Some(1.6)),
+                    ("glibc", Some(0.5)),
+                    ("poolmalloc-locked", Some(40.0)),
+                ],
+            ),
             case("c", &[("poolmalloc", Some(1.0)), ("mimalloc", None)]),
         ];
         let svg = chart(&cases, "quick").unwrap();
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
-        assert_eq!(svg.matches("<title>").count(), 2);
+        // Two allocators in two panels; locked mode left out.
+        assert_eq!(svg.matches("<title>").count(), 4);
+        assert!(!svg.contains("poolmalloc-locked"));
         assert!(svg.contains("a&lt;b") && !svg.contains("a<b"));
-        assert!(svg.contains(">mimalloc</text>") && svg.contains(">system</text>"));
+        assert!(svg.contains(">mimalloc</text>") && svg.contains(">glibc</text>"));
+        // poolmalloc ÷ comparator: the reciprocal of comparator ÷ poolmalloc.
+        assert!(svg.contains("a&lt;b time: poolmalloc ÷ mimalloc = 0.625×"), "{svg}");
+        assert!(svg.contains("a&lt;b peak RSS: poolmalloc ÷ glibc = 1.000×"), "{svg}");
         assert!(svg.contains(">1×</text>"));
     }
 

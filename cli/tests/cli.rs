@@ -47,7 +47,7 @@ fn quick_bench_writes_every_in_process_comparator_to_json() {
     assert_eq!(cases.len(), 1);
     assert_eq!(cases[0]["case"], "numeric");
     let comparators = cases[0]["comparators"].as_array().unwrap();
-    for name in ["poolmalloc", "poolmalloc-locked", "mimalloc", "jemalloc", "system"] {
+    for name in ["poolmalloc", "poolmalloc-locked", "mimalloc", "jemalloc", "glibc"] {
         let c = comparators.iter().find(|c| c["allocator"] == name).unwrap_or_else(|| panic!("no {name} in {report}"));
         let runs = c["runs"].as_array().unwrap();
         assert_eq!(runs.len(), 3, "{name}");
@@ -156,14 +156,21 @@ fn quick_typed_bench_compares_typed_pool_with_every_allocator() {
         .arg(&json)
         .assert()
         .success()
-        .stdout(predicate::str::contains("typed-pool").and(predicate::str::contains("typed-pool/mimalloc")));
+        .stdout(predicate::str::contains("typed-pool").and(predicate::str::contains("typed-pool/mimalloc")))
+        .stdout(predicate::function(|out: &str| {
+            // One name per allocator, one ratio direction stated once, and
+            // nothing wider than 100 columns.
+            out.lines().all(|l| l.chars().count() <= 100)
+                && out.matches("Every ratio is poolmalloc ÷ the comparator").count() == 1
+                && !out.contains("system")
+        }));
 
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let cases = report["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 1);
     assert_eq!(cases[0]["case"], "typed");
     let comparators = cases[0]["comparators"].as_array().unwrap();
-    for name in ["poolmalloc", "poolmalloc-locked", "mimalloc", "jemalloc", "system", "typed-pool"] {
+    for name in ["poolmalloc", "poolmalloc-locked", "mimalloc", "jemalloc", "glibc", "typed-pool"] {
         let c = comparators.iter().find(|c| c["allocator"] == name).unwrap_or_else(|| panic!("no {name} in {report}"));
         let runs = c["runs"].as_array().unwrap();
         assert_eq!(runs.len(), 3, "{name}");
