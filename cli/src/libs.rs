@@ -82,19 +82,10 @@ pub fn find_debian(lib: &DebianLib) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("{} not installed (Debian package {})", lib.file, lib.package))
 }
 
-/// The full path of a program, searched in `PATH` when it has no slash.
+/// The full path of a program, searched in `PATH` when it has no slash
+/// (the `which` crate).
 pub fn find_program(name: &OsStr) -> Option<PathBuf> {
-    let as_path = Path::new(name);
-    if as_path.components().count() > 1 || name.to_string_lossy().contains('/') {
-        return as_path.is_file().then(|| as_path.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    which::which(name).ok()
 }
 
 #[cfg(test)]

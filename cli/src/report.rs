@@ -12,7 +12,6 @@ use crate::workloads::{self, Memory, Metric};
 use comfy_table::{presets, CellAlignment, ContentArrangement, Table};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 /// The reference every ratio is taken against.
 pub const POOLMALLOC: &str = "poolmalloc";
@@ -756,14 +755,6 @@ pub fn geomean_lines(geomeans: &[Geomean]) -> Vec<String> {
     lines
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 fn opt(v: Option<f64>) -> String {
     v.map_or_else(String::new, |v| format!("{v:.6}"))
 }
@@ -772,14 +763,33 @@ fn count_field(v: Option<u64>) -> String {
     v.map_or_else(String::new, |v| v.to_string())
 }
 
-/// One row per case and allocator: medians and ratios.
+/// One row per case and allocator: medians and ratios, written by the
+/// `csv` crate (which quotes what needs quoting).
 pub fn csv(cases: &[CaseResult]) -> String {
-    let mut out = String::from(
-        "case,workload,variant,threads,metric,allocator,runs_ok,runs_failed,median_seconds,median_ops_per_sec,\
-         median_peak_rss_bytes,time_ratio_to_poolmalloc,rss_ratio_to_poolmalloc,time_ratio_to_pymalloc,\
-         rss_ratio_to_pymalloc,syscalls_per_million_ops,median_live_bytes,median_rss_after_bytes,\
-         median_final_rss_bytes\n",
-    );
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let header = [
+        "case",
+        "workload",
+        "variant",
+        "threads",
+        "metric",
+        "allocator",
+        "runs_ok",
+        "runs_failed",
+        "median_seconds",
+        "median_ops_per_sec",
+        "median_peak_rss_bytes",
+        "time_ratio_to_poolmalloc",
+        "rss_ratio_to_poolmalloc",
+        "time_ratio_to_pymalloc",
+        "rss_ratio_to_pymalloc",
+        "syscalls_per_million_ops",
+        "median_live_bytes",
+        "median_rss_after_bytes",
+        "median_final_rss_bytes",
+    ];
+    // Writing into a Vec cannot fail.
+    let _ = w.write_record(header);
     for case in cases {
         for c in &case.comparators {
             let memory = c.median.and_then(|m| m.memory);
@@ -787,16 +797,15 @@ pub fn csv(cases: &[CaseResult]) -> String {
                 Metric::Seconds => "seconds",
                 Metric::OpsPerSec => "ops_per_sec",
             };
-            let _ = writeln!(
-                out,
-                "{},{},{},{},{metric},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-                csv_field(&case.case),
-                csv_field(&case.workload),
-                csv_field(&case.variant),
-                case.threads,
-                csv_field(&c.allocator),
-                c.runs.len(),
-                c.failures.len(),
+            let _ = w.write_record([
+                case.case.clone(),
+                case.workload.clone(),
+                case.variant.clone(),
+                case.threads.to_string(),
+                metric.to_string(),
+                c.allocator.clone(),
+                c.runs.len().to_string(),
+                c.failures.len().to_string(),
                 opt(c.median.map(|m| m.seconds)),
                 opt(c.median.map(|m| m.ops_per_sec)),
                 c.median.map_or_else(String::new, |m| m.peak_rss_bytes.to_string()),
@@ -808,10 +817,10 @@ pub fn csv(cases: &[CaseResult]) -> String {
                 count_field(memory.map(|m| m.live_bytes)),
                 count_field(memory.map(|m| m.rss_after_bytes)),
                 count_field(memory.and_then(|m| m.final_rss_bytes)),
-            );
+            ]);
         }
     }
-    out
+    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -982,5 +991,8 @@ mod tests {
         let text = csv(&cases);
         assert_eq!(text.lines().count(), 3);
         assert!(text.lines().nth(2).unwrap().starts_with("w,w,,1,seconds,system,1,0,2.000000,"));
+        // A field with a comma or a quote is quoted, its quotes doubled.
+        cases[0].case = "a,\"b\"".into();
+        assert!(csv(&cases).lines().nth(1).unwrap().starts_with("\"a,\"\"b\"\"\",w,"));
     }
 }

@@ -10,7 +10,7 @@ use crate::proc::{self, Exit, Inherited};
 use crate::profile::RunProfile;
 use anyhow::{anyhow, Result};
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
@@ -98,29 +98,15 @@ fn preload_list(lib: &Path, existing: Option<&OsStr>) -> OsString {
 
 /// Whether `path` is an ELF executable without an interpreter (statically
 /// linked, so the dynamic loader never reads `LD_PRELOAD`). `None` when it
-/// is not a 64-bit little-endian ELF file (for example a script).
+/// is not a 64-bit ELF file (for example a script). Read with the `object`
+/// crate, which reads only the headers it needs.
 fn is_static_elf(path: &Path) -> Option<bool> {
-    const PT_INTERP: u32 = 3;
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut head = [0u8; 64];
-    file.read_exact(&mut head).ok()?;
-    // Magic, 64-bit class, little-endian data.
-    if head[..4] != *b"\x7fELF" || head[4] != 2 || head[5] != 1 {
-        return None;
-    }
-    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
-    let phoff = u64::from_le_bytes(head[0x20..0x28].try_into().ok()?);
-    let (phentsize, phnum) = (usize::from(u16_at(&head, 0x36)), usize::from(u16_at(&head, 0x38)));
-    if phentsize < 4 || phnum == 0 {
-        return None;
-    }
-    let mut table = vec![0u8; phentsize * phnum];
-    use std::io::{Seek, SeekFrom};
-    file.seek(SeekFrom::Start(phoff)).ok()?;
-    file.read_exact(&mut table).ok()?;
-    let has_interp =
-        table.chunks_exact(phentsize).any(|ph| u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]) == PT_INTERP);
-    Some(!has_interp)
+    use object::read::elf::{ElfFile64, ProgramHeader as _};
+    let file = std::fs::File::open(path).ok()?;
+    let cache = object::ReadCache::new(file);
+    let elf = ElfFile64::<object::Endianness, _>::parse(&cache).ok()?;
+    let endian = elf.endian();
+    Some(!elf.elf_program_headers().iter().any(|ph| ph.p_type(endian) == object::elf::PT_INTERP))
 }
 
 #[cfg(test)]
