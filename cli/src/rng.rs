@@ -1,21 +1,24 @@
-//! A small seeded random number generator and size distributions.
+//! A seeded random number generator and size distributions, from the
+//! `rand` and `rand_distr` crates.
 //!
 //! Workloads are seeded, so a single-threaded workload does exactly the same
 //! allocations under every allocator and returns the same checksum.
 //! Distributions that need `powf` are sampled once into a [`SizeTable`]
 //! before the timed loop, so drawing a size in the loop costs one load.
 
-/// SplitMix64: fast, small state, good enough statistical quality for
-/// choosing sizes and slots.
+use rand::rngs::SmallRng;
+use rand::{Rng as _, RngCore as _, SeedableRng as _};
+use rand_distr::{Distribution as _, Pareto};
+
+/// `rand`'s small fast generator (xoshiro256++), with the few draws the
+/// workloads make.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(SmallRng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        let mut rng = Rng(seed);
-        // Decorrelate nearby seeds.
-        rng.next_u64();
-        rng
+        // seed_from_u64 mixes the seed, so nearby seeds give unrelated streams.
+        Rng(SmallRng::seed_from_u64(seed))
     }
 
     /// A generator for one of several threads or rounds, derived from a base seed.
@@ -25,29 +28,25 @@ impl Rng {
 
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
-    /// Uniform in `0..n` (`n > 0`), by multiply-shift.
+    /// Uniform in `0..n` (`n > 0`).
     #[inline]
     pub fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+        self.0.random_range(0..n)
     }
 
     /// Uniform in `lo..=hi`.
     #[inline]
     pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
+        self.0.random_range(lo..=hi)
     }
 
     /// Uniform in `[0, 1)`.
     #[inline]
     pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        self.0.random()
     }
 
     /// True with probability `num / den`.
@@ -64,10 +63,10 @@ pub struct SizeTable {
 }
 
 impl SizeTable {
-    /// `2^log2_len` sizes drawn with `sample` from uniform numbers in `[0, 1)`.
-    pub fn new(log2_len: u32, rng: &mut Rng, mut sample: impl FnMut(f64) -> usize) -> Self {
+    /// `2^log2_len` sizes, each drawn with `sample`.
+    pub fn new(log2_len: u32, rng: &mut Rng, mut sample: impl FnMut(&mut Rng) -> usize) -> Self {
         let len = 1usize << log2_len;
-        let sizes = (0..len).map(|_| u32::try_from(sample(rng.unit())).unwrap_or(u32::MAX)).collect();
+        let sizes = (0..len).map(|_| u32::try_from(sample(rng)).unwrap_or(u32::MAX)).collect();
         SizeTable { sizes, mask: len - 1 }
     }
 
@@ -83,20 +82,24 @@ impl SizeTable {
     }
 }
 
-/// Inverse-square distribution on `[lo, hi]` (density proportional to
-/// `1/s²`), by inverting its CDF at `u`.
-pub fn inverse_square(u: f64, lo: usize, hi: usize) -> usize {
-    let (a, b) = (1.0 / lo as f64, 1.0 / hi as f64);
-    let s = 1.0 / (a - u * (a - b));
-    (s as usize).clamp(lo, hi)
+/// A size from the Pareto distribution with scale `xm` and shape `alpha`,
+/// truncated at `hi` (draws above it are drawn again).
+pub fn pareto(rng: &mut Rng, xm: usize, alpha: f64, hi: usize) -> usize {
+    let Ok(d) = Pareto::new(xm as f64, alpha) else {
+        return xm;
+    };
+    loop {
+        let s = d.sample(&mut rng.0);
+        if s <= hi as f64 {
+            return (s as usize).clamp(xm, hi);
+        }
+    }
 }
 
-/// Pareto distribution with scale `xm` and shape `alpha`, truncated at `hi`,
-/// by inverting the truncated CDF at `u`.
-pub fn pareto(u: f64, xm: usize, alpha: f64, hi: usize) -> usize {
-    let tail = (xm as f64 / hi as f64).powf(alpha);
-    let s = xm as f64 / (1.0 - u * (1.0 - tail)).powf(1.0 / alpha);
-    (s as usize).clamp(xm, hi)
+/// A size from the inverse-square distribution on `[lo, hi]` (density
+/// proportional to `1/s²`): the Pareto distribution of shape 1, truncated.
+pub fn inverse_square(rng: &mut Rng, lo: usize, hi: usize) -> usize {
+    pareto(rng, lo, 1.0, hi)
 }
 
 #[cfg(test)]
@@ -123,11 +126,11 @@ mod tests {
     #[test]
     fn distributions_respect_bounds_and_shape() {
         let mut r = Rng::new(5);
-        let inv = SizeTable::new(14, &mut r, |u| inverse_square(u, 4, 32 << 10));
+        let inv = SizeTable::new(14, &mut r, |r| inverse_square(r, 4, 32 << 10));
         assert!(inv.sizes.iter().all(|&s| (4..=32 << 10).contains(&s)));
         // Mean of 1/s² on [4, 32768] is about 4 ln(8192), 36 bytes.
         assert!((20.0..60.0).contains(&inv.mean()), "{}", inv.mean());
-        let par = SizeTable::new(14, &mut r, |u| pareto(u, 16, 1.0, 1024));
+        let par = SizeTable::new(14, &mut r, |r| pareto(r, 16, 1.0, 1024));
         assert!(par.sizes.iter().all(|&s| (16..=1024).contains(&s)));
         assert!(par.sizes.iter().filter(|&&s| s < 64).count() > par.sizes.len() / 2);
     }

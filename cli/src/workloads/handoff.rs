@@ -114,7 +114,7 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
     let steps = p.pick(40_000, 400_000);
     let generations = p.pick(3, 4);
     let hi = max_size(p.variant);
-    let sizes = Arc::new(SizeTable::new(16, &mut Rng::derive(SEED ^ 15, hi as u64), |u| log_uniform(u, hi)));
+    let sizes = Arc::new(SizeTable::new(16, &mut Rng::derive(SEED ^ 15, hi as u64), |r| log_uniform(r.unit(), hi)));
 
     let mut arrays = Vec::with_capacity(threads);
     for t in 0..threads {

@@ -20,7 +20,7 @@ const ALPHA: f64 = 1.0;
 
 fn worker<A: GlobalAlloc>(a: &A, seed: u64, ops: usize, start: &Barrier) -> u64 {
     let mut rng = Rng::new(seed);
-    let sizes = SizeTable::new(16, &mut rng, |u| rng::pareto(u, MIN_SIZE, ALPHA, MAX_SIZE));
+    let sizes = SizeTable::new(16, &mut rng, |r| rng::pareto(r, MIN_SIZE, ALPHA, MAX_SIZE));
     let mut slots: Vec<(SendPtr, usize)> = vec![(SendPtr(std::ptr::null_mut()), 0); SLOTS];
     let mut sum = 0u64;
     start.wait();

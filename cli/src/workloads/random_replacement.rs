@@ -39,9 +39,9 @@ pub const MEMORY: &str =
 /// The sizes of a case, drawn ahead into a table.
 fn sizes(variant: &str, rng: &mut Rng) -> SizeTable {
     match variant {
-        "1-16" => SizeTable::new(16, rng, |u| 1 + (u * 16.0) as usize),
-        "1-1024" => SizeTable::new(16, rng, |u| 1 + (u * 1024.0) as usize),
-        _ => SizeTable::new(16, rng, |u| rng::inverse_square(u, 8, 32 << 10)),
+        "1-16" => SizeTable::new(16, rng, |r| r.range(1, 16)),
+        "1-1024" => SizeTable::new(16, rng, |r| r.range(1, 1024)),
+        _ => SizeTable::new(16, rng, |r| rng::inverse_square(r, 8, 32 << 10)),
     }
 }
 

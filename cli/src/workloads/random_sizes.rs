@@ -22,7 +22,7 @@ const CHECK_EVERY: u64 = 256;
 
 fn worker<A: GlobalAlloc>(a: &A, seed: u64, duration: Duration, start: &Barrier) -> (u64, f64, u64) {
     let mut rng = Rng::new(seed);
-    let sizes = SizeTable::new(16, &mut rng, |u| rng::inverse_square(u, MIN_SIZE, MAX_SIZE));
+    let sizes = SizeTable::new(16, &mut rng, |r| rng::inverse_square(r, MIN_SIZE, MAX_SIZE));
     let mut slots: Vec<(SendPtr, usize)> = vec![(SendPtr(std::ptr::null_mut()), 0); SLOTS];
     let mut touched = 0u64;
     start.wait();
