@@ -46,7 +46,7 @@ use core::ptr;
 // ---------------------------------------------------------------------------
 // The heap slot.
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(feature = "dlopen")))]
+#[cfg(all(target_arch = "x86_64", not(feature = "portable"), target_os = "linux", not(miri), not(feature = "dlopen")))]
 mod tls {
     use super::{Heap, UNINIT_HEAP};
     use core::arch::{asm, global_asm};
@@ -132,7 +132,7 @@ mod tls {
     }
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(feature = "dlopen"))))]
+#[cfg(not(all(target_arch = "x86_64", not(feature = "portable"), target_os = "linux", not(miri), not(feature = "dlopen"))))]
 mod tls {
     use super::{Heap, UNINIT_HEAP};
     use core::cell::Cell;

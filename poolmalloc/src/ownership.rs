@@ -27,10 +27,10 @@ pub const GRANULE_SHIFT: usize = 22;
 pub const GRANULE: usize = 1 << GRANULE_SHIFT;
 
 /// Bits of user address space covered by the map.
-#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[cfg(all(target_arch = "x86_64", not(feature = "portable"), not(miri)))]
 pub const ADDRESS_BITS: usize = 47;
 /// Bits of user address space covered by the map.
-#[cfg(all(not(target_arch = "x86_64"), not(miri)))]
+#[cfg(all(any(not(target_arch = "x86_64"), feature = "portable"), not(miri)))]
 pub const ADDRESS_BITS: usize = 48;
 /// Bits of address space covered by the map under Miri, whose allocations
 /// sit in the low part of the address space: 1 TiB, a 256 KiB map.

@@ -550,7 +550,7 @@ impl Pool {
     /// # Safety
     /// `b` must point into this pool's block area.
     #[inline(always)]
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    #[cfg(all(target_arch = "x86_64", not(feature = "portable"), not(miri)))]
     pub unsafe fn suspect(&self, b: *mut Block) -> bool {
         if b as usize & (size_class::ALIGNMENT - 1) != 0 {
             return true;
@@ -577,7 +577,7 @@ impl Pool {
     /// # Safety
     /// `b` must point into this pool's block area.
     #[inline(always)]
-    #[cfg(all(not(target_arch = "x86_64"), not(miri)))]
+    #[cfg(all(any(not(target_arch = "x86_64"), feature = "portable"), not(miri)))]
     pub unsafe fn suspect(&self, b: *mut Block) -> bool {
         // SAFETY: the mark is read only from an aligned address in this
         // pool's block area, which is mapped; every block is at least two
@@ -770,7 +770,7 @@ impl Pool {
             (*b).mark = self.mark();
             self.free.set(b);
         }
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        #[cfg(all(target_arch = "x86_64", not(feature = "portable"), not(miri)))]
         {
             // SAFETY: one `sub` on the owner's own counter: only the owner
             // writes `used`, and an aligned 4-byte store is single-copy atomic
@@ -788,7 +788,7 @@ impl Pool {
                 );
             }
         }
-        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        #[cfg(not(all(target_arch = "x86_64", not(feature = "portable"), not(miri))))]
         {
             let u = self.used.load(Relaxed) - 1;
             self.used.store(u, Relaxed);

@@ -12,7 +12,7 @@
 //! ([`crate::lifecycle`] sets it, [`crate::thread`] reads it).
 
 /// The calling thread's id (never 0, a multiple of 64).
-#[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
+#[cfg(all(target_arch = "x86_64", not(feature = "portable"), target_os = "linux", not(miri)))]
 #[inline(always)]
 pub(crate) fn thread_id() -> usize {
     let t: usize;
@@ -26,17 +26,17 @@ pub(crate) fn thread_id() -> usize {
 
 /// A thread-local whose address is the thread id: aligned so the low bits
 /// stay free for the owner-word flags, as a TCB address's are.
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri))))]
+#[cfg(not(all(target_arch = "x86_64", not(feature = "portable"), target_os = "linux", not(miri))))]
 #[repr(align(64))]
 struct Id(#[allow(dead_code)] u8);
 
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri))))]
+#[cfg(not(all(target_arch = "x86_64", not(feature = "portable"), target_os = "linux", not(miri))))]
 std::thread_local! {
     static ID: Id = const { Id(0) };
 }
 
 /// The calling thread's id (never 0, a multiple of 64).
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri))))]
+#[cfg(not(all(target_arch = "x86_64", not(feature = "portable"), target_os = "linux", not(miri))))]
 #[inline(always)]
 pub(crate) fn thread_id() -> usize {
     ID.with(|b| b as *const Id as usize)
