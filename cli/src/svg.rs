@@ -1,47 +1,41 @@
-//! The `--svg` chart: two panels side by side, time and peak RSS, each as
-//! poolmalloc ÷ comparator per case (below 1: poolmalloc took less), in
-//! grouped bars on a logarithmic axis, so 2× less and 2× more are the same
-//! distance from the line at 1. Only the allocators are drawn: locked mode
-//! (up to 100× here, which would squash the rest), the other poolmalloc
-//! modes and the poolmalloc APIs stay in the tables. Written by hand; no
-//! plotting crate.
+//! The `--svg` chart, drawn with `plotters`: two panels side by side, time
+//! and peak RSS, each as poolmalloc ÷ comparator per case (below 1:
+//! poolmalloc took less), in grouped bars on a logarithmic axis, so 2× less
+//! and 2× more are the same distance from the line at 1. Only the
+//! allocators are drawn: locked mode (up to 100× here, which would squash
+//! the rest), the other poolmalloc modes and the poolmalloc APIs stay in the
+//! tables.
 
-use crate::report::{CaseResult, Role, POOLMALLOC};
-use std::fmt::Write as _;
+use crate::report::{CaseResult, ComparatorResult, Role, POOLMALLOC};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// Okabe-Ito colours, distinguishable with the common colour-vision
 /// deficiencies, ordered so that the first five differ most (no two blues
 /// or two oranges among them).
-const COLOURS: [&str; 8] = ["#E69F00", "#0072B2", "#009E73", "#CC79A7", "#999999", "#D55E00", "#56B4E9", "#F0E442"];
-const NICE_TICKS: [f64; 23] = [
-    0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 8.0, 10.0, 16.0, 20.0, 32.0, 50.0, 64.0,
-    100.0, 200.0, 500.0,
+const COLOURS: [RGBColor; 8] = [
+    RGBColor(0xE6, 0x9F, 0x00),
+    RGBColor(0x00, 0x72, 0xB2),
+    RGBColor(0x00, 0x9E, 0x73),
+    RGBColor(0xCC, 0x79, 0xA7),
+    RGBColor(0x99, 0x99, 0x99),
+    RGBColor(0xD5, 0x5E, 0x00),
+    RGBColor(0x56, 0xB4, 0xE9),
+    RGBColor(0xF0, 0xE4, 0x42),
 ];
 /// The comparator the chart leaves out.
 const LOCKED: &str = "poolmalloc-locked";
-
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = 30.0;
-const PANEL_GAP: f64 = 40.0;
-const TOP: f64 = 100.0;
-const PLOT_HEIGHT: f64 = 300.0;
-const BOTTOM: f64 = 130.0;
-const BAR: f64 = 9.0;
-const GROUP_GAP: f64 = 12.0;
-
-pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
+/// Pixels per bar, and the height of the chart.
+const BAR: u32 = 9;
+const HEIGHT: u32 = 560;
 
 /// One group of bars: a case and its (comparator, ratio) pairs.
 type Group<'a> = (&'a str, Vec<(&'a str, f64)>);
 
 /// The groups of one panel: poolmalloc ÷ each allocator, from the
 /// comparator ÷ poolmalloc ratio that `pick` reads.
-fn groups<'a>(
-    cases: &'a [CaseResult],
-    pick: impl Fn(&crate::report::ComparatorResult) -> Option<f64>,
-) -> Vec<Group<'a>> {
+fn groups<'a>(cases: &'a [CaseResult], pick: impl Fn(&ComparatorResult) -> Option<f64>) -> Vec<Group<'a>> {
     cases
         .iter()
         .map(|case| {
@@ -55,6 +49,11 @@ fn groups<'a>(
         })
         .filter(|(_, bars): &Group| !bars.is_empty())
         .collect()
+}
+
+/// Bar slots of a panel: one per bar and one between groups.
+fn slots(groups: &[Group]) -> u32 {
+    groups.iter().map(|(_, bars)| bars.len() as u32 + 1).sum::<u32>().max(30)
 }
 
 /// The chart, or `None` when no case has a ratio to draw.
@@ -72,124 +71,79 @@ pub fn chart(cases: &[CaseResult], subtitle: &str) -> Option<String> {
             }
         }
     }
-    let width_of = |g: &[Group]| g.iter().map(|(_, bars)| bars.len() as f64 * BAR + GROUP_GAP).sum::<f64>().max(300.0);
-    let (tw, rw) = (width_of(&time), width_of(&rss));
-    let width = LEFT + tw + PANEL_GAP + LEFT + rw + RIGHT;
-    let height = TOP + PLOT_HEIGHT + BOTTOM;
-
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="12">"##
-    );
-    let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="white"/>"##);
-    let _ = writeln!(
-        s,
-        r##"<text x="{LEFT}" y="24" font-size="15" font-weight="bold">poolmalloc ÷ each allocator: time (left) and peak RSS (right); below 1, poolmalloc took less</text>"##
-    );
-    let _ = writeln!(
-        s,
-        r##"<text x="{LEFT}" y="42" fill="#555">{} (locked mode, the other poolmalloc modes and the APIs are in the tables)</text>"##,
-        escape(subtitle)
-    );
     let colour = |name: &str| COLOURS[series.iter().position(|s| *s == name).unwrap_or(0) % COLOURS.len()];
-    let mut lx = LEFT;
-    for name in &series {
-        let _ = writeln!(
-            s,
-            r##"<rect x="{lx:.1}" y="56" width="12" height="12" fill="{}"/><text x="{:.1}" y="66">{}</text>"##,
-            colour(name),
-            lx + 16.0,
-            escape(name)
-        );
-        lx += 16.0 + 7.5 * name.len() as f64 + 18.0;
+    let (tw, rw) = (slots(&time) * BAR + 90, slots(&rss) * BAR + 90);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (tw + rw, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).ok()?;
+        let (top, body) = root.split_vertically(80);
+        let text = |size: u32| ("sans-serif", size).into_font().color(&BLACK);
+        top.draw_text(
+            "poolmalloc ÷ each allocator: time (left) and peak RSS (right); below 1, poolmalloc took less",
+            &text(15),
+            (10, 8),
+        )
+        .ok()?;
+        let note = format!("{subtitle} (locked mode, the other poolmalloc modes and the APIs are in the tables)");
+        top.draw_text(&note, &text(12).color(&RGBColor(0x55, 0x55, 0x55)), (10, 30)).ok()?;
+        let mut x = 10;
+        for name in &series {
+            top.draw(&Rectangle::new([(x, 54), (x + 12, 66)], colour(name).filled())).ok()?;
+            top.draw_text(name, &text(12), (x + 16, 54)).ok()?;
+            x += 16 + 8 * name.len() as i32 + 18;
+        }
+        let (left, right) = body.split_horizontally(tw);
+        panel(&left, &time, "time", &colour)?;
+        panel(&right, &rss, "peak RSS", &colour)?;
+        root.present().ok()?;
     }
-    panel(&mut s, LEFT, tw, &time, "time", &colour);
-    panel(&mut s, LEFT + tw + PANEL_GAP + LEFT, rw, &rss, "peak RSS", &colour);
-    s.push_str("</svg>\n");
-    Some(s)
+    Some(svg)
 }
 
-/// Draws one panel whose plot area starts at `left` and is `plot_width`
-/// wide.
+/// Draws one panel of grouped bars from the line at 1 to each ratio.
 fn panel(
-    s: &mut String,
-    left: f64,
-    plot_width: f64,
+    area: &DrawingArea<SVGBackend, Shift>,
     groups: &[Group],
     what: &str,
-    colour: &dyn Fn(&str) -> &'static str,
-) {
-    let _ = writeln!(s, r##"<text x="{left:.1}" y="{:.1}" font-weight="bold">{what}</text>"##, TOP - 12.0);
-    if groups.is_empty() {
-        let _ = writeln!(s, r##"<text x="{left:.1}" y="{:.1}" fill="#555">no figures</text>"##, TOP + 20.0);
-        return;
-    }
-    // The axis spans every ratio and 1, with a little room, in log scale.
+    colour: &dyn Fn(&str) -> RGBColor,
+) -> Option<()> {
     let (lo, hi) = groups
         .iter()
         .flat_map(|(_, bars)| bars.iter().map(|(_, r)| *r))
         .fold((1.0f64, 1.0f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
     let (lo, hi) = ((lo / 1.15).max(0.05), (hi * 1.15).min(500.0));
-    let (llo, lhi) = (lo.ln(), hi.ln());
-    let y = |r: f64| TOP + PLOT_HEIGHT * (lhi - r.clamp(lo, hi).ln()) / (lhi - llo);
-
-    let ticks: Vec<f64> = {
-        let inside: Vec<f64> = NICE_TICKS.iter().copied().filter(|t| (lo..=hi).contains(t)).collect();
-        if inside.len() > 10 {
-            inside.into_iter().filter(|t| (t.log2().fract()).abs() < 1e-9).collect()
-        } else {
-            inside
-        }
-    };
-    for t in &ticks {
-        let ty = y(*t);
-        let (stroke, dash) = if *t == 1.0 { ("#333", "") } else { ("#ddd", r##" stroke-dasharray="3,3""##) };
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left:.1}" y1="{ty:.1}" x2="{:.1}" y2="{ty:.1}" stroke="{stroke}"{dash}/><text x="{:.1}" y="{:.1}" text-anchor="end">{t}×</text>"##,
-            left + plot_width,
-            left - 6.0,
-            ty + 4.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        r##"<line x1="{left:.1}" y1="{TOP}" x2="{left:.1}" y2="{:.1}" stroke="#333"/>"##,
-        TOP + PLOT_HEIGHT
-    );
-    let _ = writeln!(
-        s,
-        r##"<text transform="translate({:.1},{:.1}) rotate(-90)" text-anchor="middle">{what} ratio (log scale)</text>"##,
-        left - 52.0,
-        TOP + PLOT_HEIGHT / 2.0
-    );
-
-    // Bars, from the line at 1 to the ratio.
-    let mut gx = left + GROUP_GAP / 2.0;
-    for (label, bars) in groups {
+    let mut chart = ChartBuilder::on(area)
+        .caption(what, ("sans-serif", 13))
+        .margin(8)
+        .x_label_area_size(120)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..f64::from(slots(groups)), (lo..hi).log_scale())
+        .ok()?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc(format!("{what} ratio (log scale)"))
+        .y_label_formatter(&|v| format!("{v:.2}×"))
+        .draw()
+        .ok()?;
+    let width = f64::from(slots(groups));
+    chart.draw_series(std::iter::once(PathElement::new(vec![(0.0, 1.0), (width, 1.0)], BLACK))).ok()?;
+    let label = TextStyle::from(("sans-serif", 11).into_font().transform(FontTransform::Rotate270))
+        .pos(Pos::new(HPos::Right, VPos::Center));
+    let mut x = 0.5;
+    for (case, bars) in groups {
         for (i, (name, r)) in bars.iter().enumerate() {
-            let x = gx + i as f64 * BAR;
-            let (top, bottom) = if *r >= 1.0 { (y(*r), y(1.0)) } else { (y(1.0), y(*r)) };
-            let _ = writeln!(
-                s,
-                r##"<rect x="{x:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {what}: poolmalloc ÷ {} = {r:.3}×</title></rect>"##,
-                BAR - 1.0,
-                (bottom - top).max(0.5),
-                colour(name),
-                escape(label),
-                escape(name)
-            );
+            let x0 = x + i as f64;
+            let rect = Rectangle::new([(x0, r.min(1.0)), (x0 + 0.85, r.max(1.0))], colour(name).filled());
+            chart.draw_series(std::iter::once(rect)).ok()?;
         }
-        let cx = gx + bars.len() as f64 * BAR / 2.0;
-        let ly = TOP + PLOT_HEIGHT + 14.0;
-        let _ = writeln!(
-            s,
-            r##"<text transform="translate({cx:.1},{ly:.1}) rotate(-40)" text-anchor="end">{}</text>"##,
-            escape(label)
-        );
-        gx += bars.len() as f64 * BAR + GROUP_GAP;
+        let centre = x + bars.len() as f64 / 2.0;
+        chart.draw_series(std::iter::once(Text::new(case.to_string(), (centre, lo), label.clone()))).ok()?;
+        x += bars.len() as f64 + 1.0;
     }
+    Some(())
 }
 
 #[cfg(test)]
@@ -222,7 +176,7 @@ mod tests {
     }
 
     #[test]
-    fn draws_time_and_rss_bars_per_ratio_with_a_legend() {
+    fn draws_time_and_rss_bars_per_allocator_with_a_legend() {
         let cases = [
             case(
                 "a<b",
@@ -236,16 +190,15 @@ mod tests {
             case("c", &[("poolmalloc", Some(1.0)), ("mimalloc", None)]),
         ];
         let svg = chart(&cases, "quick").unwrap();
-        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
-        // Two allocators in two panels; locked mode left out.
-        assert_eq!(svg.matches("<title>").count(), 4);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        // Two allocators in two panels, plus one legend swatch each, in
+        // their own colours; locked mode left out.
+        assert_eq!(svg.matches(r##"fill="#E69F00""##).count(), 3, "{svg}");
+        assert_eq!(svg.matches(r##"fill="#0072B2""##).count(), 3, "{svg}");
         assert!(!svg.contains("poolmalloc-locked"));
         assert!(svg.contains("a&lt;b") && !svg.contains("a<b"));
-        assert!(svg.contains(">mimalloc</text>") && svg.contains(">glibc</text>"));
-        // poolmalloc ÷ comparator: the reciprocal of comparator ÷ poolmalloc.
-        assert!(svg.contains("a&lt;b time: poolmalloc ÷ mimalloc = 0.625×"), "{svg}");
-        assert!(svg.contains("a&lt;b peak RSS: poolmalloc ÷ glibc = 1.000×"), "{svg}");
-        assert!(svg.contains(">1×</text>"));
+        assert!(svg.contains("\nmimalloc\n</text>") && svg.contains("\nglibc\n</text>"), "{svg}");
+        assert!(svg.contains("time ratio (log scale)") && svg.contains("peak RSS ratio (log scale)"));
     }
 
     #[test]

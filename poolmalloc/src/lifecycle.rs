@@ -273,10 +273,13 @@ fn global_init_slow() {
     }
     INIT_STATE.store(INIT_DONE, Release);
     // Registered whatever the option says now: it can be switched on at
-    // run time (`options::set`).
+    // run time (`options::set`). Miri cannot call `atexit`.
+    #[cfg(not(miri))]
     // SAFETY: `print_stats_at_exit` is an `extern "C"` function that never
     // unwinds.
-    unsafe { libc::atexit(print_stats_at_exit) };
+    unsafe {
+        libc::atexit(print_stats_at_exit)
+    };
 }
 
 #[cold]
@@ -315,6 +318,7 @@ pub(crate) fn init_thread() {
     }
 }
 
+#[cfg_attr(miri, allow(dead_code))]
 extern "C" fn print_stats_at_exit() {
     if options::show_stats() {
         crate::stats::print_to_stderr();

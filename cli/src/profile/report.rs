@@ -366,7 +366,7 @@ pub fn flame_graph(
 /// A small SVG that says there is nothing to draw, in place of a flame
 /// graph, so that an old graph is not left behind under the same name.
 pub fn empty_graph(view: View, interval: u64, files: usize, message: &str) -> Vec<u8> {
-    let esc = crate::svg::escape;
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
     format!(
         "<?xml version=\"1.0\" standalone=\"no\"?>\n\
          <svg version=\"1.1\" width=\"900\" height=\"90\" xmlns=\"http://www.w3.org/2000/svg\">\n\
