@@ -98,9 +98,122 @@ pub(crate) fn ops() -> &'static Ops {
 #[inline(never)]
 fn choose() -> &'static Ops {
     lifecycle::global_init();
-    let chosen = if options::debug() { &DEBUG } else { &ENGINE };
+    let chosen = if options::debug() {
+        &DEBUG
+    } else if crate::os::valgrind_wrapper() {
+        valgrind_ops()
+    } else {
+        &ENGINE
+    };
     OPS.store(ptr::from_ref(chosen).cast_mut(), Release);
     chosen
+}
+
+/// The valgrind wrapper's table (the `valgrind` feature, under valgrind).
+#[cfg(feature = "valgrind")]
+fn valgrind_ops() -> &'static Ops {
+    &vg::OPS
+}
+
+#[cfg(not(feature = "valgrind"))]
+fn valgrind_ops() -> &'static Ops {
+    &ENGINE
+}
+
+/// The valgrind wrapper: the engine's locked heap, with each block told to
+/// memcheck as it is handed out (`MALLOCLIKE_BLOCK`) and given back
+/// (`FREELIKE_BLOCK`), so that memcheck checks the program's use of each
+/// block, reports leaks, and marks freed blocks inaccessible. The first 16
+/// bytes of a freed block (its free-list link and double-free mark) are
+/// made defined again before poolmalloc reads them, so the double-free
+/// check raises no false report. Every allocation, `calloc`'s zeroing and
+/// `realloc`'s copy happen after the block is told, so poolmalloc never
+/// writes into a block memcheck considers freed.
+#[cfg(feature = "valgrind")]
+mod vg {
+    use super::Ops;
+    use crate::os::valgrind;
+    use crate::ownership::{self, TAG_ARENA};
+    use crate::size_class::ALIGNMENT;
+    use crate::{engine, thread};
+    use core::alloc::Layout;
+    use core::ptr;
+
+    pub(super) static OPS: Ops = Ops {
+        alloc,
+        alloc_locked: alloc,
+        free,
+        free_huge: |p| {
+            // SAFETY: forwarded from the caller.
+            unsafe { free(p, None, "free") }
+        },
+        realloc: |p, n| {
+            // SAFETY: forwarded from the caller.
+            unsafe { realloc(p, n, ALIGNMENT) }
+        },
+        realloc_layout: |p, layout: Layout, n, _locked| {
+            // SAFETY: forwarded from the caller.
+            unsafe { realloc(p, n, layout.align()) }
+        },
+        usable_size: engine::usable_size,
+    };
+
+    fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
+        let p = engine::alloc_locked(size, align, false);
+        if !p.is_null() {
+            // SAFETY: a block just handed out.
+            let n = unsafe { engine::usable_size(p, "malloc") };
+            valgrind::malloclike(p, n, false);
+            if zero {
+                // SAFETY: `n` usable bytes at `p`, ours to write.
+                unsafe { ptr::write_bytes(p, 0, n) };
+            }
+        }
+        p
+    }
+
+    /// # Safety
+    /// As for [`engine::free`].
+    unsafe fn free(p: *mut u8, size: Option<usize>, what: &'static str) {
+        if p.is_null() {
+            return;
+        }
+        valgrind::freelike(p);
+        if ownership::tag_of(p as usize) != TAG_ARENA {
+            // SAFETY: forwarded from the caller; the engine reports what is
+            // not a live block (and never reaches the heap slot here).
+            return unsafe { engine::free(p, size, what) };
+        }
+        // SAFETY: forwarded from the caller.
+        if let engine::Owned::Pool(_) = unsafe { engine::classify(p) } {
+            valgrind::make_defined(p, 16);
+            // A block of the locked heap, as every block of this wrapper is;
+            // its free still checks for a double free.
+            thread::locked_free(p);
+        } else {
+            crate::fault::invalid_pointer(what, p, "not the start of a live block");
+        }
+    }
+
+    /// A new block, the contents copied, the old one freed: every step
+    /// told to memcheck, none in place.
+    ///
+    /// # Safety
+    /// `p` must be a live block of this wrapper.
+    unsafe fn realloc(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
+        // SAFETY: forwarded from the caller.
+        let old = unsafe { engine::usable_size(p, "realloc") };
+        let q = alloc(new_size, align, false);
+        if !q.is_null() {
+            // SAFETY: both blocks are live and distinct; `old` and
+            // `new_size` bound what each holds.
+            unsafe {
+                ptr::copy_nonoverlapping(p, q, old.min(new_size));
+                free(p, None, "realloc");
+            }
+        }
+        q
+    }
 }
 
 unsafe fn engine_realloc_layout(p: *mut u8, layout: Layout, new_size: usize, locked: bool) -> *mut u8 {

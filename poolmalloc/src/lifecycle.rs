@@ -290,7 +290,7 @@ pub(crate) fn init_thread() {
     }
     // The one place a thread's mode is chosen: the slot names the debug
     // wrapper's proxy, the locked heap's, or a heap of the thread's own.
-    if options::debug() {
+    if options::debug() || crate::os::valgrind_wrapper() {
         tls::set(&DEBUG_PROXY_HEAP);
         return;
     }

@@ -260,3 +260,57 @@ fn memcheck_finds_no_errors_in_poolmalloc() {
         let _ = fs::remove_file(path);
     }
 }
+
+/// Builds `tests/memcheck-rust` (a Rust program on `PoolMalloc` with the
+/// `valgrind` feature) on its own: never with the workspace, whose feature
+/// unification would turn the feature on everywhere.
+fn rust_program() -> PathBuf {
+    let target = scratch_dir().join("rust-target");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/memcheck-rust/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo to build tests/memcheck-rust");
+    assert!(out.status.success(), "building tests/memcheck-rust failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    target.join("release/poolmalloc-memcheck-rust")
+}
+
+/// With the `valgrind` feature, memcheck sees a Rust program's blocks
+/// through poolmalloc's client requests: the program's clean run (which
+/// frees many blocks whose second word, the one poolmalloc's double-free
+/// check reads, it never wrote) has no error, memcheck counts its blocks in
+/// its heap summary, and a leaked block and a read after free are reported.
+#[test]
+fn memcheck_sees_the_blocks_of_a_rust_program_with_the_valgrind_feature() {
+    let version = require_valgrind();
+    let program = rust_program();
+    let dir = scratch_dir();
+    for (mode, want_errors) in [("clean", 0), ("leak", 1), ("uaf", 1)] {
+        let log_path = dir.join(format!("rust-{mode}.{}.log", std::process::id()));
+        let args = ["--error-exitcode=3", "--leak-check=full", "--errors-for-leak-kinds=definite"];
+        let mut cmd = Command::new("valgrind");
+        cmd.args(args).arg(format!("--log-file={}", log_path.display())).arg(&program).arg(mode);
+        cmd.env_remove("VALGRIND_OPTS").env_remove("LD_PRELOAD").stdin(Stdio::null()).stdout(Stdio::null());
+        let shown = format!("valgrind {} {} {mode}", args.join(" "), program.display());
+        eprintln!("{version}: {shown}");
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+        let status = wait(&mut child, &shown);
+        let log = read(&log_path);
+        let report = format!("command: {shown}\nstatus: {status}\n--- valgrind log ---\n{log}");
+        assert_eq!(number_after(&log, "ERROR SUMMARY:"), Some(want_errors), "{report}");
+        assert_eq!(status.code(), Some(if want_errors == 0 { 0 } else { 3 }), "{report}");
+        let allocs = number_after(&log, "total heap usage:").unwrap_or(0);
+        assert!(allocs > 50_000, "memcheck did not see poolmalloc's blocks ({allocs} allocs)\n{report}");
+        match mode {
+            "leak" => assert!(log.contains("112 bytes in 1 blocks are definitely lost"), "{report}"),
+            "uaf" => assert!(log.contains("Invalid read of size 1") && log.contains("free'd"), "{report}"),
+            _ => {}
+        }
+        // A leftover in the scratch directory is harmless.
+        let _ = fs::remove_file(&log_path);
+    }
+}
