@@ -1151,3 +1151,34 @@ fn override_feature_makes_poolmalloc_the_c_malloc_of_static_binaries() {
         assert!(outcome.stdout.contains("all served by poolmalloc"), "{target}: {}", outcome.describe());
     }
 }
+
+/// The heap profiler on a Rust program built with frame pointers
+/// (`tests/profile-rust`, `PoolMalloc` as its global allocator, profiling
+/// started with `profile::start()` and written with `profile::dump`): the
+/// same checks as for `profile.c`, on the stacks the frame-pointer walk
+/// recorded through Rust frames.
+#[test]
+fn heap_profile_of_a_rust_program_with_frame_pointers_names_its_functions() {
+    let dir = scratch_dir().join("profile-rust");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(manifest_dir().join("tests/profile-rust/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&dir)
+        .env("RUSTFLAGS", "-C force-frame-pointers=yes")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo to build tests/profile-rust");
+    assert!(out.status.success(), "building tests/profile-rust failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let profile = dir.join("p.heap");
+    let _ = std::fs::remove_file(&profile);
+    let mut cmd = Command::new(dir.join("release/poolmalloc-profile-rust-test"));
+    cmd.arg(&profile).env("POOLMALLOC_PROF_SAMPLE", "16384").env_remove("LD_PRELOAD").env_remove("POOLMALLOC_PROF");
+    let outcome = run(cmd, TIMEOUT);
+    outcome.assert_success("profile-rust");
+    let functions = function_addresses(&outcome.stdout);
+    assert_eq!(functions.len(), 4, "{}", outcome.describe());
+    check_profile(&profile, &functions);
+}
