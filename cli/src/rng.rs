@@ -6,53 +6,35 @@
 //! Distributions that need `powf` are sampled once into a [`SizeTable`]
 //! before the timed loop, so drawing a size in the loop costs one load.
 
-use rand::rngs::SmallRng;
-use rand::{Rng as _, RngCore as _, SeedableRng as _};
+use rand::{RngCore as _, SeedableRng as _};
 use rand_distr::{Distribution as _, Pareto};
 
-/// `rand`'s small fast generator (xoshiro256++), with the few draws the
-/// workloads make.
-#[derive(Clone, Debug)]
-pub struct Rng(SmallRng);
+/// `rand`'s small fast generator (xoshiro256++); the workloads draw from it
+/// with `rand::Rng`'s methods.
+pub type Rng = rand::rngs::SmallRng;
 
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        // seed_from_u64 mixes the seed, so nearby seeds give unrelated streams.
-        Rng(SmallRng::seed_from_u64(seed))
-    }
+/// What a workload that draws random numbers imports: the generator, its
+/// constructors, `rand`'s drawing methods and the size tables.
+pub mod prelude {
+    pub use super::{Rng, Seeded as _, SizeTable};
+    pub use rand::{Rng as _, RngCore as _};
+}
 
+/// The workloads' two ways to make a generator.
+pub trait Seeded {
+    /// A generator for `seed` (mixed, so nearby seeds give unrelated streams).
+    fn new(seed: u64) -> Self;
     /// A generator for one of several threads or rounds, derived from a base seed.
-    pub fn derive(seed: u64, stream: u64) -> Self {
-        Rng::new(seed ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93))
+    fn derive(seed: u64, stream: u64) -> Self;
+}
+
+impl Seeded for Rng {
+    fn new(seed: u64) -> Self {
+        Rng::seed_from_u64(seed)
     }
 
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        self.0.next_u64()
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    #[inline]
-    pub fn below(&mut self, n: usize) -> usize {
-        self.0.random_range(0..n)
-    }
-
-    /// Uniform in `lo..=hi`.
-    #[inline]
-    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        self.0.random_range(lo..=hi)
-    }
-
-    /// Uniform in `[0, 1)`.
-    #[inline]
-    pub fn unit(&mut self) -> f64 {
-        self.0.random()
-    }
-
-    /// True with probability `num / den`.
-    #[inline]
-    pub fn chance(&mut self, num: usize, den: usize) -> bool {
-        self.below(den) < num
+    fn derive(seed: u64, stream: u64) -> Self {
+        Rng::seed_from_u64(seed ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93))
     }
 }
 
@@ -89,7 +71,7 @@ pub fn pareto(rng: &mut Rng, xm: usize, alpha: f64, hi: usize) -> usize {
         return xm;
     };
     loop {
-        let s = d.sample(&mut rng.0);
+        let s = d.sample(rng);
         if s <= hi as f64 {
             return (s as usize).clamp(xm, hi);
         }
@@ -105,16 +87,6 @@ pub fn inverse_square(rng: &mut Rng, lo: usize, hi: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn below_stays_in_range() {
-        let mut r = Rng::new(1);
-        for n in 1..100 {
-            for _ in 0..100 {
-                assert!(r.below(n) < n);
-            }
-        }
-    }
 
     #[test]
     fn same_seed_same_stream() {

@@ -20,7 +20,7 @@
 //! end, checked when it is freed.
 
 use super::{alloc, cookie, join, layout, timed, Outcome, Params, SendPtr, WorkResult, SEED};
-use crate::rng::{Rng, SizeTable};
+use crate::rng::prelude::*;
 use std::alloc::GlobalAlloc;
 use std::sync::Arc;
 use std::thread;
@@ -100,7 +100,7 @@ impl Slots {
 fn generation<A: GlobalAlloc>(a: &A, mut s: Slots, steps: usize, sizes: &SizeTable) -> Result<Slots, String> {
     let n = s.blocks.len();
     for _ in 0..steps {
-        let i = s.rng.below(n);
+        let i = s.rng.random_range(0..n);
         let fresh = s.fresh(a, sizes);
         let old = std::mem::replace(&mut s.blocks[i], fresh);
         s.checksum = s.checksum.wrapping_add(free_block(a, old)?);
@@ -114,7 +114,8 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
     let steps = p.pick(40_000, 400_000);
     let generations = p.pick(3, 4);
     let hi = max_size(p.variant);
-    let sizes = Arc::new(SizeTable::new(16, &mut Rng::derive(SEED ^ 15, hi as u64), |r| log_uniform(r.unit(), hi)));
+    let sizes =
+        Arc::new(SizeTable::new(16, &mut Rng::derive(SEED ^ 15, hi as u64), |r| log_uniform(r.random::<f64>(), hi)));
 
     let mut arrays = Vec::with_capacity(threads);
     for t in 0..threads {

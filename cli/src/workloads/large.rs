@@ -9,7 +9,7 @@
 //! the first and last words of each block are checked before it goes.
 
 use super::{alloc, cookie, layout, realloc, timed, Outcome, Params, WorkResult, SEED};
-use crate::rng::Rng;
+use crate::rng::prelude::*;
 use std::alloc::GlobalAlloc;
 
 const SLOTS: usize = 4;
@@ -56,8 +56,9 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
 
     let (seconds, result) = timed(|| -> Result<(), String> {
         for _ in 0..steps {
-            let (blk, size) = &mut slots[rng.below(SLOTS)];
-            let new_size = rng.range(MIN_SIZE / PAGE, MAX_SIZE / PAGE) * PAGE - rng.below(PAGE / 2) * 8;
+            let (blk, size) = &mut slots[rng.random_range(0..SLOTS)];
+            let new_size =
+                rng.random_range(MIN_SIZE / PAGE..=MAX_SIZE / PAGE) * PAGE - rng.random_range(0..PAGE / 2) * 8;
             if blk.is_null() {
                 *blk = alloc(a, layout(new_size, ALIGN));
                 // SAFETY: a fresh block of `new_size` bytes.
@@ -70,7 +71,7 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
                 return Err(format!("large: block {:p} of {} B lost its tags", *blk, *size));
             }
             checksum = checksum.wrapping_add(*size as u64);
-            if rng.chance(1, 3) {
+            if rng.random_ratio(1, 3) {
                 // SAFETY: a live block of `size` bytes with this layout.
                 let q = unsafe { realloc(a, *blk, layout(*size, ALIGN), new_size) };
                 // SAFETY: realloc keeps the first word; the block has `new_size` bytes.

@@ -11,7 +11,7 @@
 //! mappings and the metadata kept per medium block.
 
 use super::{alloc, layout, timed, Outcome, Params, WorkResult, SEED};
-use crate::rng::Rng;
+use crate::rng::prelude::*;
 use std::alloc::GlobalAlloc;
 
 const SIZE: usize = 40_000;
@@ -33,7 +33,7 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
     let mut order: Vec<usize> = (0..count).collect();
     let mut rng = Rng::new(SEED ^ 17);
     for i in (1..count).rev() {
-        order.swap(i, rng.below(i + 1));
+        order.swap(i, rng.random_range(0..i + 1));
     }
 
     let (seconds, result) = timed(|| -> Result<u64, String> {

@@ -11,7 +11,7 @@
 //! and a check word, verified on every take.
 
 use super::{alloc, cookie, join, layout, realloc, timed, Outcome, Params, WorkResult, SEED};
-use crate::rng::Rng;
+use crate::rng::prelude::*;
 use std::alloc::GlobalAlloc;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
@@ -57,7 +57,7 @@ fn worker<A: GlobalAlloc>(a: &A, slots: &[AtomicPtr<u8>], seed: u64, ops: usize)
     let mut rng = Rng::new(seed);
     let mut sum = 0u64;
     for _ in 0..ops {
-        let slot = &slots[rng.below(slots.len())];
+        let slot = &slots[rng.random_range(0..slots.len())];
         let p = slot.swap(std::ptr::null_mut(), Ordering::Acquire);
         let put = if p.is_null() {
             let size = random_size(&mut rng);
@@ -69,7 +69,7 @@ fn worker<A: GlobalAlloc>(a: &A, slots: &[AtomicPtr<u8>], seed: u64, ops: usize)
             // SAFETY: a live object, now owned by this thread.
             let size = unsafe { check(p)? };
             sum = sum.wrapping_add(size as u64);
-            if rng.chance(1, 2) {
+            if rng.random_ratio(1, 2) {
                 // SAFETY: allocated with this layout; freed once.
                 unsafe { a.dealloc(p, layout(size, ALIGN)) };
                 continue;

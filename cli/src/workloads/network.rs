@@ -16,7 +16,7 @@
 //! `malloc` case's poolmalloc row.
 
 use super::{alloc, cookie, join, layout, timed, Outcome, Params, SendPtr, WorkResult, SEED};
-use crate::rng::Rng;
+use crate::rng::prelude::*;
 use poolmalloc::{Buffer, BufferPool};
 use std::alloc::GlobalAlloc;
 use std::sync::mpsc;
@@ -28,7 +28,7 @@ const IN_FLIGHT: usize = 64;
 const ALIGN: usize = 64;
 
 fn packet_size(rng: &mut Rng) -> usize {
-    let mut r = rng.below(16);
+    let mut r = rng.random_range(0..16);
     for (size, share) in SIZES {
         if r < share {
             return size;

@@ -10,7 +10,7 @@
 //! blocks must hold what was written to them.
 
 use super::{alloc, layout, mix, timed, Outcome, Params, WorkResult, SEED};
-use crate::rng::Rng;
+use crate::rng::prelude::*;
 use std::alloc::GlobalAlloc;
 
 const MIN_LIMBS: usize = 2;
@@ -108,7 +108,7 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
     let mut rng = Rng::new(SEED);
     let mut kept: Vec<Num> = Vec::with_capacity(KEPT);
     for _ in 0..KEPT {
-        let n = Num::new(a, rng.range(MIN_LIMBS, MAX_LIMBS));
+        let n = Num::new(a, rng.random_range(MIN_LIMBS..=MAX_LIMBS));
         // SAFETY: fresh and unaliased.
         for l in unsafe { n.get_mut() } {
             *l = rng.next_u64();
@@ -123,14 +123,14 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
             for _ in 0..TEMPS {
                 let pool = kept.len() + temps.len();
                 let pick = |i: usize| if i < kept.len() { kept[i] } else { temps[i - kept.len()] };
-                let x = pick(rng.below(pool));
-                let y = pick(rng.below(pool));
-                let op = rng.below(4);
+                let x = pick(rng.random_range(0..pool));
+                let y = pick(rng.random_range(0..pool));
+                let op = rng.random_range(0..4);
                 let len = match op {
                     0 => (x.len + y.len).min(MAX_LIMBS),
                     1 => (x.len.max(y.len) + 1).min(MAX_LIMBS),
                     2 => x.len.max(y.len),
-                    _ => rng.range(MIN_LIMBS, x.len),
+                    _ => rng.random_range(MIN_LIMBS..=x.len),
                 };
                 let r = Num::new(a, len);
                 // SAFETY: `x` and `y` are live (kept or this step's
@@ -141,8 +141,8 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
                 temps.push(r);
             }
             // Keep the last result and one other; free the rest, newest first.
-            let keep_other = rng.below(TEMPS - 1);
-            for (slot, t) in [(rng.below(KEPT), TEMPS - 1), (rng.below(KEPT), keep_other)] {
+            let keep_other = rng.random_range(0..TEMPS - 1);
+            for (slot, t) in [(rng.random_range(0..KEPT), TEMPS - 1), (rng.random_range(0..KEPT), keep_other)] {
                 // SAFETY: a live kept number, replaced below.
                 unsafe { kept[slot].free(a) };
                 kept[slot] = temps[t];

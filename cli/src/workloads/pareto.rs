@@ -8,7 +8,7 @@
 //! time shows how the allocator scales; ideal scaling keeps it equal.
 
 use super::{alloc, join, layout, timed, Outcome, Params, SendPtr, WorkResult, SEED};
-use crate::rng::{self, Rng, SizeTable};
+use crate::rng::{self, prelude::*};
 use std::alloc::GlobalAlloc;
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -25,7 +25,7 @@ fn worker<A: GlobalAlloc>(a: &A, seed: u64, ops: usize, start: &Barrier) -> u64 
     let mut sum = 0u64;
     start.wait();
     for _ in 0..ops {
-        let slot = &mut slots[rng.below(SLOTS)];
+        let slot = &mut slots[rng.random_range(0..SLOTS)];
         if slot.0 .0.is_null() {
             let size = sizes.pick(&mut rng);
             let p = alloc(a, layout(size, 8));

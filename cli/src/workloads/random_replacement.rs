@@ -27,7 +27,7 @@
 //! still allocated. Then the remaining blocks are checked and freed.
 
 use super::{alloc, cookie, layout, resident_bytes, timed, Memory, Outcome, Params, WorkResult, SEED};
-use crate::rng::{self, Rng, SizeTable};
+use crate::rng::{self, prelude::*};
 use std::alloc::GlobalAlloc;
 
 const ALIGN: usize = 8;
@@ -39,8 +39,8 @@ pub const MEMORY: &str =
 /// The sizes of a case, drawn ahead into a table.
 fn sizes(variant: &str, rng: &mut Rng) -> SizeTable {
     match variant {
-        "1-16" => SizeTable::new(16, rng, |r| r.range(1, 16)),
-        "1-1024" => SizeTable::new(16, rng, |r| r.range(1, 1024)),
+        "1-16" => SizeTable::new(16, rng, |r| r.random_range(1..=16)),
+        "1-1024" => SizeTable::new(16, rng, |r| r.random_range(1..=1024)),
         _ => SizeTable::new(16, rng, |r| rng::inverse_square(r, 8, 32 << 10)),
     }
 }
@@ -125,7 +125,7 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
     let mut slots = vec![EMPTY; n];
     let (mut made, mut live) = (0u32, 0u64);
     for s in slots.iter_mut() {
-        if rng.chance(1, 2) {
+        if rng.random_ratio(1, 2) {
             made += 1;
             *s = new_block(a, made, sizes.pick(&mut rng));
             live += u64::from(s.size);
@@ -135,7 +135,7 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
     let (seconds, looped) = timed(|| -> Result<(u64, u64), String> {
         let (mut sum, mut peak) = (0u64, live);
         for _ in 0..steps {
-            let s = &mut slots[rng.below(n)];
+            let s = &mut slots[rng.random_range(0..n)];
             if s.p.is_null() {
                 made += 1;
                 *s = new_block(a, made, sizes.pick(&mut rng));

@@ -8,7 +8,7 @@
 //! classes are live at once.
 
 use super::{alloc, join, layout, Outcome, Params, SendPtr, WorkResult, SEED};
-use crate::rng::{self, Rng, SizeTable};
+use crate::rng::{self, prelude::*};
 use std::alloc::GlobalAlloc;
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -30,7 +30,7 @@ fn worker<A: GlobalAlloc>(a: &A, seed: u64, duration: Duration, start: &Barrier)
     let mut ops = 0u64;
     loop {
         for _ in 0..CHECK_EVERY {
-            let slot = &mut slots[rng.below(SLOTS)];
+            let slot = &mut slots[rng.random_range(0..SLOTS)];
             if !slot.0 .0.is_null() {
                 // SAFETY: a live block allocated below with this layout.
                 unsafe { a.dealloc(slot.0 .0, layout(slot.1, 4)) };

@@ -9,7 +9,7 @@
 //! after it stops. Each block carries a tag, checked when it is freed.
 
 use super::{alloc, cookie, join, layout, timed, Outcome, Params, SendPtr, WorkResult, SEED};
-use crate::rng::Rng;
+use crate::rng::prelude::*;
 use std::alloc::GlobalAlloc;
 use std::thread::{self, JoinHandle};
 
@@ -30,7 +30,7 @@ enum Step {
 }
 
 fn new_block<A: GlobalAlloc>(a: &A, rng: &mut Rng) -> (SendPtr, usize) {
-    let size = rng.range(MIN_SIZE, MAX_SIZE);
+    let size = rng.random_range(MIN_SIZE..=MAX_SIZE);
     let p = alloc(a, layout(size, 8));
     // SAFETY: a fresh block of at least 8 bytes.
     unsafe { p.cast::<u64>().write(cookie(size as u64)) };
@@ -61,7 +61,7 @@ fn generation<A: GlobalAlloc + Sync>(
 ) -> Result<Step, String> {
     let slots = table.blocks.len();
     for _ in 0..replacements {
-        let i = table.rng.below(slots);
+        let i = table.rng.random_range(0..slots);
         let fresh = new_block(a, &mut table.rng);
         let old = std::mem::replace(&mut table.blocks[i], fresh);
         table.checksum = table.checksum.wrapping_add(free_block(a, old)?);

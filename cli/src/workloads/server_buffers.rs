@@ -18,7 +18,7 @@
 //! whose sender still has buffers to send, so the ring cannot deadlock.
 
 use super::{alloc, cookie, join, layout, realloc, timed, Outcome, Params, SendPtr, WorkResult, SEED};
-use crate::rng::Rng;
+use crate::rng::prelude::*;
 use std::alloc::GlobalAlloc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread;
@@ -149,7 +149,7 @@ fn node<A: GlobalAlloc>(
         if sent < count {
             let pk = match pending.take() {
                 Some(pk) => pk,
-                None => new_packet(a, first + sent, rng.range(MIN_SIZE, MAX_SIZE)),
+                None => new_packet(a, first + sent, rng.random_range(MIN_SIZE..=MAX_SIZE)),
             };
             match tx.try_send(pk) {
                 Ok(()) => sent += 1,

@@ -8,7 +8,7 @@
 //! within and across size classes. Every buffer is hashed when it is freed.
 
 use super::{alloc, layout, mix, realloc, timed, Outcome, Params, WorkResult, SEED};
-use crate::rng::Rng;
+use crate::rng::prelude::*;
 use std::alloc::GlobalAlloc;
 
 const SLOTS: usize = 4096;
@@ -85,12 +85,12 @@ fn put<A: GlobalAlloc>(a: &A, slots: &mut [Option<Buf>], i: usize, b: Buf, check
 }
 
 fn build_string<A: GlobalAlloc>(a: &A, rng: &mut Rng, words: usize) -> Buf {
-    let mut s = Buf::with_capacity(a, rng.range(4, 24), 1);
+    let mut s = Buf::with_capacity(a, rng.random_range(4..=24), 1);
     for w in 0..words {
         if w > 0 {
             s.push(a, b" ");
         }
-        s.push(a, WORDS[rng.below(WORDS.len())]);
+        s.push(a, WORDS[rng.random_range(0..WORDS.len())]);
     }
     s
 }
@@ -104,18 +104,18 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
 
     let (seconds, ()) = timed(|| {
         for _ in 0..ops {
-            let i = rng.below(SLOTS);
-            match rng.below(10) {
+            let i = rng.random_range(0..SLOTS);
+            match rng.random_range(0..10) {
                 0..=2 => {
-                    let words = rng.range(1, 6);
+                    let words = rng.random_range(1..=6);
                     let s = build_string(a, &mut rng, words);
                     put(a, &mut slots, i, s, &mut checksum);
                 }
                 3..=4 => match slots[i].as_mut() {
                     Some(s) if s.elem == 1 && s.len < MAX_STRING => {
-                        for _ in 0..rng.range(1, 8) {
+                        for _ in 0..rng.random_range(1..=8) {
                             s.push(a, b" ");
-                            s.push(a, WORDS[rng.below(WORDS.len())]);
+                            s.push(a, WORDS[rng.random_range(0..WORDS.len())]);
                         }
                     }
                     _ => {
@@ -125,7 +125,7 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
                 },
                 5 => {
                     // Join two strings into one exactly sized block.
-                    let j = rng.below(SLOTS);
+                    let j = rng.random_range(0..SLOTS);
                     let (x, y) = (
                         slots[i].as_ref().map_or(&[][..], |s| s.bytes()),
                         slots[j].as_ref().map_or(&[][..], |s| s.bytes()),
@@ -134,7 +134,7 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
                     joined.push(a, x);
                     joined.push(a, b",");
                     joined.push(a, y);
-                    put(a, &mut slots, rng.below(SLOTS), joined, &mut checksum);
+                    put(a, &mut slots, rng.random_range(0..SLOTS), joined, &mut checksum);
                 }
                 6 => {
                     // Split a string at its spaces into the following slots.
@@ -151,18 +151,18 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, p: &Params) -> WorkResult {
                 7..=8 => {
                     // A small vector of u32 growing element by element.
                     let mut v = Buf::with_capacity(a, 4, 4);
-                    for k in 0..rng.range(1, 96) as u32 {
+                    for k in 0..rng.random_range(1..=96) as u32 {
                         v.push(a, &(k ^ i as u32).to_le_bytes());
                     }
                     put(a, &mut slots, i, v, &mut checksum);
                 }
                 _ => {
                     // Free a run of slots in shuffled order.
-                    let run = rng.range(4, 48);
+                    let run = rng.random_range(4..=48);
                     order.clear();
                     order.extend((0..run).map(|k| (i + k) % SLOTS));
                     for k in (1..order.len()).rev() {
-                        order.swap(k, rng.below(k + 1));
+                        order.swap(k, rng.random_range(0..k + 1));
                     }
                     for &k in &order {
                         if let Some(s) = slots[k].take() {

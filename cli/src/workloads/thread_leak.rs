@@ -10,7 +10,7 @@
 //! abandoned memory is reused.
 
 use super::{alloc, cookie, join, layout, timed, Outcome, Params, SendPtr, WorkResult, SEED};
-use crate::rng::Rng;
+use crate::rng::prelude::*;
 use std::alloc::GlobalAlloc;
 use std::thread;
 
@@ -36,7 +36,8 @@ fn worker<A: GlobalAlloc>(a: &A, inherited: Blocks, seed: u64, batch: usize) -> 
     let mut rng = Rng::new(seed);
     let mut kept = Vec::with_capacity(batch / 2 + 1);
     for i in 0..batch {
-        let size = if rng.chance(1, 64) { rng.range(4 << 10, 16 << 10) } else { rng.range(16, 1024) };
+        let size =
+            if rng.random_ratio(1, 64) { rng.random_range(4 << 10..=16 << 10) } else { rng.random_range(16..=1024) };
         let p = alloc(a, layout(size, 8));
         // SAFETY: a fresh block of at least 16 bytes.
         unsafe { p.cast::<u64>().write(cookie(size as u64)) };
