@@ -1,10 +1,11 @@
 //! Callgrind client requests from Rust, and reading callgrind's output.
 //!
 //! A client request is a special no-op instruction sequence that valgrind
-//! recognises; outside valgrind it does nothing. This is the sequence of
-//! `<valgrind/valgrind.h>` for x86-64, so the Rust front can switch
-//! collection on and off around exactly the code it measures, as the C
-//! program does with `CALLGRIND_TOGGLE_COLLECT`.
+//! recognises; outside valgrind it does nothing. poolmalloc exports the
+//! sequence of `<valgrind/valgrind.h>` for x86-64 (its `valgrind` feature
+//! uses it for memcheck), so the Rust front can switch collection on and off
+//! around exactly the code it measures, as the C program does with
+//! `CALLGRIND_TOGGLE_COLLECT`.
 
 use std::collections::BTreeMap;
 
@@ -15,33 +16,11 @@ const DUMP_STATS_AT: usize = BASE + 3;
 const START_INSTRUMENTATION: usize = BASE + 4;
 const STOP_INSTRUMENTATION: usize = BASE + 5;
 
-#[cfg(target_arch = "x86_64")]
+/// One request with one argument, through poolmalloc's client-request
+/// sequence.
 #[inline(always)]
 fn client_request(request: usize, arg1: usize) -> usize {
-    let args: [usize; 6] = [request, arg1, 0, 0, 0, 0];
-    let mut result: usize = 0;
-    // SAFETY: the four rotations of rdi add up to 128 bits, leaving it
-    // unchanged, and `xchg rbx, rbx` changes nothing, so outside valgrind the
-    // sequence only clobbers flags. Under valgrind it reads the six words of
-    // `args` (which live across the asm) and writes the result to rdx.
-    unsafe {
-        std::arch::asm!(
-            "rol rdi, 3",
-            "rol rdi, 13",
-            "rol rdi, 61",
-            "rol rdi, 51",
-            "xchg rbx, rbx",
-            inout("rdx") result,
-            in("rax") args.as_ptr(),
-            options(nostack),
-        );
-    }
-    result
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn client_request(_request: usize, _arg1: usize) -> usize {
-    0
+    poolmalloc::internals::client_request(0, &[request, arg1, 0, 0, 0, 0])
 }
 
 /// Whether client requests are implemented on this architecture.

@@ -160,7 +160,7 @@ pub mod internals {
         pub use crate::front::{calloc, free, free_if_ours, free_sized, malloc, malloc_aligned, realloc, usable_size};
         pub use crate::heap::STASH_MAX;
         pub use crate::lifecycle::check_current_heap;
-        pub use crate::os::{align_up, page_size, resident_bytes, set_errno, Errno};
+        pub use crate::os::{align_up, client_request, page_size, resident_bytes, set_errno, Errno};
         pub use crate::size_class::{class_of, class_size};
         pub use crate::stats::print_to_stderr as print_stats;
 

@@ -217,6 +217,38 @@ pub unsafe fn keep_unreleased(p: *mut u8, size: usize) {
     COUNTERS.unreleased.fetch_add(size, Relaxed);
 }
 
+/// Sends a valgrind client request (`args[0]` the request, then its
+/// arguments) and returns valgrind's answer, or `default` outside valgrind:
+/// the no-op instruction sequence of `<valgrind/valgrind.h>` for x86-64.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[inline(always)]
+pub fn client_request(default: usize, args: &[usize; 6]) -> usize {
+    let mut result = default;
+    // SAFETY: the four rotations of rdi add up to 128 bits, leaving it
+    // unchanged, and `xchg rbx, rbx` changes nothing, so outside valgrind
+    // the sequence only clobbers flags. Under valgrind it reads the six
+    // words of `args` and writes the result to rdx.
+    unsafe {
+        core::arch::asm!(
+            "rol rdi, 3",
+            "rol rdi, 13",
+            "rol rdi, 61",
+            "rol rdi, 51",
+            "xchg rbx, rbx",
+            inout("rdx") result,
+            in("rax") args.as_ptr(),
+            options(nostack),
+        );
+    }
+    result
+}
+
+/// Client requests exist on x86-64 only here: elsewhere, `default`.
+#[cfg(not(all(target_arch = "x86_64", not(miri))))]
+pub fn client_request(default: usize, _args: &[usize; 6]) -> usize {
+    default
+}
+
 /// Valgrind client requests (the `valgrind` feature): the no-op instruction
 /// sequence of `<valgrind/valgrind.h>` that valgrind recognises, so that
 /// memcheck learns where poolmalloc's blocks are. Outside valgrind every
@@ -232,55 +264,25 @@ pub mod valgrind {
     /// memcheck's `VG_USERREQ__MAKE_MEM_DEFINED` (`TOOL_BASE('M','C') + 2`).
     const MAKE_MEM_DEFINED: usize = (b'M' as usize) << 24 | (b'C' as usize) << 16 | 2;
 
-    /// Sends one request; `default` outside valgrind.
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    #[inline(always)]
-    fn request(default: usize, args: [usize; 6]) -> usize {
-        let mut result = default;
-        // SAFETY: the four rotations of rdi add up to 128 bits, leaving it
-        // unchanged, and `xchg rbx, rbx` changes nothing, so outside
-        // valgrind the sequence only clobbers flags. Under valgrind it reads
-        // the six words of `args` (alive across the asm) and writes rdx.
-        unsafe {
-            core::arch::asm!(
-                "rol rdi, 3",
-                "rol rdi, 13",
-                "rol rdi, 61",
-                "rol rdi, 51",
-                "xchg rbx, rbx",
-                inout("rdx") result,
-                in("rax") args.as_ptr(),
-                out("rdi") _,
-                options(nostack),
-            );
-        }
-        result
-    }
-
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    fn request(default: usize, _args: [usize; 6]) -> usize {
-        default
-    }
-
     /// Whether the process runs under valgrind.
     pub fn running() -> bool {
-        request(0, [RUNNING_ON_VALGRIND, 0, 0, 0, 0, 0]) != 0
+        super::client_request(0, &[RUNNING_ON_VALGRIND, 0, 0, 0, 0, 0]) != 0
     }
 
     /// `n` bytes at `p` are a block the program now holds.
     pub fn malloclike(p: *mut u8, n: usize, zeroed: bool) {
-        request(0, [MALLOCLIKE_BLOCK, p as usize, n, 0, usize::from(zeroed), 0]);
+        super::client_request(0, &[MALLOCLIKE_BLOCK, p as usize, n, 0, usize::from(zeroed), 0]);
     }
 
     /// The block at `p` is given back.
     pub fn freelike(p: *mut u8) {
-        request(0, [FREELIKE_BLOCK, p as usize, 0, 0, 0, 0]);
+        super::client_request(0, &[FREELIKE_BLOCK, p as usize, 0, 0, 0, 0]);
     }
 
     /// `n` bytes at `p` are addressable and defined (the words poolmalloc
     /// keeps in a free block: its free-list link and double-free mark).
     pub fn make_defined(p: *mut u8, n: usize) {
-        request(0, [MAKE_MEM_DEFINED, p as usize, n, 0, 0, 0]);
+        super::client_request(0, &[MAKE_MEM_DEFINED, p as usize, n, 0, 0, 0]);
     }
 }
 
