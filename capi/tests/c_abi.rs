@@ -864,19 +864,32 @@ fn secure_mode_does_not_hand_a_freed_block_out_next() {
 /// the workspace, whose feature unification would change libpoolmalloc.so).
 fn plugin(dlopen: bool) -> PathBuf {
     let variant = if dlopen { "gd" } else { "ie" };
-    let target = scratch_dir().join(format!("plugin-{variant}"));
+    let features: &[&str] = if dlopen { &["--features", "dlopen"] } else { &[] };
+    build_side_crate("plugin", &format!("plugin-{variant}"), features, "").join("release/libpoolmalloc_plugin_test.so")
+}
+
+/// Builds the crate in `tests/<name>` on its own, never with the workspace
+/// (whose feature unification would change libpoolmalloc.so and every other
+/// member), into a scratch target directory named `dir`, with `args` after
+/// `cargo build --release` and `RUSTFLAGS` set to `rustflags`. Returns the
+/// target directory.
+fn build_side_crate(name: &str, dir: &str, args: &[&str], rustflags: &str) -> PathBuf {
+    let target = scratch_dir().join(dir);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--quiet", "--manifest-path"])
-        .arg(manifest_dir().join("tests/plugin/Cargo.toml"))
+    let out = Command::new(cargo)
+        .args(["build", "--release", "--quiet"])
+        .args(args)
+        .arg("--manifest-path")
+        .arg(manifest_dir().join("tests").join(name).join("Cargo.toml"))
         .arg("--target-dir")
-        .arg(&target);
-    if dlopen {
-        cmd.args(["--features", "dlopen"]);
-    }
-    let out = cmd.stdin(Stdio::null()).output().expect("run cargo to build the plugin");
-    assert!(out.status.success(), "building the plugin failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    target.join("release/libpoolmalloc_plugin_test.so")
+        .arg(&target)
+        .env("RUSTFLAGS", rustflags)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build tests/{name}: {e}"));
+    assert!(out.status.success(), "building tests/{name} ({dir}) failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    target
 }
 
 /// Copies of a library with initial-exec TLS, which `dlopen_host` loads
@@ -1088,37 +1101,17 @@ fn tempfile_dir(name: &str) -> PathBuf {
 /// own (never with the workspace: feature unification would turn
 /// `override` on for libpoolmalloc.so too).
 fn override_program(target: &str, rustflags: &str) -> PathBuf {
-    let dir = scratch_dir().join(format!("override-{target}"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "--target", target, "--manifest-path"])
-        .arg(manifest_dir().join("tests/override/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&dir)
-        .env("RUSTFLAGS", rustflags)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cargo to build the override program");
-    assert!(
-        out.status.success(),
-        "building tests/override for {target} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.join(target).join("release/poolmalloc-override-test")
+    build_side_crate("override", &format!("override-{target}"), &["--target", target], rustflags)
+        .join(target)
+        .join("release/poolmalloc-override-test")
 }
 
-/// Whether a 64-bit little-endian ELF file has a `PT_INTERP` program
-/// header (a dynamic loader to run it).
+/// Whether an ELF file has a `PT_INTERP` program header (a dynamic loader
+/// to run it), read with the `object` crate.
 fn has_interpreter(elf: &[u8]) -> bool {
-    assert!(elf.len() > 0x40 && elf.starts_with(b"\x7fELF") && elf[4] == 2 && elf[5] == 1, "not an ELF64 LE file");
-    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
-    let (size, count) = (u16_at(0x36), u16_at(0x38));
-    (0..count).any(|i| {
-        let at = phoff + i * size;
-        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3 // PT_INTERP
-    })
+    use object::read::elf::{ElfFile64, ProgramHeader as _};
+    let file = ElfFile64::<object::Endianness>::parse(elf).expect("an ELF64 file");
+    file.elf_program_headers().iter().any(|ph| ph.p_type(file.endian()) == object::elf::PT_INTERP)
 }
 
 /// The `override` feature makes poolmalloc the C `malloc` of a statically
@@ -1159,19 +1152,7 @@ fn override_feature_makes_poolmalloc_the_c_malloc_of_static_binaries() {
 /// recorded through Rust frames.
 #[test]
 fn heap_profile_of_a_rust_program_with_frame_pointers_names_its_functions() {
-    let dir = scratch_dir().join("profile-rust");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "--manifest-path"])
-        .arg(manifest_dir().join("tests/profile-rust/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&dir)
-        .env("RUSTFLAGS", "-C force-frame-pointers=yes")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cargo to build tests/profile-rust");
-    assert!(out.status.success(), "building tests/profile-rust failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let dir = build_side_crate("profile-rust", "profile-rust", &[], "-C force-frame-pointers=yes");
     let profile = dir.join("p.heap");
     let _ = std::fs::remove_file(&profile);
     let mut cmd = Command::new(dir.join("release/poolmalloc-profile-rust-test"));

@@ -1116,10 +1116,9 @@ pub unsafe fn report_current(p: *const Pool) {
 /// Sets the blocks `p` counts in [`BLOCK_BYTES`] to `now`.
 fn report(p: *const Pool, now: u32) {
     let a = Arena::of(p);
-    // SAFETY: `p` is a pool record inside a live arena, with the arena's
-    // provenance (by the callers), so its header is live and `reported` is
-    // made of atomics; `block_size` is set while the pool is in use and
-    // only read here.
+    // `block_size` is set while the pool is in use and only read here.
+    // SAFETY: `p` is a pool record in a live arena, with the arena's
+    // provenance (by the callers); `reported` is made of atomics.
     let (slot, bs) = unsafe { (&(*a).reported[(*a).index_of(p)], (*p).block_size()) };
     let was = slot.swap(now, Relaxed);
     if now > was {

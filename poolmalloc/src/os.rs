@@ -224,10 +224,10 @@ pub unsafe fn keep_unreleased(p: *mut u8, size: usize) {
 #[inline(always)]
 pub fn client_request(default: usize, args: &[usize; 6]) -> usize {
     let mut result = default;
-    // SAFETY: the four rotations of rdi add up to 128 bits, leaving it
-    // unchanged, and `xchg rbx, rbx` changes nothing, so outside valgrind
-    // the sequence only clobbers flags. Under valgrind it reads the six
-    // words of `args` and writes the result to rdx.
+    // Under valgrind the sequence reads the six words of `args` and writes
+    // the answer to rdx.
+    // SAFETY: the rotations of rdi add up to 128 bits and `xchg rbx, rbx`
+    // is a no-op, so outside valgrind only the flags change.
     unsafe {
         core::arch::asm!(
             "rol rdi, 3",
